@@ -1,0 +1,376 @@
+/**
+ * An in-memory Disk for unit tests and deterministic simulation, with crash
+ * and bit-rot injection.
+ *
+ * Durability model (what crash() keeps):
+ * - File contents: each file has a durable image (as of its last datasync) and
+ *   the writes and truncates since. crash() reverts every file to its durable
+ *   image, then re-applies each pending operation, in order, with probability
+ *   keepPendingProbability (default 0); with tearWrites a kept write may land
+ *   only as a prefix cut at a 512-byte sector boundary.
+ * - Names: a created file's name is durable only after syncDir(parent); a
+ *   removal likewise. crash() drops an unsynced creation (and undoes an
+ *   unsynced removal) unless that pending name change is kept, with the same
+ *   probability. A real file system may lose them too.
+ * - Directories made by mkdirp are durable at once (a simplification).
+ * Every open handle is invalid after crash(): further calls throw.
+ * Everything is synchronous underneath, so a seeded run replays exactly.
+ */
+import { posix } from "node:path";
+import type { Disk, DiskFile } from "./ports.ts";
+
+const pageBytes = 4096;
+const sectorBytes = 512;
+
+/** A growable byte array stored as 4 KiB pages, so sparse files cost only what is written. */
+class SparseBytes {
+  readonly pages = new Map<number, Uint8Array>();
+  length = 0;
+
+  read(buf: Uint8Array, position: number): number {
+    if (position >= this.length) return 0;
+    const n = Math.min(buf.length, this.length - position);
+    let done = 0;
+    while (done < n) {
+      const at = position + done;
+      const index = Math.floor(at / pageBytes);
+      const offset = at - index * pageBytes;
+      const take = Math.min(pageBytes - offset, n - done);
+      const page = this.pages.get(index);
+      if (page) buf.set(page.subarray(offset, offset + take), done);
+      else buf.fill(0, done, done + take);
+      done += take;
+    }
+    return n;
+  }
+
+  write(buf: Uint8Array, position: number): void {
+    let done = 0;
+    while (done < buf.length) {
+      const at = position + done;
+      const index = Math.floor(at / pageBytes);
+      const offset = at - index * pageBytes;
+      const take = Math.min(pageBytes - offset, buf.length - done);
+      let page = this.pages.get(index);
+      if (!page) this.pages.set(index, page = new Uint8Array(pageBytes));
+      page.set(buf.subarray(done, done + take), offset);
+      done += take;
+    }
+    this.length = Math.max(this.length, position + buf.length);
+  }
+
+  truncate(length: number): void {
+    if (length < this.length) {
+      // Drop whole pages past the end and zero the tail of the last one, so a
+      // later extension reads zeros as a real file does.
+      const keepPages = Math.ceil(length / pageBytes);
+      for (const index of [...this.pages.keys()]) if (index >= keepPages) this.pages.delete(index);
+      const tail = length % pageBytes;
+      if (tail !== 0) this.pages.get(keepPages - 1)?.fill(0, tail);
+    }
+    this.length = length;
+  }
+
+  clone(): SparseBytes {
+    const copy = new SparseBytes();
+    copy.length = this.length;
+    for (const [index, page] of this.pages) copy.pages.set(index, page.slice());
+    return copy;
+  }
+}
+
+type PendingOp =
+  | { kind: "write"; position: number; data: Uint8Array }
+  | { kind: "truncate"; length: number };
+
+class MemFile {
+  current = new SparseBytes();
+  durable = new SparseBytes();
+  pending: PendingOp[] = [];
+  /** Whether the name survives a crash (set by syncDir of the parent). */
+  nameDurable = false;
+
+  apply(image: SparseBytes, op: PendingOp): void {
+    if (op.kind === "write") image.write(op.data, op.position);
+    else image.truncate(op.length);
+  }
+}
+
+export interface MemoryDiskCrashOptions {
+  /** Chance that each operation since the last sync survives the crash; default 0. */
+  keepPendingProbability?: number;
+  /** Source of randomness for this crash; default the disk's own seeded generator. */
+  random?: () => number;
+  /** A kept write may survive only as a prefix cut at a 512-byte boundary. */
+  tearWrites?: boolean;
+}
+
+/** Counters of calls made through the disk, for tests that check IO patterns. */
+export interface MemoryDiskStats {
+  reads: number;
+  writes: number;
+  datasyncs: number;
+  truncates: number;
+  syncDirs: number;
+}
+
+function fsError(code: string, message: string, path: string): Error {
+  return Object.assign(new Error(`${code}: ${message}, '${path}'`), { code, path });
+}
+
+function normalize(path: string): string {
+  const p = posix.normalize(path);
+  return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
+}
+
+/** mulberry32: small, fast and good enough for fault injection. */
+function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+class MemFileHandle implements DiskFile {
+  #closed = false;
+
+  constructor(
+    private readonly disk: MemoryDisk,
+    private readonly file: MemFile,
+    private readonly path: string,
+    private readonly generation: number,
+  ) {}
+
+  #check(): void {
+    if (this.#closed) throw fsError("EBADF", "file handle is closed", this.path);
+    if (this.disk.generation !== this.generation) {
+      throw fsError("EBADF", "file handle invalidated by a simulated crash", this.path);
+    }
+  }
+
+  // deno-lint-ignore require-await
+  async read(buf: Uint8Array, position: number): Promise<number> {
+    this.#check();
+    checkPosition(position, this.path);
+    this.disk.stats.reads++;
+    return this.file.current.read(buf, position);
+  }
+
+  // deno-lint-ignore require-await
+  async write(buf: Uint8Array, position: number): Promise<void> {
+    this.#check();
+    checkPosition(position, this.path);
+    this.disk.stats.writes++;
+    if (buf.length === 0) return;
+    const data = buf.slice();
+    this.file.current.write(data, position);
+    this.file.pending.push({ kind: "write", position, data });
+  }
+
+  // deno-lint-ignore require-await
+  async datasync(): Promise<void> {
+    this.#check();
+    this.disk.stats.datasyncs++;
+    for (const op of this.file.pending) this.file.apply(this.file.durable, op);
+    this.file.pending = [];
+  }
+
+  // deno-lint-ignore require-await
+  async truncate(lengthBytes: number): Promise<void> {
+    this.#check();
+    checkPosition(lengthBytes, this.path);
+    this.disk.stats.truncates++;
+    this.file.current.truncate(lengthBytes);
+    this.file.pending.push({ kind: "truncate", length: lengthBytes });
+  }
+
+  // deno-lint-ignore require-await
+  async sizeBytes(): Promise<number> {
+    this.#check();
+    return this.file.current.length;
+  }
+
+  // deno-lint-ignore require-await
+  async close(): Promise<void> {
+    this.#check();
+    this.#closed = true;
+  }
+}
+
+function checkPosition(position: number, path: string): void {
+  if (!Number.isSafeInteger(position) || position < 0) {
+    throw fsError("EINVAL", `invalid position or length ${position}`, path);
+  }
+}
+
+export class MemoryDisk implements Disk {
+  readonly stats: MemoryDiskStats = {
+    reads: 0,
+    writes: 0,
+    datasyncs: 0,
+    truncates: 0,
+    syncDirs: 0,
+  };
+  /** Bumped by crash(); handles from an older generation refuse every call. */
+  generation = 0;
+  #files = new Map<string, MemFile>();
+  #dirs = new Set<string>(["/", "."]);
+  /** Files unlinked since their parent's last syncDir: a crash may bring them back. */
+  #pendingRemovals = new Map<string, MemFile>();
+  #random: () => number;
+
+  constructor(options: { seed?: number; random?: () => number } = {}) {
+    this.#random = options.random ?? seededRandom(options.seed ?? 1);
+  }
+
+  // deno-lint-ignore require-await
+  async open(path: string, options: { create: boolean }): Promise<DiskFile> {
+    const p = normalize(path);
+    if (this.#dirs.has(p)) throw fsError("EISDIR", "illegal operation on a directory", path);
+    let file = this.#files.get(p);
+    if (!file) {
+      if (!options.create) throw fsError("ENOENT", "no such file or directory", path);
+      if (!this.#dirs.has(posix.dirname(p))) {
+        throw fsError("ENOENT", "no such file or directory", path);
+      }
+      file = new MemFile();
+      this.#files.set(p, file);
+    }
+    return new MemFileHandle(this, file, p, this.generation);
+  }
+
+  // deno-lint-ignore require-await
+  async remove(path: string): Promise<void> {
+    const p = normalize(path);
+    if (this.#dirs.has(p)) throw fsError("EISDIR", "path is a directory", path);
+    const file = this.#files.get(p);
+    if (!file) return;
+    this.#files.delete(p);
+    // Only a durable name can come back after a crash.
+    if (file.nameDurable && !this.#pendingRemovals.has(p)) this.#pendingRemovals.set(p, file);
+  }
+
+  // deno-lint-ignore require-await
+  async list(dir: string): Promise<string[]> {
+    const d = normalize(dir);
+    if (!this.#dirs.has(d)) return [];
+    const names: string[] = [];
+    for (const p of [...this.#files.keys(), ...this.#dirs]) {
+      if (p !== d && posix.dirname(p) === d) names.push(posix.basename(p));
+    }
+    return names.sort();
+  }
+
+  // deno-lint-ignore require-await
+  async mkdirp(dir: string): Promise<void> {
+    let d = normalize(dir);
+    const made: string[] = [];
+    while (!this.#dirs.has(d)) {
+      if (this.#files.has(d)) throw fsError("ENOTDIR", "not a directory", dir);
+      made.push(d);
+      const parent = posix.dirname(d);
+      if (parent === d) break;
+      d = parent;
+    }
+    for (const m of made) this.#dirs.add(m);
+  }
+
+  // deno-lint-ignore require-await
+  async syncDir(dir: string): Promise<void> {
+    const d = normalize(dir);
+    if (!this.#dirs.has(d)) throw fsError("ENOENT", "no such file or directory", dir);
+    this.stats.syncDirs++;
+    for (const [p, file] of this.#files) if (posix.dirname(p) === d) file.nameDurable = true;
+    for (const p of [...this.#pendingRemovals.keys()]) {
+      if (posix.dirname(p) === d) this.#pendingRemovals.delete(p);
+    }
+  }
+
+  /**
+   * Simulates a power loss: see the module comment. With the default options
+   * every file is exactly its durable image afterwards.
+   */
+  crash(options: MemoryDiskCrashOptions = {}): void {
+    const probability = options.keepPendingProbability ?? 0;
+    const random = options.random ?? this.#random;
+    const keep = () => probability >= 1 || (probability > 0 && random() < probability);
+    this.generation++;
+
+    for (const [p, file] of [...this.#files]) {
+      if (!file.nameDurable && !keep()) this.#files.delete(p);
+    }
+    for (const [p, file] of this.#pendingRemovals) {
+      if (!keep() && !this.#files.has(p)) this.#files.set(p, file);
+    }
+    this.#pendingRemovals.clear();
+
+    for (const file of this.#files.values()) {
+      const image = file.durable;
+      for (const op of file.pending) {
+        if (!keep()) continue;
+        if (op.kind === "write" && options.tearWrites) {
+          image.write(
+            op.data.subarray(0, tornLength(op.position, op.data.length, random)),
+            op.position,
+          );
+        } else {
+          file.apply(image, op);
+        }
+      }
+      file.pending = [];
+      file.current = image;
+      file.durable = image.clone();
+      file.nameDurable = true;
+    }
+  }
+
+  /** Bit rot: inverts byteCount bytes at position, in the durable image too. */
+  corrupt(path: string, position: number, byteCount: number): void {
+    const p = normalize(path);
+    const file = this.#files.get(p);
+    if (!file) throw fsError("ENOENT", "no such file or directory", path);
+    if (position < 0 || byteCount < 0 || position + byteCount > file.current.length) {
+      throw fsError("EINVAL", `corrupt range ${position}+${byteCount} is past the end`, path);
+    }
+    for (const image of [file.current, file.durable]) {
+      const bytes = new Uint8Array(byteCount);
+      const n = image.read(bytes, position);
+      for (let i = 0; i < n; i++) bytes[i] ^= 0xff;
+      image.write(bytes.subarray(0, n), position);
+    }
+  }
+
+  exists(path: string): boolean {
+    const p = normalize(path);
+    return this.#files.has(p) || this.#dirs.has(p);
+  }
+
+  /** A copy of a file's current contents. */
+  fileBytes(path: string): Uint8Array {
+    const file = this.#files.get(normalize(path));
+    if (!file) throw fsError("ENOENT", "no such file or directory", path);
+    const out = new Uint8Array(file.current.length);
+    file.current.read(out, 0);
+    return out;
+  }
+
+  /** Bytes of pages actually stored for a file (sparse files store little). */
+  allocatedBytes(path: string): number {
+    const file = this.#files.get(normalize(path));
+    if (!file) throw fsError("ENOENT", "no such file or directory", path);
+    return file.current.pages.size * pageBytes;
+  }
+}
+
+/** Length of a torn write's surviving prefix: it ends at a sector boundary inside the write, or at its end. */
+function tornLength(position: number, length: number, random: () => number): number {
+  const end = position + length;
+  const firstCut = (Math.floor(position / sectorBytes) + 1) * sectorBytes;
+  const cuts = firstCut < end ? Math.ceil((end - firstCut) / sectorBytes) : 0;
+  const k = Math.floor(random() * (cuts + 1));
+  return k === cuts ? length : firstCut + k * sectorBytes - position;
+}

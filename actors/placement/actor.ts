@@ -1,0 +1,261 @@
+/**
+ * The placement actor: the control plane. Any node answers a control request
+ * (NATS queue group); every decision is committed by compare-and-set in KV,
+ * so two nodes acting at once cannot both win.
+ */
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { MetadataStore } from "../metadata.ts";
+import type { Watchdog } from "../watchdog/actor.ts";
+import type { Logger } from "../replica/host.ts";
+import {
+  type ControlOp,
+  subjects,
+} from "../../protocol/subjects.ts";
+import {
+  type CreateVolumeRequest,
+  createVolumeRequestSchema,
+  emptyRequestSchema,
+  type NodeInfo,
+  parseJson,
+  type VolumeInfo,
+  type VolumeLayout,
+  type VolumeSpec,
+  volumeNameRequestSchema,
+} from "../../protocol/schemas.ts";
+import { CairnError } from "../../protocol/errors.ts";
+import {
+  blockSizeBytes,
+  defaultReplicas,
+  defaultSegmentBytesFor,
+  maxSegmentBytes,
+  maxSegmentsPerVolume,
+  maxVolumeSizeBytes,
+  minSegmentBytes,
+} from "../../protocol/limits.ts";
+import { okReply, replyForError, requestJson } from "../../protocol/control.ts";
+import { chooseOwner, NotEnoughNodesError, type PlacementNode, placeVolume } from "./rendezvous.ts";
+
+export function volumeInfo(spec: VolumeSpec, layout: VolumeLayout | null): VolumeInfo {
+  return {
+    ...spec,
+    epoch: layout?.epoch ?? 0,
+    owner: layout?.owner ?? "",
+    segments: (layout?.segments ?? []).map((s, index) => ({ index, replicas: s.replicas })),
+  };
+}
+
+/** The minimum in-sync count a volume of this many replicas defaults to. */
+export function defaultMinInSync(replicas: number): number {
+  return Math.max(1, replicas - 1);
+}
+
+function checkVolumeShape(request: CreateVolumeRequest): Required<CreateVolumeRequest> {
+  const { sizeBytes } = request;
+  if (sizeBytes % blockSizeBytes !== 0) {
+    throw new CairnError("BAD_REQUEST", `size ${sizeBytes} is not a multiple of ${blockSizeBytes}`);
+  }
+  if (sizeBytes > maxVolumeSizeBytes) {
+    throw new CairnError("BAD_REQUEST", `size ${sizeBytes} is above the limit ${maxVolumeSizeBytes}`);
+  }
+  const segmentBytes = request.segmentBytes ?? defaultSegmentBytesFor(sizeBytes);
+  if (
+    segmentBytes < minSegmentBytes || segmentBytes > maxSegmentBytes ||
+    (segmentBytes & (segmentBytes - 1)) !== 0 && Math.log2(segmentBytes) % 1 !== 0
+  ) {
+    throw new CairnError(
+      "BAD_REQUEST",
+      `segment size ${segmentBytes} must be a power of two from ${minSegmentBytes} to ${maxSegmentBytes}`,
+    );
+  }
+  const segmentCount = Math.ceil(sizeBytes / segmentBytes);
+  if (segmentCount > maxSegmentsPerVolume) {
+    throw new CairnError(
+      "BAD_REQUEST",
+      `${segmentCount} segments is above the limit ${maxSegmentsPerVolume}; use a larger segment size`,
+    );
+  }
+  const replicas = request.replicas ?? defaultReplicas;
+  const minInSync = request.minInSync ?? defaultMinInSync(replicas);
+  if (minInSync > replicas) {
+    throw new CairnError("BAD_REQUEST", `minInSync ${minInSync} is above replicas ${replicas}`);
+  }
+  return {
+    name: request.name,
+    sizeBytes,
+    segmentBytes,
+    replicas,
+    minInSync,
+    readPolicy: request.readPolicy ?? "local",
+  };
+}
+
+export class PlacementActor {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly metadata: MetadataStore,
+    private readonly watchdog: Watchdog,
+    private readonly log: Logger,
+  ) {}
+
+  /** Handles one control request; the reply is always a JSON ControlReply. */
+  async handle(op: ControlOp | string, body: Uint8Array): Promise<Uint8Array> {
+    try {
+      return okReply(await this.dispatch(op, body));
+    } catch (err) {
+      if (!(err instanceof CairnError)) this.log.error(`control ${op}: ${(err as Error).stack}`);
+      return replyForError(err);
+    }
+  }
+
+  private parse<T>(schema: Parameters<typeof parseJson<T>>[0], body: Uint8Array): T {
+    const parsed = parseJson(schema, body);
+    if (!parsed.ok) throw new CairnError("BAD_REQUEST", parsed.message);
+    return parsed.value;
+  }
+
+  private dispatch(op: string, body: Uint8Array): Promise<unknown> {
+    switch (op) {
+      case "volume.create":
+        return this.createVolume(this.parse(createVolumeRequestSchema, body));
+      case "volume.list":
+        this.parse(emptyRequestSchema, body);
+        return this.listVolumes();
+      case "volume.info":
+        return this.info(this.parse(volumeNameRequestSchema, body).name);
+      case "volume.delete":
+        return this.deleteVolume(this.parse(volumeNameRequestSchema, body).name);
+      case "node.list":
+        this.parse(emptyRequestSchema, body);
+        return this.listNodes();
+      default:
+        throw new CairnError("BAD_REQUEST", `unknown control op ${op}`);
+    }
+  }
+
+  async listNodes(): Promise<NodeInfo[]> {
+    const records = await this.metadata.listNodes();
+    return records.map(({ value }) => ({
+      ...value,
+      live: value.state !== "down" && this.watchdog.isLive(value.id),
+      lastHeartbeatAgoMs: this.watchdog.silenceMs(value.id),
+    }));
+  }
+
+  private async liveNodes(): Promise<PlacementNode[]> {
+    return (await this.listNodes())
+      .filter((n) => n.live && n.state === "up")
+      .map((n) => ({ id: n.id, zone: n.zone, capacityBytes: n.capacityBytes }));
+  }
+
+  async info(name: string): Promise<VolumeInfo> {
+    const spec = await this.metadata.getSpec(name);
+    if (!spec) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
+    const layout = await this.metadata.getLayout(name);
+    return volumeInfo(spec.value, layout?.value ?? null);
+  }
+
+  async listVolumes(): Promise<VolumeInfo[]> {
+    const specs = await this.metadata.listSpecs();
+    return await Promise.all(
+      specs.map(async (spec) =>
+        volumeInfo(spec, (await this.metadata.getLayout(spec.name))?.value ?? null)
+      ),
+    );
+  }
+
+  private async createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
+    const shape = checkVolumeShape(request);
+    const nodes = await this.liveNodes();
+    const segmentCount = Math.ceil(shape.sizeBytes / shape.segmentBytes);
+    let placement: string[][];
+    try {
+      placement = placeVolume(shape.name, segmentCount, nodes, shape.replicas);
+    } catch (err) {
+      if (err instanceof NotEnoughNodesError) {
+        throw new CairnError(
+          "NOT_ENOUGH_NODES",
+          `${shape.replicas} replicas asked for, but only ${nodes.length} nodes are live`,
+        );
+      }
+      throw err;
+    }
+    const spec: VolumeSpec = {
+      ...shape,
+      blockSize: blockSizeBytes,
+      createdAt: new Date().toISOString(),
+    } as VolumeSpec;
+    if (!await this.metadata.createSpec(spec)) {
+      throw new CairnError("EXISTS", `volume ${shape.name} already exists`);
+    }
+    const holders = new Map<string, number[]>();
+    placement.forEach((nodesOfSegment, segment) => {
+      for (const node of nodesOfSegment) {
+        if (!holders.has(node)) holders.set(node, []);
+        holders.get(node)!.push(segment);
+      }
+    });
+    try {
+      await Promise.all([...holders].map(([node, segments]) =>
+        requestJson(this.nc, subjects.node(node, "segments.create"), {
+          volume: spec.name,
+          segmentBytes: spec.segmentBytes,
+          segments,
+          epoch: 1,
+        })
+      ));
+      const owner = chooseOwner(
+        spec.name,
+        nodes.filter((n) => holders.has(n.id)),
+        await this.ownedCounts(),
+      );
+      const layout: VolumeLayout = {
+        epoch: 1,
+        owner,
+        segments: placement.map((replicaNodes) => ({
+          replicas: replicaNodes.map((node) => ({ node, state: "in-sync" as const })),
+        })),
+      };
+      await this.metadata.createLayout(spec.name, layout);
+      await requestJson(this.nc, subjects.node(owner, "volume.start"), { volume: spec.name });
+    } catch (err) {
+      this.log.error(`create ${spec.name} failed, undoing: ${(err as Error).message}`);
+      await this.removeEverywhere(spec.name, [...holders.keys()]);
+      throw err;
+    }
+    this.log.info(`created volume ${spec.name} (${spec.sizeBytes} bytes, ${segmentCount} segments)`);
+    return await this.info(spec.name);
+  }
+
+  private async ownedCounts(): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    for (const spec of await this.metadata.listSpecs()) {
+      const layout = await this.metadata.getLayout(spec.name);
+      if (layout) counts.set(layout.value.owner, (counts.get(layout.value.owner) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  /** Stops the volume actor, removes every segment file it can reach, then the metadata. */
+  private async removeEverywhere(name: string, nodes: string[]): Promise<void> {
+    await Promise.all(nodes.map((node) =>
+      requestJson(this.nc, subjects.node(node, "segments.delete"), { volume: name }).catch((err) =>
+        this.log.warn(`delete of ${name} on ${node}: ${err.message} (it is removed when ${node} starts)`)
+      )
+    ));
+    await this.metadata.deleteVolume(name);
+  }
+
+  private async deleteVolume(name: string): Promise<{ deleted: string }> {
+    const spec = await this.metadata.getSpec(name);
+    if (!spec) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
+    const layout = await this.metadata.getLayout(name);
+    const nodes = new Set<string>((await this.metadata.listNodes()).map((n) => n.value.id));
+    if (layout) {
+      await requestJson(this.nc, subjects.node(layout.value.owner, "volume.stop"), { volume: name })
+        .catch((err) => this.log.warn(`stop of ${name}: ${err.message}`));
+    }
+    await this.removeEverywhere(name, [...nodes]);
+    this.log.info(`deleted volume ${name}`);
+    return { deleted: name };
+  }
+}

@@ -1,0 +1,2 @@
+export { defaultMinInSync, PlacementActor, volumeInfo } from "./actor.ts";
+export * from "./rendezvous.ts";

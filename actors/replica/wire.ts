@@ -1,0 +1,199 @@
+/**
+ * Binary messages between a volume actor and a replica host (internal; not
+ * for clients). Little-endian. Every request carries the sender's epoch.
+ *
+ * Write batch:  u8 version=1, u8 0, u16 entryCount, u32 0, u64 epoch,
+ *               then per entry: u32 segment, u32 firstBlock, u32 blockCount,
+ *               u32 kind (0 data, 1 zero, 2 repair), u64 version, data (data and repair).
+ * Read:         u8 version=1, u8 0, u16 0, u32 segment, u64 epoch, u32 firstBlock, u32 blockCount.
+ * Reply:        u8 status (ErrorCode), then the op's body or a UTF-8 error message.
+ * Read reply:   u8 status, u8[3] 0, u32 count, f64 version[count], u8 state[count], data.
+ */
+import { blockSizeBytes } from "../../protocol/limits.ts";
+import { ErrorCode, type ErrorCodeName } from "../../protocol/errors.ts";
+
+export const replicaWireVersion = 1;
+const batchHeaderBytes = 16;
+const entryHeaderBytes = 24;
+const readRequestBytes = 24;
+
+/**
+ * data: write blocks; zero: mark blocks zero; repair: write each block only
+ * where the replica's version is not newer (read repair and catch-up copy,
+ * which must never undo a newer write that overtook them).
+ */
+export const EntryKind = { data: 0, zero: 1, repair: 2 } as const;
+
+export interface WriteEntry {
+  segment: number;
+  firstBlock: number;
+  blockCount: number;
+  kind: number;
+  version: number;
+  /** kind data: blockCount * blockSizeBytes bytes */
+  data?: Uint8Array;
+}
+
+export function carriesData(kind: number): boolean {
+  return kind === EntryKind.data || kind === EntryKind.repair;
+}
+
+export function entryWireBytes(entry: WriteEntry): number {
+  return entryHeaderBytes + (carriesData(entry.kind) ? entry.blockCount * blockSizeBytes : 0);
+}
+
+export function encodeWriteBatch(epoch: number, entries: readonly WriteEntry[]): Uint8Array {
+  let total = batchHeaderBytes;
+  for (const e of entries) total += entryWireBytes(e);
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, replicaWireVersion);
+  view.setUint16(2, entries.length, true);
+  view.setBigUint64(8, BigInt(epoch), true);
+  let at = batchHeaderBytes;
+  for (const e of entries) {
+    view.setUint32(at, e.segment, true);
+    view.setUint32(at + 4, e.firstBlock, true);
+    view.setUint32(at + 8, e.blockCount, true);
+    view.setUint32(at + 12, e.kind, true);
+    view.setBigUint64(at + 16, BigInt(e.version), true);
+    at += entryHeaderBytes;
+    if (carriesData(e.kind)) {
+      out.set(e.data!, at);
+      at += e.data!.length;
+    }
+  }
+  return out;
+}
+
+export class WireError extends Error {}
+
+export function decodeWriteBatch(bytes: Uint8Array): { epoch: number; entries: WriteEntry[] } {
+  if (bytes.length < batchHeaderBytes) throw new WireError("write batch shorter than its header");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint8(0) !== replicaWireVersion) throw new WireError("unknown write batch version");
+  const count = view.getUint16(2, true);
+  const epoch = Number(view.getBigUint64(8, true));
+  const entries: WriteEntry[] = [];
+  let at = batchHeaderBytes;
+  for (let i = 0; i < count; i++) {
+    if (at + entryHeaderBytes > bytes.length) throw new WireError("write batch truncated");
+    const entry: WriteEntry = {
+      segment: view.getUint32(at, true),
+      firstBlock: view.getUint32(at + 4, true),
+      blockCount: view.getUint32(at + 8, true),
+      kind: view.getUint32(at + 12, true),
+      version: Number(view.getBigUint64(at + 16, true)),
+    };
+    at += entryHeaderBytes;
+    if (carriesData(entry.kind)) {
+      const length = entry.blockCount * blockSizeBytes;
+      if (at + length > bytes.length) throw new WireError("write batch data truncated");
+      entry.data = bytes.subarray(at, at + length);
+      at += length;
+    } else if (entry.kind !== EntryKind.zero) {
+      throw new WireError(`unknown write entry kind ${entry.kind}`);
+    }
+    entries.push(entry);
+  }
+  if (at !== bytes.length) throw new WireError("write batch has trailing bytes");
+  return { epoch, entries };
+}
+
+export interface ReadRequest {
+  segment: number;
+  epoch: number;
+  firstBlock: number;
+  blockCount: number;
+}
+
+export function encodeReadRequest(req: ReadRequest): Uint8Array {
+  const out = new Uint8Array(readRequestBytes);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, replicaWireVersion);
+  view.setUint32(4, req.segment, true);
+  view.setBigUint64(8, BigInt(req.epoch), true);
+  view.setUint32(16, req.firstBlock, true);
+  view.setUint32(20, req.blockCount, true);
+  return out;
+}
+
+export function decodeReadRequest(bytes: Uint8Array): ReadRequest {
+  if (bytes.length !== readRequestBytes) throw new WireError("read request has the wrong size");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint8(0) !== replicaWireVersion) throw new WireError("unknown read version");
+  return {
+    segment: view.getUint32(4, true),
+    epoch: Number(view.getBigUint64(8, true)),
+    firstBlock: view.getUint32(16, true),
+    blockCount: view.getUint32(20, true),
+  };
+}
+
+/** Block states on the wire, in SegmentFile's BlockState order. */
+export const wireBlockStates = ["unwritten", "written", "zero", "corrupt"] as const;
+export type WireBlockState = (typeof wireBlockStates)[number];
+
+export interface ReadResult {
+  versions: number[];
+  states: WireBlockState[];
+  data: Uint8Array;
+}
+
+export function encodeReadReply(result: ReadResult): Uint8Array {
+  const count = result.versions.length;
+  const dataAt = 8 + 9 * count;
+  const out = new Uint8Array(dataAt + result.data.length);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, ErrorCode.OK);
+  view.setUint32(4, count, true);
+  for (let i = 0; i < count; i++) {
+    view.setFloat64(8 + 8 * i, result.versions[i], true);
+    out[8 + 8 * count + i] = wireBlockStates.indexOf(result.states[i]);
+  }
+  out.set(result.data, dataAt);
+  return out;
+}
+
+/** Decodes a whole OK read reply (status byte included). */
+export function decodeReadReply(reply: Uint8Array): ReadResult {
+  const body = reply;
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const count = view.getUint32(4, true);
+  const versions: number[] = new Array(count);
+  const states: WireBlockState[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    versions[i] = view.getFloat64(8 + 8 * i, true);
+    states[i] = wireBlockStates[body[8 + 8 * count + i]] ?? "corrupt";
+  }
+  return { versions, states, data: body.subarray(8 + 9 * count) };
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeOk(body?: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + (body?.length ?? 0));
+  if (body) out.set(body, 1);
+  return out;
+}
+
+export function encodeJsonOk(value: unknown): Uint8Array {
+  return encodeOk(encoder.encode(JSON.stringify(value)));
+}
+
+export function encodeError(code: ErrorCodeName, message: string): Uint8Array {
+  const out = encodeOk(encoder.encode(message));
+  out[0] = ErrorCode[code];
+  return out;
+}
+
+/** Splits a reply into status and body; an empty reply is an error. */
+export function decodeReply(bytes: Uint8Array): { status: number; body: Uint8Array } {
+  if (bytes.length === 0) return { status: ErrorCode.INTERNAL, body: encoder.encode("empty") };
+  return { status: bytes[0], body: bytes.subarray(1) };
+}
+
+export function bodyText(body: Uint8Array): string {
+  return decoder.decode(body);
+}

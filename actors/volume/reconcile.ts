@@ -1,0 +1,232 @@
+/**
+ * Takeover reconciliation: after winning the epoch, a new owner fences every
+ * replica, then makes every reachable replica hold, block by block, the
+ * highest version any in-sync replica has (versions grow with the epoch, so
+ * "highest wins" is a total order). Unreachable in-sync replicas are marked
+ * stale; reachable stale ones are caught up and return to in-sync.
+ */
+import type { MetadataStore } from "../metadata.ts";
+import type { Logger } from "../replica/host.ts";
+import type { VolumeLayout } from "../../protocol/schemas.ts";
+import { CairnError } from "../../protocol/errors.ts";
+import { blockSizeBytes } from "../../protocol/limits.ts";
+import {
+  decodeReadReply,
+  encodeReadRequest,
+  encodeWriteBatch,
+  EntryKind,
+  type WriteEntry,
+} from "../replica/wire.ts";
+import { callReplica, type ReplicaLink } from "./actor.ts";
+import { setReplicaStates } from "./core.ts";
+
+/** How long a new owner waits for replica nodes to answer before marking them stale. */
+export const takeoverReplicaWaitMs = 15_000;
+const fenceRetryDelayMs = 250;
+/** Blocks per meta request and per copy run (512 KiB of versions or data). */
+const metaChunkBlocks = 65_536;
+const copyRunBlocks = 64;
+
+export interface ReconcileInput {
+  name: string;
+  layout: VolumeLayout;
+  segmentBytes: number;
+  metadata: MetadataStore;
+  link: (node: string) => ReplicaLink;
+  log: Logger;
+}
+
+interface FencedSegment {
+  segment: number;
+  maxVersion: number;
+}
+
+const encoder = new TextEncoder();
+const json = (value: unknown) => encoder.encode(JSON.stringify(value));
+
+function segmentsByNode(layout: VolumeLayout): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  layout.segments.forEach((s, index) => {
+    for (const r of s.replicas) {
+      if (!out.has(r.node)) out.set(r.node, []);
+      out.get(r.node)!.push(index);
+    }
+  });
+  return out;
+}
+
+async function fenceNode(
+  link: ReplicaLink,
+  epoch: number,
+  segments: number[],
+  deadlineMs: number,
+): Promise<FencedSegment[] | null> {
+  for (;;) {
+    try {
+      const reply = await callReplica(link, "fence", json({ epoch, segments }));
+      return JSON.parse(new TextDecoder().decode(reply.subarray(1))).segments;
+    } catch (err) {
+      if ((err as { code?: string }).code === "STALE_EPOCH") {
+        throw new CairnError("MOVED", `a newer owner fenced this one: ${(err as Error).message}`);
+      }
+      if (performance.now() > deadlineMs) return null;
+      await new Promise((r) => setTimeout(r, fenceRetryDelayMs));
+    }
+  }
+}
+
+async function fetchVersions(
+  link: ReplicaLink,
+  epoch: number,
+  segment: number,
+  blockCount: number,
+): Promise<Float64Array> {
+  const out = new Float64Array(blockCount);
+  for (let first = 0; first < blockCount; first += metaChunkBlocks) {
+    const count = Math.min(metaChunkBlocks, blockCount - first);
+    const reply = await callReplica(
+      link,
+      "meta",
+      json({ epoch, segment, firstBlock: first, blockCount: count }),
+    );
+    out.set(new Float64Array(reply.slice(1).buffer), first);
+  }
+  return out;
+}
+
+/** Copies every block where `target` differs from the best in-sync version. */
+async function catchUp(
+  input: ReconcileInput,
+  epoch: number,
+  segment: number,
+  blockCount: number,
+  sources: Map<string, Float64Array>,
+  target: string,
+  targetVersions: Float64Array,
+): Promise<number> {
+  let copied = 0;
+  let block = 0;
+  while (block < blockCount) {
+    // Find the best source of this block; then extend a run that one source can serve.
+    let best = 0;
+    let bestNode = "";
+    for (const [node, versions] of sources) {
+      if (versions[block] > best || !bestNode) [best, bestNode] = [versions[block], node];
+    }
+    if (targetVersions[block] === best) {
+      block++;
+      continue;
+    }
+    const source = sources.get(bestNode)!;
+    let end = block + 1;
+    while (
+      end < blockCount && end - block < copyRunBlocks && targetVersions[end] !== source[end] &&
+      [...sources.values()].every((v) => v[end] <= source[end])
+    ) end++;
+    const read = decodeReadReply(
+      await callReplica(
+        input.link(bestNode),
+        "read",
+        encodeReadRequest({ segment, epoch, firstBlock: block, blockCount: end - block }),
+      ),
+    );
+    const entries: WriteEntry[] = [];
+    for (let i = 0; i < end - block; i++) {
+      const state = read.states[i];
+      if (state === "corrupt") {
+        input.log.error(`reconcile ${input.name}/${segment}: block ${block + i} rotten on ${bestNode}`);
+        continue;
+      }
+      const base = { segment, firstBlock: block + i, blockCount: 1, version: read.versions[i] };
+      entries.push(
+        state === "written"
+          ? { ...base, kind: EntryKind.data, data: read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes) }
+          : { ...base, kind: EntryKind.zero },
+      );
+    }
+    if (entries.length) {
+      await callReplica(input.link(target), "write", encodeWriteBatch(epoch, entries));
+    }
+    copied += entries.length;
+    block = end;
+  }
+  return copied;
+}
+
+export async function reconcileVolume(input: ReconcileInput): Promise<{
+  layout: VolumeLayout;
+  highestVersions: Map<number, number>;
+  summary: string;
+}> {
+  let layout = input.layout;
+  const epoch = layout.epoch;
+  const deadlineMs = performance.now() + takeoverReplicaWaitMs;
+  const nodeSegments = segmentsByNode(layout);
+  const fenced = new Map<string, Map<number, number>>();
+  await Promise.all([...nodeSegments].map(async ([node, segments]) => {
+    const result = await fenceNode(input.link(node), epoch, segments, deadlineMs);
+    if (result) fenced.set(node, new Map(result.map((s) => [s.segment, s.maxVersion])));
+    else input.log.warn(`volume ${input.name}: replica node ${node} did not answer the fence`);
+  }));
+
+  const highestVersions = new Map<number, number>();
+  const stateChanges: { segment: number; node: string; state: "in-sync" | "stale" }[] = [];
+  let copiedBlocks = 0;
+  const blockCount = input.segmentBytes / blockSizeBytes;
+  for (let segment = 0; segment < layout.segments.length; segment++) {
+    const replicas = layout.segments[segment].replicas;
+    const reachable = replicas.filter((r) => fenced.get(r.node)?.has(segment));
+    const sources = reachable.filter((r) => r.state === "in-sync");
+    for (const r of replicas) {
+      if (r.state !== "stale" && !fenced.get(r.node)?.has(segment)) {
+        stateChanges.push({ segment, node: r.node, state: "stale" });
+      }
+    }
+    if (sources.length === 0) {
+      throw new CairnError(
+        "UNAVAILABLE",
+        `volume ${input.name} segment ${segment}: no in-sync replica answered`,
+      );
+    }
+    const maxVersions = reachable.map((r) => fenced.get(r.node)!.get(segment)!);
+    highestVersions.set(segment, Math.max(...maxVersions));
+    const allAgree = maxVersions.every((v) => v === maxVersions[0]) &&
+      reachable.every((r) => r.state === "in-sync");
+    if (allAgree) continue;
+
+    // Replicas disagree (a crash cut writes short, or a stale replica came back): diff and copy.
+    const versions = new Map<string, Float64Array>();
+    for (const r of reachable) {
+      versions.set(r.node, await fetchVersions(input.link(r.node), epoch, segment, blockCount));
+    }
+    const sourceVersions = new Map(sources.map((r) => [r.node, versions.get(r.node)!]));
+    for (const r of reachable) {
+      const copied = await catchUp(
+        input,
+        epoch,
+        segment,
+        blockCount,
+        sourceVersions,
+        r.node,
+        versions.get(r.node)!,
+      );
+      copiedBlocks += copied;
+      if (r.state !== "in-sync") stateChanges.push({ segment, node: r.node, state: "in-sync" });
+    }
+  }
+
+  if (stateChanges.length) {
+    let conflict = false;
+    const updated = await input.metadata.updateLayout(input.name, (current) => {
+      conflict = current.epoch !== layout.epoch;
+      return conflict ? null : setReplicaStates(current, stateChanges);
+    });
+    if (!updated || conflict) {
+      throw new CairnError("MOVED", `layout of ${input.name} changed during takeover`);
+    }
+    layout = updated.value;
+  }
+  const summary = `${fenced.size}/${nodeSegments.size} replica nodes answered, ` +
+    `${copiedBlocks} blocks copied, ${stateChanges.length} replica state changes`;
+  return { layout, highestVersions, summary };
+}

@@ -1,0 +1,2 @@
+export { Watchdog } from "./actor.ts";
+export { LivenessTracker } from "./core.ts";

@@ -1,0 +1,267 @@
+/** `deno task cairn`: the Cairn command line. */
+import * as fs from "node:fs";
+import { type CairnClient, connectCluster } from "../client/client.ts";
+import { CairnError } from "../protocol/errors.ts";
+import type { VolumeInfo } from "../protocol/schemas.ts";
+import { blockSizeBytes } from "../protocol/limits.ts";
+import {
+  flagInt,
+  flagSize,
+  flagString,
+  formatBytes,
+  type ParsedArgs,
+  parseArgs,
+  UsageError,
+} from "./args.ts";
+import { Progress } from "./progress.ts";
+
+const usage = `usage: deno task cairn [--nats URL] COMMAND
+  volume create NAME --size 64MiB [--replicas 3] [--segment-size 8MiB] [--min-in-sync N] [--read-policy local|round-robin|least-outstanding|weighted]
+  volume list [--json]
+  volume info NAME [--json]
+  volume delete NAME
+  volume verify NAME [--json]
+  node list [--json]
+  import NAME FILE [--offset BYTES]
+  export NAME FILE [--offset BYTES] [--length BYTES]
+NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.`;
+
+/** Bytes per IO request during import/export; several are kept in flight. */
+const transferChunkBytes = 4 * 1024 * 1024;
+const transferChunksInFlight = 4;
+
+function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+function need(args: ParsedArgs, index: number, what: string): string {
+  const value = args.positional[index];
+  if (!value) throw new UsageError(`missing ${what}`);
+  return value;
+}
+
+function describeVolume(v: VolumeInfo): string {
+  const states = new Map<string, number>();
+  for (const s of v.segments) for (const r of s.replicas) states.set(r.state, (states.get(r.state) ?? 0) + 1);
+  const replicaSummary = [...states].map(([state, n]) => `${n} ${state}`).join(", ");
+  return [
+    `name:          ${v.name}`,
+    `size:          ${formatBytes(v.sizeBytes)} (${v.sizeBytes} bytes)`,
+    `block size:    ${v.blockSize}`,
+    `segment size:  ${formatBytes(v.segmentBytes)} (${v.segments.length} segments)`,
+    `replicas:      ${v.replicas} (min in-sync ${v.minInSync}; ${replicaSummary})`,
+    `read policy:   ${v.readPolicy}`,
+    `owner:         ${v.owner} (epoch ${v.epoch})`,
+    `created:       ${v.createdAt}`,
+    ...v.segments.map((s) =>
+      `  segment ${String(s.index).padStart(4)}: ${s.replicas.map((r) => `${r.node}(${r.state})`).join(" ")}`
+    ),
+  ].join("\n");
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<number> {
+  const sub = need(args, 1, "volume command");
+  const json = args.flags.has("json");
+  switch (sub) {
+    case "create": {
+      const name = need(args, 2, "volume name");
+      const sizeBytes = flagSize(args, "size");
+      if (sizeBytes === undefined) throw new UsageError("volume create needs --size");
+      const info = await client.createVolume({
+        name,
+        sizeBytes,
+        replicas: flagInt(args, "replicas"),
+        segmentBytes: flagSize(args, "segment-size"),
+        minInSync: flagInt(args, "min-in-sync"),
+        readPolicy: flagString(args, "read-policy"),
+      });
+      if (json) printJson(info);
+      else console.log(`created ${info.name}: ${formatBytes(info.sizeBytes)}, ${info.replicas} replicas, owner ${info.owner}`);
+      return 0;
+    }
+    case "list": {
+      const volumes = await client.listVolumes();
+      if (json) return printJson(volumes), 0;
+      if (!volumes.length) return console.log("no volumes"), 0;
+      console.log(table([
+        ["NAME", "SIZE", "REPLICAS", "OWNER", "EPOCH", "DEGRADED SEGMENTS"],
+        ...volumes.map((v) => [
+          v.name,
+          formatBytes(v.sizeBytes),
+          String(v.replicas),
+          v.owner,
+          String(v.epoch),
+          String(v.segments.filter((s) => s.replicas.some((r) => r.state !== "in-sync")).length),
+        ]),
+      ]));
+      return 0;
+    }
+    case "info": {
+      const info = await client.volumeInfo(need(args, 2, "volume name"));
+      if (json) printJson(info);
+      else console.log(describeVolume(info));
+      return 0;
+    }
+    case "delete": {
+      const name = need(args, 2, "volume name");
+      await client.deleteVolume(name);
+      console.log(`deleted ${name}`);
+      return 0;
+    }
+    case "verify": {
+      const name = need(args, 2, "volume name");
+      const info = await client.volumeInfo(name);
+      const progress = new Progress(`verify ${name}`, info.sizeBytes);
+      const report = await client.verifyVolume(name, (p) =>
+        progress.update(Math.min(info.sizeBytes, p.segmentsDone * info.segmentBytes))
+      );
+      progress.done(info.sizeBytes);
+      if (json) printJson(report);
+      else if (report.ok) {
+        console.log(`ok: ${report.segments} segments, ${report.replicasChecked} replicas agree`);
+      } else {
+        for (const m of report.mismatches) console.log(`segment ${m.segment}: ${m.problem}`);
+        console.log(`FAILED: ${report.mismatches.length} problems in ${report.segments} segments`);
+      }
+      return report.ok ? 0 : 1;
+    }
+    default:
+      throw new UsageError(`unknown volume command ${sub}`);
+  }
+}
+
+async function nodeCommand(client: CairnClient, args: ParsedArgs): Promise<number> {
+  const sub = need(args, 1, "node command");
+  if (sub !== "list") throw new UsageError(`unknown node command ${sub}`);
+  const nodes = await client.listNodes();
+  if (args.flags.has("json")) return printJson(nodes), 0;
+  if (!nodes.length) return console.log("no nodes"), 0;
+  console.log(table([
+    ["ID", "ZONE", "STATE", "LIVE", "CAPACITY", "LAST HEARTBEAT", "STARTED"],
+    ...nodes.map((n) => [
+      n.id,
+      n.zone,
+      n.state,
+      n.live ? "yes" : "no",
+      formatBytes(n.capacityBytes),
+      n.lastHeartbeatAgoMs === null ? "-" : `${Math.round(n.lastHeartbeatAgoMs)} ms ago`,
+      n.startedAt,
+    ]),
+  ]));
+  return 0;
+}
+
+/** Runs `work` over chunk indexes with a fixed number in flight, in order of start. */
+async function pipeline(count: number, inFlight: number, work: (i: number) => Promise<void>) {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(inFlight, count) }, async () => {
+    while (next < count) await work(next++);
+  }));
+}
+
+async function importCommand(client: CairnClient, args: ParsedArgs): Promise<number> {
+  const name = need(args, 1, "volume name");
+  const path = need(args, 2, "file");
+  const offset = flagSize(args, "offset") ?? 0;
+  const volume = await client.openVolume(name);
+  const sizeBytes = fs.statSync(path).size;
+  if (offset % blockSizeBytes) throw new UsageError(`--offset must be a multiple of ${blockSizeBytes}`);
+  if (offset + sizeBytes > volume.sizeBytes) {
+    throw new CairnError("OUT_OF_RANGE", `${formatBytes(sizeBytes)} at ${offset} does not fit in ${formatBytes(volume.sizeBytes)}`);
+  }
+  const fd = fs.openSync(path, "r");
+  const progress = new Progress(`import ${name}`, sizeBytes);
+  let done = 0;
+  try {
+    const chunks = Math.ceil(sizeBytes / transferChunkBytes);
+    await pipeline(chunks, transferChunksInFlight, async (i) => {
+      const at = i * transferChunkBytes;
+      const length = Math.min(transferChunkBytes, sizeBytes - at);
+      // The tail of a file not a multiple of the block size is padded with zeros.
+      const buf = new Uint8Array(Math.ceil(length / blockSizeBytes) * blockSizeBytes);
+      fs.readSync(fd, buf, 0, length, at);
+      await volume.write(offset + at, buf);
+      done += length;
+      progress.update(done);
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+  await volume.flush();
+  progress.done(done);
+  console.log(`imported ${formatBytes(sizeBytes)} into ${name} at offset ${offset}`);
+  return 0;
+}
+
+async function exportCommand(client: CairnClient, args: ParsedArgs): Promise<number> {
+  const name = need(args, 1, "volume name");
+  const path = need(args, 2, "file");
+  const offset = flagSize(args, "offset") ?? 0;
+  const volume = await client.openVolume(name);
+  const length = flagSize(args, "length") ?? volume.sizeBytes - offset;
+  if (offset % blockSizeBytes || length % blockSizeBytes) {
+    throw new UsageError(`--offset and --length must be multiples of ${blockSizeBytes}`);
+  }
+  if (offset + length > volume.sizeBytes) {
+    throw new CairnError("OUT_OF_RANGE", `${offset}+${length} is beyond ${volume.sizeBytes}`);
+  }
+  const fd = fs.openSync(path, "w");
+  const progress = new Progress(`export ${name}`, length);
+  let done = 0;
+  try {
+    const chunks = Math.ceil(length / transferChunkBytes);
+    await pipeline(chunks, transferChunksInFlight, async (i) => {
+      const at = i * transferChunkBytes;
+      const data = await volume.read(offset + at, Math.min(transferChunkBytes, length - at));
+      fs.writeSync(fd, data, 0, data.length, at);
+      done += data.length;
+      progress.update(done);
+    });
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  progress.done(done);
+  console.log(`exported ${formatBytes(length)} of ${name} to ${path}`);
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, ["json", "help"]);
+  if (args.flags.has("help") || args.positional.length === 0) {
+    console.log(usage);
+    return args.positional.length === 0 && !args.flags.has("help") ? 2 : 0;
+  }
+  const client = await connectCluster({ servers: flagString(args, "nats", "NATS_URL") });
+  try {
+    switch (args.positional[0]) {
+      case "volume":
+        return await volumeCommand(client, args);
+      case "node":
+        return await nodeCommand(client, args);
+      case "import":
+        return await importCommand(client, args);
+      case "export":
+        return await exportCommand(client, args);
+      default:
+        throw new UsageError(`unknown command ${args.positional[0]}`);
+    }
+  } finally {
+    await client.close().catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (err) {
+    if (err instanceof UsageError) console.error(`error: ${err.message}\n${usage}`);
+    else console.error(`error: ${(err as Error).message}`);
+    Deno.exit(err instanceof UsageError ? 2 : 1);
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * `deno task serve`: run one Cairn node. With no NATS URL at all it starts its
+ * own nats-server under the data dir, so one node runs with one command.
+ */
+import { CairnNode } from "../server/node.ts";
+import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
+import { flagSize, flagString, parseArgs, UsageError } from "./args.ts";
+
+const usage = `usage: deno task serve [--nats URL] [--data DIR] [--node ID] [--zone NAME] [--capacity BYTES]
+  --nats URL        NATS server (env NATS_URL); none: start a local nats-server
+  --data DIR        data directory (env CAIRN_DATA, default .cairn/node)
+  --node ID         stable node id, stored in the data dir on first start (env CAIRN_NODE)
+  --zone NAME       failure zone (env CAIRN_ZONE, default "default")
+  --capacity BYTES  capacity used to weight placement, e.g. 100GiB (env CAIRN_CAPACITY; default: the disk's size)
+  --quiet           log warnings and errors only`;
+
+async function main(): Promise<number> {
+  const args = parseArgs(Deno.args, ["quiet", "help"]);
+  if (args.flags.has("help")) {
+    console.log(usage);
+    return 0;
+  }
+  const dataDir = flagString(args, "data", "CAIRN_DATA") ?? ".cairn/node";
+  let natsUrl = flagString(args, "nats", "NATS_URL");
+  let localNats: LocalNats | null = null;
+  if (!natsUrl) {
+    localNats = await startNatsServer({
+      dataDir: `${dataDir}/nats`,
+      port: 4222,
+      logFile: `${dataDir}/nats.log`,
+    });
+    natsUrl = localNats.url;
+    console.error(`started nats-server at ${natsUrl} (pid ${localNats.pid})`);
+  }
+  const node = new CairnNode({
+    natsUrl,
+    dataDir,
+    nodeId: flagString(args, "node", "CAIRN_NODE"),
+    zone: flagString(args, "zone", "CAIRN_ZONE"),
+    capacityBytes: flagSize(args, "capacity", "CAIRN_CAPACITY"),
+    quiet: args.flags.has("quiet"),
+  });
+  await node.start();
+  console.error(`node ${node.id} serving (NATS ${natsUrl}); Ctrl-C to stop`);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = () => {
+      if (stopping) return;
+      stopping = true;
+      resolve();
+    };
+    Deno.addSignalListener("SIGTERM", onSignal);
+    Deno.addSignalListener("SIGINT", onSignal);
+  });
+  await node.stop();
+  await localNats?.stop();
+  return 0;
+}
+
+try {
+  Deno.exit(await main());
+} catch (err) {
+  console.error(err instanceof UsageError ? `${err.message}\n${usage}` : `error: ${(err as Error).message}`);
+  Deno.exit(err instanceof UsageError ? 2 : 1);
+}

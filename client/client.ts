@@ -1,0 +1,70 @@
+/** The Cairn client: control plane calls and opening volumes. */
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { requestJson } from "../protocol/control.ts";
+import { type ControlOp, subjects } from "../protocol/subjects.ts";
+import type { CreateVolumeRequest, NodeInfo, VolumeInfo } from "../protocol/schemas.ts";
+import { CairnError } from "../protocol/errors.ts";
+import { Volume, type VolumeOptions } from "./volume.ts";
+import { verifyVolume, type VerifyProgress, type VerifyReport } from "./verify.ts";
+
+export interface ConnectOptions {
+  /** NATS URL(s); default env NATS_URL, else nats://127.0.0.1:4222 */
+  servers?: string | string[];
+  name?: string;
+}
+
+export class CairnClient {
+  constructor(readonly nc: NatsConnection) {}
+
+  control<T>(op: ControlOp, body: unknown = {}): Promise<T> {
+    return requestJson<T>(this.nc, subjects.control(op), body);
+  }
+
+  createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
+    return this.control("volume.create", request);
+  }
+
+  listVolumes(): Promise<VolumeInfo[]> {
+    return this.control("volume.list");
+  }
+
+  volumeInfo(name: string): Promise<VolumeInfo> {
+    return this.control("volume.info", { name });
+  }
+
+  async deleteVolume(name: string): Promise<void> {
+    await this.control("volume.delete", { name });
+  }
+
+  listNodes(): Promise<NodeInfo[]> {
+    return this.control("node.list");
+  }
+
+  /** Opens a volume for IO; NO_SUCH_VOLUME if it does not exist. */
+  async openVolume(name: string, options: VolumeOptions = {}): Promise<Volume> {
+    await this.volumeInfo(name);
+    return await Volume.open(this.nc, name, {
+      exists: () =>
+        this.volumeInfo(name).then(() => true, (err) => {
+          if (err instanceof CairnError && err.code === "NO_SUCH_VOLUME") return false;
+          return true;
+        }),
+      ...options,
+    });
+  }
+
+  verifyVolume(name: string, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
+    return verifyVolume(this, name, onProgress);
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain();
+  }
+}
+
+export async function connectCluster(options: ConnectOptions = {}): Promise<CairnClient> {
+  const servers = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+  const nc = await connect({ servers, name: options.name ?? "cairn-client" });
+  return new CairnClient(nc);
+}

@@ -1,0 +1,187 @@
+/** An open volume: block IO over NATS with splitting, pipelining and retries. */
+import type { NatsConnection } from "@nats-io/nats-core";
+import {
+  decodeReply,
+  decodeStat,
+  encodeRequest,
+  Op,
+  replyError,
+  type VolumeStat,
+} from "../protocol/frames.ts";
+import { CairnError } from "../protocol/errors.ts";
+import { blockSizeBytes, maxIoBytes, maxZeroIoBytes } from "../protocol/limits.ts";
+import { subjects } from "../protocol/subjects.ts";
+import { requestFailure } from "../protocol/control.ts";
+import { backoffDelayMs, retryDeadlineMs, sleep } from "./retry.ts";
+
+/** Requests one Volume keeps in flight at most. */
+export const defaultMaxInFlight = 64;
+/** Time one attempt may take before it is resent. */
+export const requestTimeoutMs = 10_000;
+
+export interface VolumeOptions {
+  maxInFlight?: number;
+  /** Asked when the volume's subject has no responders: does the volume still exist? */
+  exists?: () => Promise<boolean>;
+}
+
+export interface IoStats {
+  requests: number;
+  retries: number;
+}
+
+export class Volume {
+  readonly stats: IoStats = { requests: 0, retries: 0 };
+  private readonly subject: string;
+  private nextRequestId = 1;
+  private inFlight = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly maxInFlight: number;
+  private closed = false;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    readonly name: string,
+    private info: VolumeStat,
+    private readonly options: VolumeOptions,
+  ) {
+    this.subject = subjects.volumeIo(name);
+    this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight;
+  }
+
+  static async open(nc: NatsConnection, name: string, options: VolumeOptions = {}): Promise<Volume> {
+    const volume = new Volume(nc, name, null as unknown as VolumeStat, options);
+    volume.info = await volume.stat();
+    return volume;
+  }
+
+  get sizeBytes(): number {
+    return this.info.sizeBytes;
+  }
+
+  get blockSize(): number {
+    return this.info.blockSize;
+  }
+
+  private async slot(): Promise<void> {
+    if (this.inFlight < this.maxInFlight) {
+      this.inFlight++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.inFlight--;
+  }
+
+  /** One frame, resent with backoff on no-responders, timeouts, MOVED and BUSY. */
+  private async call(op: number, offsetBytes: number, lengthBytes: number, payload?: Uint8Array) {
+    if (this.closed) throw new CairnError("BAD_REQUEST", `volume ${this.name} is closed`);
+    await this.slot();
+    try {
+      const requestId = this.nextRequestId = (this.nextRequestId + 1) >>> 0;
+      const frame = encodeRequest({ op, flags: 0, requestId, offsetBytes, lengthBytes, payload });
+      const deadline = performance.now() + retryDeadlineMs;
+      for (let attempt = 0;; attempt++) {
+        this.stats.requests++;
+        let why: string;
+        try {
+          const msg = await this.nc.request(this.subject, frame, { timeout: requestTimeoutMs });
+          const reply = decodeReply(msg.data);
+          const error = replyError(reply);
+          if (!error) return reply.payload;
+          if (!error.retryable) throw error;
+          why = error.message;
+        } catch (err) {
+          if (err instanceof CairnError) throw err;
+          const kind = requestFailure(err);
+          if (kind === "other") throw err;
+          why = kind;
+          if (kind === "no-responders" && attempt % 8 === 7 && this.options.exists) {
+            if (!await this.options.exists()) {
+              throw new CairnError("NO_SUCH_VOLUME", `no volume named ${this.name}`);
+            }
+          }
+        }
+        if (performance.now() > deadline) {
+          throw new CairnError("UNAVAILABLE", `volume ${this.name}: gave up after ${retryDeadlineMs} ms (${why})`);
+        }
+        this.stats.retries++;
+        await sleep(backoffDelayMs(attempt));
+      }
+    } finally {
+      this.release();
+    }
+  }
+
+  private checkRange(offsetBytes: number, lengthBytes: number): void {
+    if (offsetBytes % blockSizeBytes || lengthBytes % blockSizeBytes) {
+      throw new CairnError("UNALIGNED", `offset and length must be multiples of ${blockSizeBytes}`);
+    }
+    if (offsetBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
+      throw new CairnError("OUT_OF_RANGE", `${offsetBytes}+${lengthBytes} is beyond ${this.sizeBytes}`);
+    }
+  }
+
+  /** Runs fn over [offset, offset+length) in chunks of at most chunkBytes, all in flight at once. */
+  private async chunked(
+    offsetBytes: number,
+    lengthBytes: number,
+    chunkBytes: number,
+    fn: (offset: number, length: number, at: number) => Promise<void>,
+  ): Promise<void> {
+    this.checkRange(offsetBytes, lengthBytes);
+    const parts: Promise<void>[] = [];
+    for (let at = 0; at < lengthBytes; at += chunkBytes) {
+      parts.push(fn(offsetBytes + at, Math.min(chunkBytes, lengthBytes - at), at));
+    }
+    await Promise.all(parts);
+  }
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array> {
+    if (lengthBytes <= maxIoBytes) {
+      this.checkRange(offsetBytes, lengthBytes);
+      return await this.call(Op.READ, offsetBytes, lengthBytes);
+    }
+    const out = new Uint8Array(lengthBytes);
+    await this.chunked(offsetBytes, lengthBytes, maxIoBytes, async (offset, length, at) => {
+      out.set(await this.call(Op.READ, offset, length), at);
+    });
+    return out;
+  }
+
+  async write(offsetBytes: number, data: Uint8Array): Promise<void> {
+    await this.chunked(offsetBytes, data.length, maxIoBytes, async (offset, length, at) => {
+      await this.call(Op.WRITE, offset, length, data.subarray(at, at + length));
+    });
+  }
+
+  async trim(offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.chunked(offsetBytes, lengthBytes, maxZeroIoBytes, async (offset, length) => {
+      await this.call(Op.TRIM, offset, length);
+    });
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.chunked(offsetBytes, lengthBytes, maxZeroIoBytes, async (offset, length) => {
+      await this.call(Op.WRITE_ZEROES, offset, length);
+    });
+  }
+
+  async flush(): Promise<void> {
+    await this.call(Op.FLUSH, 0, 0);
+  }
+
+  async stat(): Promise<VolumeStat> {
+    return decodeStat(await this.call(Op.STAT, 0, 0));
+  }
+
+  /** Waits for requests in flight, then refuses new ones. */
+  async close(): Promise<void> {
+    while (this.inFlight > 0) await sleep(5);
+    this.closed = true;
+  }
+}

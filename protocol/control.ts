@@ -1,0 +1,67 @@
+/** JSON request/reply helpers for the control plane and node ops. */
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
+import { CairnError, type ErrorCodeName, ErrorCode } from "./errors.ts";
+import type { ControlReply } from "./schemas.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Default time a control request may take (volume create touches every node). */
+export const controlTimeoutMs = 30_000;
+
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+export function okReply<T>(result: T): Uint8Array {
+  return encodeJson({ ok: true, result } satisfies ControlReply<T>);
+}
+
+export function errorReply(code: ErrorCodeName, message: string): Uint8Array {
+  return encodeJson({ ok: false, error: { code, message } } satisfies ControlReply<never>);
+}
+
+/** Turns anything thrown by a handler into an error reply. */
+export function replyForError(err: unknown): Uint8Array {
+  if (err instanceof CairnError) return errorReply(err.code, err.message.replace(/^\w+: /, ""));
+  return errorReply("INTERNAL", (err as Error)?.message ?? String(err));
+}
+
+function isErrorCode(code: string): code is ErrorCodeName {
+  return code in ErrorCode;
+}
+
+/** What kind of NATS request failure this is: both retryable kinds mean "nobody served it (yet)". */
+export function requestFailure(err: unknown): "no-responders" | "timeout" | "other" {
+  for (let e = err as Error | undefined; e; e = e.cause as Error | undefined) {
+    if (e.name === "NoRespondersError" || /no responders/i.test(e.message)) return "no-responders";
+    if (e.name === "TimeoutError" || /^timeout/i.test(e.message)) return "timeout";
+  }
+  return "other";
+}
+
+/** Sends a JSON request and returns the result, or throws the reply's error as CairnError. */
+export async function requestJson<T>(
+  nc: NatsConnection,
+  subject: string,
+  body: unknown,
+  timeoutMs = controlTimeoutMs,
+): Promise<T> {
+  let msg: Msg;
+  try {
+    msg = await nc.request(subject, encodeJson(body), { timeout: timeoutMs });
+  } catch (err) {
+    const kind = requestFailure(err);
+    if (kind === "no-responders") {
+      throw new CairnError("UNAVAILABLE", `nobody answers ${subject} (no responders)`);
+    }
+    if (kind === "timeout") {
+      throw new CairnError("UNAVAILABLE", `${subject} timed out after ${timeoutMs} ms`);
+    }
+    throw err;
+  }
+  const reply = JSON.parse(decoder.decode(msg.data)) as ControlReply<T>;
+  if (reply.ok) return reply.result;
+  const code = isErrorCode(reply.error.code) ? reply.error.code : "INTERNAL";
+  throw new CairnError(code, reply.error.message);
+}

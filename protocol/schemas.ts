@@ -1,0 +1,140 @@
+/** zod schemas of every JSON message and KV record, checked at the boundary. */
+import { z } from "zod";
+import { blockSizeBytes, maxNameLength, maxReplicas, namePattern } from "./limits.ts";
+import { readPolicyNames } from "../actors/volume/read_policy.ts";
+
+export const nameSchema = z.string().max(maxNameLength).regex(
+  namePattern,
+  "names are 1-63 of a-z 0-9 _ - and start with a letter or digit",
+);
+
+export const readPolicySchema = z.enum(readPolicyNames as unknown as [string, ...string[]]);
+
+export const replicaStateSchema = z.enum(["in-sync", "rebuilding", "stale"]);
+export type ReplicaState = z.infer<typeof replicaStateSchema>;
+
+export const nodeStateSchema = z.enum(["up", "draining", "down"]);
+
+/** KV `node.<id>` */
+export const nodeRecordSchema = z.object({
+  id: nameSchema,
+  zone: z.string().min(1).max(maxNameLength),
+  capacityBytes: z.number().int().positive(),
+  state: nodeStateSchema,
+  startedAt: z.string(),
+  pid: z.number().int(),
+  version: z.string(),
+});
+export type NodeRecord = z.infer<typeof nodeRecordSchema>;
+
+/** KV `vol.<name>`: what the user asked for; never changes after create (resize aside). */
+export const volumeSpecSchema = z.object({
+  name: nameSchema,
+  sizeBytes: z.number().int().positive(),
+  blockSize: z.literal(blockSizeBytes),
+  segmentBytes: z.number().int().positive(),
+  replicas: z.number().int().min(1).max(maxReplicas),
+  minInSync: z.number().int().min(1).max(maxReplicas),
+  readPolicy: readPolicySchema,
+  createdAt: z.string(),
+});
+export type VolumeSpec = z.infer<typeof volumeSpecSchema>;
+
+export const segmentReplicaSchema = z.object({ node: nameSchema, state: replicaStateSchema });
+export type SegmentReplica = z.infer<typeof segmentReplicaSchema>;
+
+/** KV `vol.<name>.layout`: changed only by compare-and-set, each change bumps epoch. */
+export const volumeLayoutSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  owner: nameSchema,
+  segments: z.array(z.object({ replicas: z.array(segmentReplicaSchema) })),
+});
+export type VolumeLayout = z.infer<typeof volumeLayoutSchema>;
+
+// ---- control plane requests (cairn.v1.ctl.*) ----
+
+export const createVolumeRequestSchema = z.object({
+  name: nameSchema,
+  sizeBytes: z.number().int().positive(),
+  segmentBytes: z.number().int().positive().optional(),
+  replicas: z.number().int().min(1).max(maxReplicas).optional(),
+  minInSync: z.number().int().min(1).max(maxReplicas).optional(),
+  readPolicy: readPolicySchema.optional(),
+});
+export type CreateVolumeRequest = z.infer<typeof createVolumeRequestSchema>;
+
+export const volumeNameRequestSchema = z.object({ name: nameSchema });
+export const emptyRequestSchema = z.object({}).strict();
+
+/** Volume info as the control plane and `volume info --json` give it. */
+export interface VolumeInfo {
+  name: string;
+  sizeBytes: number;
+  blockSize: number;
+  segmentBytes: number;
+  replicas: number;
+  minInSync: number;
+  readPolicy: string;
+  createdAt: string;
+  epoch: number;
+  owner: string;
+  segments: { index: number; replicas: SegmentReplica[] }[];
+}
+
+export interface NodeInfo extends NodeRecord {
+  /** Whether this node's heartbeats are arriving. */
+  live: boolean;
+  lastHeartbeatAgoMs: number | null;
+}
+
+/** Every control reply: { ok: true, result } or { ok: false, error: { code, message } }. */
+export type ControlReply<T> = { ok: true; result: T } | {
+  ok: false;
+  error: { code: string; message: string };
+};
+
+// ---- node ops (cairn.v1.node.<node>.*) ----
+
+export const createSegmentsRequestSchema = z.object({
+  volume: nameSchema,
+  segmentBytes: z.number().int().positive(),
+  segments: z.array(z.number().int().nonnegative()),
+  epoch: z.number().int().nonnegative(),
+});
+export const deleteSegmentsRequestSchema = z.object({ volume: nameSchema });
+export const volumeStartRequestSchema = z.object({ volume: nameSchema });
+
+// ---- replica ops with JSON bodies ----
+
+export const fenceRequestSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  segments: z.array(z.number().int().nonnegative()),
+});
+export const scrubRequestSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  segment: z.number().int().nonnegative(),
+});
+export const metaRequestSchema = scrubRequestSchema.extend({
+  firstBlock: z.number().int().nonnegative(),
+  blockCount: z.number().int().positive(),
+});
+
+/** Parses JSON bytes against a schema; returns a readable error instead of throwing. */
+export function parseJson<T>(
+  schema: z.ZodType<T>,
+  bytes: Uint8Array,
+): { ok: true; value: T } | { ok: false; message: string } {
+  let raw: unknown;
+  try {
+    raw = bytes.length === 0 ? {} : JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    return { ok: false, message: `invalid JSON: ${(err as Error).message}` };
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const path = issue.path.length ? issue.path.join(".") + ": " : "";
+    return { ok: false, message: `${path}${issue.message}` };
+  }
+  return { ok: true, value: parsed.data };
+}

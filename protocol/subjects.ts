@@ -1,0 +1,43 @@
+/** Every NATS subject Cairn uses, built in one place. */
+
+export const subjectPrefix = "cairn.v1";
+
+export const subjects = {
+  /** Client data path of one volume (binary frames, see docs/PROTOCOL.md). */
+  volumeIo: (volume: string) => `${subjectPrefix}.vol.${volume}.io`,
+  /** Volume actor to the replica host on one node, for one volume. */
+  replica: (node: string, volume: string, op: ReplicaOp) =>
+    `${subjectPrefix}.rep.${node}.${volume}.${op}`,
+  /** Everything a node's replica host listens to. */
+  replicaAll: (node: string) => `${subjectPrefix}.rep.${node}.>`,
+  /** Starting and stopping actors on a node. */
+  node: (node: string, op: NodeOp) => `${subjectPrefix}.node.${node}.${op}`,
+  nodeAll: (node: string) => `${subjectPrefix}.node.${node}.>`,
+  heartbeat: (node: string) => `${subjectPrefix}.hb.${node}`,
+  heartbeatAll: `${subjectPrefix}.hb.*`,
+  /** Control plane (JSON): any node answers, one per request (queue group). */
+  control: (op: ControlOp) => `${subjectPrefix}.ctl.${op}`,
+  controlAll: `${subjectPrefix}.ctl.>`,
+} as const;
+
+export const controlQueueGroup = "cairn-ctl";
+
+export const replicaOps = ["write", "read", "fence", "meta", "scrub", "copy"] as const;
+export type ReplicaOp = (typeof replicaOps)[number];
+
+export const nodeOps = ["segments.create", "segments.delete", "volume.start", "volume.stop"] as const;
+export type NodeOp = (typeof nodeOps)[number];
+
+export const controlOps = [
+  "volume.create",
+  "volume.list",
+  "volume.info",
+  "volume.delete",
+  "node.list",
+] as const;
+export type ControlOp = (typeof controlOps)[number];
+
+/** The last token(s) of a subject after a known prefix, or null. */
+export function subjectTail(subject: string, prefix: string): string | null {
+  return subject.startsWith(prefix + ".") ? subject.slice(prefix.length + 1) : null;
+}
