@@ -11,16 +11,12 @@
  * await cairn.close();
  * ```
  */
-export { CairnClient, type ConnectOptions, connectCluster } from "./client/client.ts";
+export { CairnClient, connectCluster, type ConnectOptions } from "./client/client.ts";
 export { type IoStats, Volume, type VolumeOptions } from "./client/volume.ts";
 export type { SegmentMismatch, VerifyProgress, VerifyReport } from "./client/verify.ts";
 export { CairnNode, type NodeOptions } from "./server/node.ts";
 export { startNatsServer } from "./server/nats_server.ts";
 export { CairnError, ErrorCode, type ErrorCodeName } from "./protocol/errors.ts";
-export type {
-  CreateVolumeRequest,
-  NodeInfo,
-  VolumeInfo,
-} from "./protocol/schemas.ts";
+export type { CreateVolumeRequest, NodeInfo, VolumeInfo } from "./protocol/schemas.ts";
 export type { VolumeStat } from "./protocol/frames.ts";
 export * as limits from "./protocol/limits.ts";

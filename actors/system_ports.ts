@@ -20,41 +20,38 @@ const ftruncate = promisify(fs.ftruncate);
 const fstat = promisify(fs.fstat);
 const fsync = promisify(fs.fsync);
 
-function readAt(fd: number, buf: Uint8Array, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    fs.read(fd, buf, 0, buf.length, position, (err, n) => err ? reject(err) : resolve(n))
-  );
-}
-
-function writeAt(fd: number, buf: Uint8Array, offset: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    fs.write(
-      fd,
-      buf,
-      offset,
-      buf.length - offset,
-      position,
-      (err, n) => err ? reject(err) : resolve(n),
-    )
-  );
-}
-
+/**
+ * Positional reads and writes run synchronously: they hit the page cache and
+ * take microseconds, while Deno's async node:fs reads top out near 20-30k/s
+ * (measured on Deno 2.9). Only fdatasync, which waits for the device, is async.
+ */
 class NodeFsFile implements DiskFile {
   constructor(private readonly fd: number) {}
 
-  async read(buf: Uint8Array, position: number): Promise<number> {
-    let total = 0;
-    while (total < buf.length) {
-      const n = await readAt(this.fd, buf.subarray(total), position + total);
-      if (n === 0) break;
-      total += n;
+  read(buf: Uint8Array, position: number): Promise<number> {
+    try {
+      let total = 0;
+      while (total < buf.length) {
+        const n = fs.readSync(this.fd, buf, total, buf.length - total, position + total);
+        if (n === 0) break;
+        total += n;
+      }
+      return Promise.resolve(total);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return total;
   }
 
-  async write(buf: Uint8Array, position: number): Promise<void> {
-    let done = 0;
-    while (done < buf.length) done += await writeAt(this.fd, buf, done, position + done);
+  write(buf: Uint8Array, position: number): Promise<void> {
+    try {
+      let done = 0;
+      while (done < buf.length) {
+        done += fs.writeSync(this.fd, buf, done, buf.length - done, position + done);
+      }
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   datasync = () => fdatasync(this.fd);

@@ -59,7 +59,9 @@ export function parseSize(text: string): number {
     throw new UsageError(`cannot read size "${text}" (examples: 4096, 64MiB, 1GiB, 16TiB)`);
   }
   const bytes = Number(match[1]) * unit;
-  if (!Number.isSafeInteger(bytes)) throw new UsageError(`size "${text}" is not a whole number of bytes`);
+  if (!Number.isSafeInteger(bytes)) {
+    throw new UsageError(`size "${text}" is not a whole number of bytes`);
+  }
   return bytes;
 }
 

@@ -9,8 +9,8 @@ import {
   flagSize,
   flagString,
   formatBytes,
-  type ParsedArgs,
   parseArgs,
+  type ParsedArgs,
   UsageError,
 } from "./args.ts";
 import { Progress } from "./progress.ts";
@@ -42,7 +42,9 @@ function need(args: ParsedArgs, index: number, what: string): string {
 
 function describeVolume(v: VolumeInfo): string {
   const states = new Map<string, number>();
-  for (const s of v.segments) for (const r of s.replicas) states.set(r.state, (states.get(r.state) ?? 0) + 1);
+  for (const s of v.segments) {
+    for (const r of s.replicas) states.set(r.state, (states.get(r.state) ?? 0) + 1);
+  }
   const replicaSummary = [...states].map(([state, n]) => `${n} ${state}`).join(", ");
   return [
     `name:          ${v.name}`,
@@ -54,7 +56,9 @@ function describeVolume(v: VolumeInfo): string {
     `owner:         ${v.owner} (epoch ${v.epoch})`,
     `created:       ${v.createdAt}`,
     ...v.segments.map((s) =>
-      `  segment ${String(s.index).padStart(4)}: ${s.replicas.map((r) => `${r.node}(${r.state})`).join(" ")}`
+      `  segment ${String(s.index).padStart(4)}: ${
+        s.replicas.map((r) => `${r.node}(${r.state})`).join(" ")
+      }`
     ),
   ].join("\n");
 }
@@ -81,7 +85,11 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
         readPolicy: flagString(args, "read-policy"),
       });
       if (json) printJson(info);
-      else console.log(`created ${info.name}: ${formatBytes(info.sizeBytes)}, ${info.replicas} replicas, owner ${info.owner}`);
+      else {console.log(
+          `created ${info.name}: ${
+            formatBytes(info.sizeBytes)
+          }, ${info.replicas} replicas, owner ${info.owner}`,
+        );}
       return 0;
     }
     case "list": {
@@ -117,8 +125,9 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
       const name = need(args, 2, "volume name");
       const info = await client.volumeInfo(name);
       const progress = new Progress(`verify ${name}`, info.sizeBytes);
-      const report = await client.verifyVolume(name, (p) =>
-        progress.update(Math.min(info.sizeBytes, p.segmentsDone * info.segmentBytes))
+      const report = await client.verifyVolume(
+        name,
+        (p) => progress.update(Math.min(info.sizeBytes, p.segmentsDone * info.segmentBytes)),
       );
       progress.done(info.sizeBytes);
       if (json) printJson(report);
@@ -170,9 +179,14 @@ async function importCommand(client: CairnClient, args: ParsedArgs): Promise<num
   const offset = flagSize(args, "offset") ?? 0;
   const volume = await client.openVolume(name);
   const sizeBytes = fs.statSync(path).size;
-  if (offset % blockSizeBytes) throw new UsageError(`--offset must be a multiple of ${blockSizeBytes}`);
+  if (offset % blockSizeBytes) {
+    throw new UsageError(`--offset must be a multiple of ${blockSizeBytes}`);
+  }
   if (offset + sizeBytes > volume.sizeBytes) {
-    throw new CairnError("OUT_OF_RANGE", `${formatBytes(sizeBytes)} at ${offset} does not fit in ${formatBytes(volume.sizeBytes)}`);
+    throw new CairnError(
+      "OUT_OF_RANGE",
+      `${formatBytes(sizeBytes)} at ${offset} does not fit in ${formatBytes(volume.sizeBytes)}`,
+    );
   }
   const fd = fs.openSync(path, "r");
   const progress = new Progress(`import ${name}`, sizeBytes);

@@ -22,7 +22,9 @@ export class Progress {
     const seconds = Math.max((now - this.startMs) / 1000, 0.001);
     const rate = doneBytes / seconds;
     const line = `\r${this.label} [${"#".repeat(filled)}${" ".repeat(barWidth - filled)}] ` +
-      `${(fraction * 100).toFixed(0).padStart(3)}% ${formatBytes(doneBytes)}/${formatBytes(this.totalBytes)} ` +
+      `${(fraction * 100).toFixed(0).padStart(3)}% ${formatBytes(doneBytes)}/${
+        formatBytes(this.totalBytes)
+      } ` +
       `${formatBytes(rate)}/s `;
     Deno.stderr.writeSync(this.encoder.encode(line));
   }

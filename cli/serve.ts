@@ -6,7 +6,8 @@ import { CairnNode } from "../server/node.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
 import { flagSize, flagString, parseArgs, UsageError } from "./args.ts";
 
-const usage = `usage: deno task serve [--nats URL] [--data DIR] [--node ID] [--zone NAME] [--capacity BYTES]
+const usage =
+  `usage: deno task serve [--nats URL] [--data DIR] [--node ID] [--zone NAME] [--capacity BYTES]
   --nats URL        NATS server (env NATS_URL); none: start a local nats-server
   --data DIR        data directory (env CAIRN_DATA, default .cairn/node)
   --node ID         stable node id, stored in the data dir on first start (env CAIRN_NODE)
@@ -60,6 +61,8 @@ async function main(): Promise<number> {
 try {
   Deno.exit(await main());
 } catch (err) {
-  console.error(err instanceof UsageError ? `${err.message}\n${usage}` : `error: ${(err as Error).message}`);
+  console.error(
+    err instanceof UsageError ? `${err.message}\n${usage}` : `error: ${(err as Error).message}`,
+  );
   Deno.exit(err instanceof UsageError ? 2 : 1);
 }

@@ -48,7 +48,10 @@ export async function verifyVolume(
     const inSync = segment.replicas.filter((r) => r.state === "in-sync");
     const results = new Map<string, ScrubResult>();
     for (const replica of segment.replicas.filter((r) => r.state !== "in-sync")) {
-      mismatches.push({ segment: segment.index, problem: `replica on ${replica.node} is ${replica.state}` });
+      mismatches.push({
+        segment: segment.index,
+        problem: `replica on ${replica.node} is ${replica.state}`,
+      });
     }
     await Promise.all(inSync.map(async ({ node }) => {
       try {
@@ -73,7 +76,10 @@ export async function verifyVolume(
       if (result.corruptBlocks.length) {
         mismatches.push({
           segment: segment.index,
-          problem: `replica on ${node} has ${result.corruptBlocks.length} blocks failing their checksum (first: ${result.corruptBlocks.slice(0, 8).join(", ")})`,
+          problem:
+            `replica on ${node} has ${result.corruptBlocks.length} blocks failing their checksum (first: ${
+              result.corruptBlocks.slice(0, 8).join(", ")
+            })`,
         });
       }
     }

@@ -49,7 +49,11 @@ export class Volume {
     this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight;
   }
 
-  static async open(nc: NatsConnection, name: string, options: VolumeOptions = {}): Promise<Volume> {
+  static async open(
+    nc: NatsConnection,
+    name: string,
+    options: VolumeOptions = {},
+  ): Promise<Volume> {
     const volume = new Volume(nc, name, null as unknown as VolumeStat, options);
     volume.info = await volume.stat();
     return volume;
@@ -107,7 +111,10 @@ export class Volume {
           }
         }
         if (performance.now() > deadline) {
-          throw new CairnError("UNAVAILABLE", `volume ${this.name}: gave up after ${retryDeadlineMs} ms (${why})`);
+          throw new CairnError(
+            "UNAVAILABLE",
+            `volume ${this.name}: gave up after ${retryDeadlineMs} ms (${why})`,
+          );
         }
         this.stats.retries++;
         await sleep(backoffDelayMs(attempt));
@@ -122,7 +129,10 @@ export class Volume {
       throw new CairnError("UNALIGNED", `offset and length must be multiples of ${blockSizeBytes}`);
     }
     if (offsetBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
-      throw new CairnError("OUT_OF_RANGE", `${offsetBytes}+${lengthBytes} is beyond ${this.sizeBytes}`);
+      throw new CairnError(
+        "OUT_OF_RANGE",
+        `${offsetBytes}+${lengthBytes} is beyond ${this.sizeBytes}`,
+      );
     }
   }
 

@@ -1,6 +1,6 @@
 /** JSON request/reply helpers for the control plane and node ops. */
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
-import { CairnError, type ErrorCodeName, ErrorCode } from "./errors.ts";
+import { CairnError, ErrorCode, type ErrorCodeName } from "./errors.ts";
 import type { ControlReply } from "./schemas.ts";
 
 const encoder = new TextEncoder();

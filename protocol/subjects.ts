@@ -25,7 +25,12 @@ export const controlQueueGroup = "cairn-ctl";
 export const replicaOps = ["write", "read", "fence", "meta", "scrub", "copy"] as const;
 export type ReplicaOp = (typeof replicaOps)[number];
 
-export const nodeOps = ["segments.create", "segments.delete", "volume.start", "volume.stop"] as const;
+export const nodeOps = [
+  "segments.create",
+  "segments.delete",
+  "volume.start",
+  "volume.stop",
+] as const;
 export type NodeOp = (typeof nodeOps)[number];
 
 export const controlOps = [

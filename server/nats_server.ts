@@ -1,5 +1,5 @@
 /** Starts a local nats-server (JetStream on, loopback only) for one-command setups and tests. */
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import * as net from "node:net";
 import * as fs from "node:fs";
 

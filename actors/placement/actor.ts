@@ -7,10 +7,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import type { MetadataStore } from "../metadata.ts";
 import type { Watchdog } from "../watchdog/actor.ts";
 import type { Logger } from "../replica/host.ts";
-import {
-  type ControlOp,
-  subjects,
-} from "../../protocol/subjects.ts";
+import { type ControlOp, subjects } from "../../protocol/subjects.ts";
 import {
   type CreateVolumeRequest,
   createVolumeRequestSchema,
@@ -19,8 +16,8 @@ import {
   parseJson,
   type VolumeInfo,
   type VolumeLayout,
-  type VolumeSpec,
   volumeNameRequestSchema,
+  type VolumeSpec,
 } from "../../protocol/schemas.ts";
 import { CairnError } from "../../protocol/errors.ts";
 import {
@@ -55,7 +52,10 @@ function checkVolumeShape(request: CreateVolumeRequest): Required<CreateVolumeRe
     throw new CairnError("BAD_REQUEST", `size ${sizeBytes} is not a multiple of ${blockSizeBytes}`);
   }
   if (sizeBytes > maxVolumeSizeBytes) {
-    throw new CairnError("BAD_REQUEST", `size ${sizeBytes} is above the limit ${maxVolumeSizeBytes}`);
+    throw new CairnError(
+      "BAD_REQUEST",
+      `size ${sizeBytes} is above the limit ${maxVolumeSizeBytes}`,
+    );
   }
   const segmentBytes = request.segmentBytes ?? defaultSegmentBytesFor(sizeBytes);
   if (
@@ -195,14 +195,16 @@ export class PlacementActor {
       }
     });
     try {
-      await Promise.all([...holders].map(([node, segments]) =>
-        requestJson(this.nc, subjects.node(node, "segments.create"), {
-          volume: spec.name,
-          segmentBytes: spec.segmentBytes,
-          segments,
-          epoch: 1,
-        })
-      ));
+      await Promise.all(
+        [...holders].map(([node, segments]) =>
+          requestJson(this.nc, subjects.node(node, "segments.create"), {
+            volume: spec.name,
+            segmentBytes: spec.segmentBytes,
+            segments,
+            epoch: 1,
+          })
+        ),
+      );
       const owner = chooseOwner(
         spec.name,
         nodes.filter((n) => holders.has(n.id)),
@@ -222,7 +224,9 @@ export class PlacementActor {
       await this.removeEverywhere(spec.name, [...holders.keys()]);
       throw err;
     }
-    this.log.info(`created volume ${spec.name} (${spec.sizeBytes} bytes, ${segmentCount} segments)`);
+    this.log.info(
+      `created volume ${spec.name} (${spec.sizeBytes} bytes, ${segmentCount} segments)`,
+    );
     return await this.info(spec.name);
   }
 
@@ -237,11 +241,17 @@ export class PlacementActor {
 
   /** Stops the volume actor, removes every segment file it can reach, then the metadata. */
   private async removeEverywhere(name: string, nodes: string[]): Promise<void> {
-    await Promise.all(nodes.map((node) =>
-      requestJson(this.nc, subjects.node(node, "segments.delete"), { volume: name }).catch((err) =>
-        this.log.warn(`delete of ${name} on ${node}: ${err.message} (it is removed when ${node} starts)`)
-      )
-    ));
+    await Promise.all(
+      nodes.map((node) =>
+        requestJson(this.nc, subjects.node(node, "segments.delete"), { volume: name }).catch((
+          err,
+        ) =>
+          this.log.warn(
+            `delete of ${name} on ${node}: ${err.message} (it is removed when ${node} starts)`,
+          )
+        )
+      ),
+    );
     await this.metadata.deleteVolume(name);
   }
 

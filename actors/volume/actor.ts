@@ -130,7 +130,10 @@ export class VolumeActor {
    */
   async start(): Promise<void> {
     const { metadata, nodeId } = this.deps;
-    const won = await metadata.updateLayout(this.name, (current) => ({ ...current, owner: nodeId }));
+    const won = await metadata.updateLayout(
+      this.name,
+      (current) => ({ ...current, owner: nodeId }),
+    );
     if (!won) throw new CairnError("NO_SUCH_VOLUME", `volume ${this.name} has no layout`);
     if (won.value.owner !== nodeId) {
       throw new CairnError("MOVED", `volume ${this.name} is owned by ${won.value.owner}`);
@@ -170,7 +173,12 @@ export class VolumeActor {
     }
     const request = decoded.request;
     if (this.state !== "serving") {
-      return encodeErrorReply("MOVED", `volume ${this.name} is not served here now`, request.requestId, this.epoch);
+      return encodeErrorReply(
+        "MOVED",
+        `volume ${this.name} is not served here now`,
+        request.requestId,
+        this.epoch,
+      );
     }
     const invalid = validateRequest(request, this.deps.spec.sizeBytes);
     if (invalid) {
@@ -270,7 +278,9 @@ export class VolumeActor {
       if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") this.fenced(err);
       failed.push(targets[i].node);
       this.deps.log.warn(
-        `volume ${this.name} segment ${piece.segment}: write to ${targets[i].node} failed: ${err.message}`,
+        `volume ${this.name} segment ${piece.segment}: write to ${
+          targets[i].node
+        } failed: ${err.message}`,
       );
     });
     if (this.state !== "serving" && this.state !== "stopping") {
@@ -313,7 +323,9 @@ export class VolumeActor {
       }
       if (updated) this.layout = updated.value;
       this.deps.log.warn(
-        `volume ${this.name}: marked ${node} stale for segments ${[...segments].join(",")} (epoch ${this.epoch})`,
+        `volume ${this.name}: marked ${node} stale for segments ${
+          [...segments].join(",")
+        } (epoch ${this.epoch})`,
       );
     });
     this.layoutChange = change;
@@ -396,9 +408,15 @@ export class VolumeActor {
       }
     }
     if (rotten) {
-      throw new CairnError("CORRUPT", `every replica of segment ${piece.segment} failed its checksum`);
+      throw new CairnError(
+        "CORRUPT",
+        `every replica of segment ${piece.segment} failed its checksum`,
+      );
     }
-    throw new CairnError("UNAVAILABLE", `no replica of segment ${piece.segment} answered: ${lastError?.message}`);
+    throw new CairnError(
+      "UNAVAILABLE",
+      `no replica of segment ${piece.segment} answered: ${lastError?.message}`,
+    );
   }
 
   /** Rewrites rotten blocks on `node` from a good copy; a newer write is never undone. */
@@ -419,8 +437,12 @@ export class VolumeActor {
         data: good.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes),
       };
       this.batcher(node).enqueue(entry).then(
-        () => this.deps.log.warn(`volume ${this.name}: repaired block ${entry.firstBlock} of segment ${piece.segment} on ${node}`),
-        (err) => this.deps.log.error(`volume ${this.name}: repair on ${node} failed: ${err.message}`),
+        () =>
+          this.deps.log.warn(
+            `volume ${this.name}: repaired block ${entry.firstBlock} of segment ${piece.segment} on ${node}`,
+          ),
+        (err) =>
+          this.deps.log.error(`volume ${this.name}: repair on ${node} failed: ${err.message}`),
       );
     }
   }

@@ -134,13 +134,19 @@ async function catchUp(
     for (let i = 0; i < end - block; i++) {
       const state = read.states[i];
       if (state === "corrupt") {
-        input.log.error(`reconcile ${input.name}/${segment}: block ${block + i} rotten on ${bestNode}`);
+        input.log.error(
+          `reconcile ${input.name}/${segment}: block ${block + i} rotten on ${bestNode}`,
+        );
         continue;
       }
       const base = { segment, firstBlock: block + i, blockCount: 1, version: read.versions[i] };
       entries.push(
         state === "written"
-          ? { ...base, kind: EntryKind.data, data: read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes) }
+          ? {
+            ...base,
+            kind: EntryKind.data,
+            data: read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes),
+          }
           : { ...base, kind: EntryKind.zero },
       );
     }

@@ -1,7 +1,7 @@
 /** The watchdog actor of a node: publishes heartbeats and tracks everyone else's. */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Clock } from "../ports.ts";
-import { subjects, subjectTail, subjectPrefix } from "../../protocol/subjects.ts";
+import { subjectPrefix, subjects, subjectTail } from "../../protocol/subjects.ts";
 import { heartbeatIntervalMs } from "../../protocol/limits.ts";
 import { LivenessTracker } from "./core.ts";
 
