@@ -255,6 +255,18 @@ export class MemoryDisk implements Disk {
   }
 
   // deno-lint-ignore require-await
+  async removeDir(path: string): Promise<void> {
+    const p = normalize(path);
+    if (!this.#dirs.has(p)) return;
+    for (const q of [...this.#files.keys(), ...this.#dirs]) {
+      if (q !== p && posix.dirname(q) === p) {
+        throw fsError("ENOTEMPTY", "directory not empty", path);
+      }
+    }
+    this.#dirs.delete(p);
+  }
+
+  // deno-lint-ignore require-await
   async list(dir: string): Promise<string[]> {
     const d = normalize(dir);
     if (!this.#dirs.has(d)) return [];

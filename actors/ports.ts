@@ -32,7 +32,10 @@ export interface DiskFile {
 export interface Disk {
   /** Opens a file for read and write; creates it only when create is true. */
   open(path: string, options: { create: boolean }): Promise<DiskFile>;
+  /** Removes a file (no error if it is gone). */
   remove(path: string): Promise<void>;
+  /** Removes an empty directory (no error if it is gone). */
+  removeDir(path: string): Promise<void>;
   /** Names (not paths) of the entries in dir; [] if it does not exist. */
   list(dir: string): Promise<string[]>;
   mkdirp(dir: string): Promise<void>;

@@ -66,6 +66,13 @@ export const systemDisk: Disk = {
     return new NodeFsFile(await openFd(path, flags, 0o644));
   },
   remove: (path) => fs.promises.rm(path, { force: true }),
+  async removeDir(path) {
+    try {
+      await fs.promises.rmdir(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  },
   async list(dir) {
     try {
       return await fs.promises.readdir(dir);

@@ -118,7 +118,7 @@ export class ReplicaHost {
     for (const replica of replicas?.values() ?? []) await replica.close().catch(() => {});
     const dir = this.volumeDir(volume);
     for (const name of await this.disk.list(dir)) await this.disk.remove(`${dir}/${name}`);
-    await this.disk.remove(dir);
+    await this.disk.removeDir(dir);
     await this.disk.syncDir(`${this.dataDir}/segments`);
   }
 

@@ -1,0 +1,257 @@
+/**
+ * Integration: a real nats-server and 3 real node processes. Data is checked
+ * byte for byte against an in-memory model.
+ */
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { TestCluster } from "../harness/cluster.ts";
+import { CairnError } from "../../protocol/errors.ts";
+import { decodeReply, encodeRequest, Op } from "../../protocol/frames.ts";
+import { subjects } from "../../protocol/subjects.ts";
+import { mulberry32 } from "../harness/random.ts";
+
+const blockSize = 4096;
+const volumeBytes = 64 * 1024 * 1024;
+const segmentBytes = 8 * 1024 * 1024;
+
+function randomBytes(random: () => number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i += 4) {
+    const word = (random() * 2 ** 32) >>> 0;
+    out[i] = word;
+    out[i + 1] = word >>> 8;
+    out[i + 2] = word >>> 16;
+    out[i + 3] = word >>> 24;
+  }
+  return out;
+}
+
+function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : n;
+}
+
+Deno.test({
+  name: "3-node cluster: concurrent random writes, reads, import/export, verify, bad frames",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const cluster = await TestCluster.start({ nodes: 3 });
+    try {
+      const admin = await cluster.client();
+      const info = await admin.createVolume({ name: "data", sizeBytes: volumeBytes, segmentBytes });
+      assert.equal(info.segments.length, 8);
+      for (const segment of info.segments) {
+        const nodes = segment.replicas.map((r) => r.node);
+        assert.equal(new Set(nodes).size, 3, "replicas of a segment on distinct nodes");
+        assert.ok(segment.replicas.every((r) => r.state === "in-sync"));
+      }
+
+      const model = new Uint8Array(volumeBytes);
+      await t.step("concurrent clients write random data at random aligned offsets", async () => {
+        const writers = 4;
+        await Promise.all(Array.from({ length: writers }, async (_, w) => {
+          const client = await cluster.client();
+          const volume = await client.openVolume("data");
+          const random = mulberry32(1000 + w);
+          // Each writer owns the blocks whose index % writers == w, so the model is exact.
+          await Promise.all(Array.from({ length: 8 }, async () => {
+            for (let i = 0; i < 60; i++) {
+              const blocks = 1 + Math.floor(random() * 4);
+              const first = Math.floor(random() * (volumeBytes / blockSize - blocks) / writers) *
+                  writers + w;
+              for (let b = 0; b < blocks; b++) {
+                const data = randomBytes(random, blockSize);
+                const offset = (first + b * writers) * blockSize;
+                if (offset + blockSize > volumeBytes) continue;
+                model.set(data, offset);
+                await volume.write(offset, data);
+              }
+            }
+          }));
+        }));
+        // Writes that cross segment boundaries and a large multi-request write.
+        const volume = await admin.openVolume("data");
+        const random = mulberry32(7);
+        for (const offset of [segmentBytes - blockSize, 3 * segmentBytes - 2 * blockSize]) {
+          const data = randomBytes(random, 4 * blockSize);
+          model.set(data, offset);
+          await volume.write(offset, data);
+        }
+        const big = randomBytes(random, 3 * 1024 * 1024 + 3 * blockSize);
+        model.set(big, 5 * 1024 * 1024);
+        await volume.write(5 * 1024 * 1024, big);
+      });
+
+      await t.step(
+        "read back every byte from a fresh client and compare with the model",
+        async () => {
+          const client = await cluster.client();
+          const volume = await client.openVolume("data");
+          const all = await volume.read(0, volumeBytes);
+          assert.equal(firstDifference(all, model), -1, "volume differs from the model");
+        },
+      );
+
+      await t.step("trim and write-zeroes read back zeros", async () => {
+        const volume = await admin.openVolume("data");
+        await volume.trim(segmentBytes, 8 * blockSize);
+        model.fill(0, segmentBytes, segmentBytes + 8 * blockSize);
+        await volume.writeZeroes(2 * segmentBytes + blockSize, 3 * blockSize);
+        model.fill(0, 2 * segmentBytes + blockSize, 2 * segmentBytes + 4 * blockSize);
+        const got = await volume.read(segmentBytes - blockSize, 2 * segmentBytes);
+        assert.equal(
+          firstDifference(
+            got,
+            model.subarray(segmentBytes - blockSize, 3 * segmentBytes - blockSize),
+          ),
+          -1,
+        );
+        await volume.flush();
+      });
+
+      await t.step("volume verify passes", async () => {
+        const result = await cluster.cli(["volume", "verify", "data"]);
+        assert.equal(result.code, 0, result.stdout + result.stderr);
+        assert.match(result.stdout, /ok: 8 segments, 24 replicas agree/);
+      });
+
+      await t.step("import then export a 64 MiB random file: bytes equal", async () => {
+        await admin.createVolume({ name: "files", sizeBytes: volumeBytes, segmentBytes });
+        const dir = await Deno.makeTempDir({ prefix: "cairn-io-" });
+        try {
+          const input = randomBytes(mulberry32(99), volumeBytes);
+          fs.writeFileSync(`${dir}/in.bin`, input);
+          const imported = await cluster.cli(["import", "files", `${dir}/in.bin`]);
+          assert.equal(imported.code, 0, imported.stderr);
+          const exported = await cluster.cli(["export", "files", `${dir}/out.bin`]);
+          assert.equal(exported.code, 0, exported.stderr);
+          const output = fs.readFileSync(`${dir}/out.bin`);
+          assert.equal(output.length, input.length);
+          assert.equal(firstDifference(new Uint8Array(output), input), -1);
+          // Partial export at an offset.
+          const part = await cluster.cli([
+            "export",
+            "files",
+            `${dir}/part.bin`,
+            "--offset",
+            "1MiB",
+            "--length",
+            "64KiB",
+          ]);
+          assert.equal(part.code, 0, part.stderr);
+          assert.deepEqual(
+            new Uint8Array(fs.readFileSync(`${dir}/part.bin`)),
+            input.subarray(1024 * 1024, 1024 * 1024 + 65536),
+          );
+        } finally {
+          await Deno.remove(dir, { recursive: true });
+        }
+      });
+
+      await t.step(
+        "bad frames get error replies with specific codes; nothing changes",
+        async () => {
+          const nc = admin.nc;
+          const subject = subjects.volumeIo("data");
+          const ask = async (frame: Uint8Array) =>
+            decodeReply((await nc.request(subject, frame, { timeout: 5000 })).data);
+          const write = (offsetBytes: number, length: number, payloadBytes = length) =>
+            encodeRequest({
+              op: Op.WRITE,
+              flags: 0,
+              requestId: 77,
+              offsetBytes,
+              lengthBytes: length,
+              payload: new Uint8Array(payloadBytes).fill(0xee),
+            });
+          const cases: [string, Uint8Array, number][] = [
+            ["empty frame", new Uint8Array(0), 1],
+            ["short frame", new Uint8Array(10).fill(1), 1],
+            ["garbage", randomBytes(mulberry32(5), 100), 1],
+            [
+              "unknown op",
+              (() => {
+                const f = encodeRequest({
+                  op: Op.READ,
+                  flags: 0,
+                  requestId: 1,
+                  offsetBytes: 0,
+                  lengthBytes: 4096,
+                });
+                f[1] = 99;
+                return f;
+              })(),
+              2,
+            ],
+            ["unaligned offset", write(100, 4096), 3],
+            ["unaligned length", write(0, 1000), 3],
+            ["out of range", write(volumeBytes, 4096), 4],
+            ["straddles the end", write(volumeBytes - 4096, 8192), 4],
+            ["oversize write", write(0, 512 * 1024 + blockSize), 5],
+            ["payload shorter than length", write(0, 8192, 4096), 1],
+          ];
+          for (const [what, frame, code] of cases) {
+            const reply = await ask(frame);
+            assert.equal(reply.status, code, `${what}: status ${reply.status}`);
+            assert.ok(new TextDecoder().decode(reply.payload).length > 0, `${what}: has a message`);
+          }
+          const volume = await admin.openVolume("data");
+          const all = await volume.read(0, volumeBytes);
+          assert.equal(firstDifference(all, model), -1, "bad frames changed data");
+        },
+      );
+
+      await t.step("unknown volume is NO_SUCH_VOLUME", async () => {
+        await assert.rejects(
+          () => admin.openVolume("nope"),
+          (err) => err instanceof CairnError && err.code === "NO_SUCH_VOLUME",
+        );
+        const cli = await cluster.cli(["volume", "info", "nope"]);
+        assert.equal(cli.code, 1);
+        assert.match(cli.stderr, /NO_SUCH_VOLUME/);
+      });
+
+      await t.step("more replicas than live nodes fails cleanly and creates nothing", async () => {
+        await assert.rejects(
+          () => admin.createVolume({ name: "toomany", sizeBytes: volumeBytes, replicas: 4 }),
+          (err) => err instanceof CairnError && err.code === "NOT_ENOUGH_NODES",
+        );
+        const names = (await admin.listVolumes()).map((v) => v.name);
+        assert.ok(!names.includes("toomany"));
+        for (const node of cluster.nodes) {
+          assert.ok(!fs.existsSync(`${node.dataDir}/segments/toomany`));
+        }
+        const cli = await cluster.cli([
+          "volume",
+          "create",
+          "toomany",
+          "--size",
+          "64MiB",
+          "--replicas",
+          "5",
+        ]);
+        assert.equal(cli.code, 1);
+        assert.match(cli.stderr, /NOT_ENOUGH_NODES/);
+      });
+
+      await t.step("delete removes the segment files on every node", async () => {
+        for (const node of cluster.nodes) {
+          assert.ok(fs.existsSync(`${node.dataDir}/segments/files`));
+        }
+        const cli = await cluster.cli(["volume", "delete", "files"]);
+        assert.equal(cli.code, 0, cli.stderr);
+        for (const node of cluster.nodes) {
+          assert.ok(!fs.existsSync(`${node.dataDir}/segments/files`), `${node.id} kept files`);
+        }
+        await assert.rejects(() => admin.volumeInfo("files"), /NO_SUCH_VOLUME/);
+      });
+    } catch (err) {
+      console.error(cluster.logs());
+      throw err;
+    } finally {
+      await cluster.stop();
+    }
+  },
+});
