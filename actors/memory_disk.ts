@@ -166,7 +166,7 @@ class MemFileHandle implements DiskFile {
     checkPosition(position, this.path);
     this.disk.stats.writes++;
     if (buf.length === 0) return;
-    const data = buf.slice();
+    const data = new Uint8Array(buf); // a copy even when buf is a Node Buffer
     this.file.current.write(data, position);
     this.file.pending.push({ kind: "write", position, data });
   }

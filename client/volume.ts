@@ -16,8 +16,13 @@ import { backoffDelayMs, retryDeadlineMs, sleep } from "./retry.ts";
 
 /** Requests one Volume keeps in flight at most. */
 export const defaultMaxInFlight = 64;
-/** Time one attempt may take before it is resent. */
-export const requestTimeoutMs = 10_000;
+/**
+ * Time one attempt may take before it is resent: above the owner's own
+ * replica timeout, so a slow replica is marked stale before we give up.
+ * Resending is safe: a write carries the same bytes, and a later write gets
+ * a higher version than any earlier attempt.
+ */
+export const requestTimeoutMs = 7_000;
 
 export interface VolumeOptions {
   maxInFlight?: number;

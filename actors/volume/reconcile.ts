@@ -89,7 +89,8 @@ async function fetchVersions(
       "meta",
       json({ epoch, segment, firstBlock: first, blockCount: count }),
     );
-    out.set(new Float64Array(reply.slice(1).buffer), first);
+    // Copy: NATS hands out Buffers whose .buffer is a shared pool.
+    out.set(new Float64Array(new Uint8Array(reply.subarray(1)).buffer), first);
   }
   return out;
 }

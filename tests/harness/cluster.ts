@@ -98,7 +98,9 @@ export class TestCluster {
   /** Starts (or restarts) node i and waits until it serves. */
   async startNode(index: number): Promise<void> {
     const node = this.nodes[index];
-    if (node.child && node.child.exitCode === null) throw new Error(`${node.id} is running`);
+    if (node.child && node.child.exitCode === null && node.child.signalCode === null) {
+      throw new Error(`${node.id} is running`);
+    }
     const log = fs.openSync(node.logFile, "a");
     const child = spawn(Deno.execPath(), [
       "run",
