@@ -9,6 +9,7 @@ import { CairnError } from "../../protocol/errors.ts";
 import { decodeReply, encodeRequest, Op } from "../../protocol/frames.ts";
 import { subjects } from "../../protocol/subjects.ts";
 import { mulberry32 } from "../harness/random.ts";
+import { segmentHeaderBytes, segmentMetaEntryBytes } from "../../actors/replica/segment_file.ts";
 
 const blockSize = 4096;
 const volumeBytes = 64 * 1024 * 1024;
@@ -111,10 +112,81 @@ Deno.test({
         await volume.flush();
       });
 
+      await t.step("CLI: volume info/list and node list as JSON", async () => {
+        const info = await cluster.cli(["volume", "info", "data", "--json"]);
+        assert.equal(info.code, 0, info.stderr);
+        const parsed = JSON.parse(info.stdout);
+        for (
+          const key of [
+            "name",
+            "sizeBytes",
+            "blockSize",
+            "segmentBytes",
+            "replicas",
+            "epoch",
+            "owner",
+          ]
+        ) {
+          assert.ok(key in parsed, `volume info --json has ${key}`);
+        }
+        assert.equal(parsed.sizeBytes, volumeBytes);
+        assert.equal(parsed.segments.length, 8);
+        assert.deepEqual(Object.keys(parsed.segments[0]).sort(), ["index", "replicas"]);
+        assert.deepEqual(Object.keys(parsed.segments[0].replicas[0]).sort(), ["node", "state"]);
+        const list = JSON.parse((await cluster.cli(["volume", "list", "--json"])).stdout);
+        assert.deepEqual(list.map((v: { name: string }) => v.name), ["data"]);
+        const nodes = JSON.parse((await cluster.cli(["node", "list", "--json"])).stdout);
+        assert.deepEqual(nodes.map((n: { id: string }) => n.id).sort(), ["n1", "n2", "n3"]);
+        assert.ok(nodes.every((n: { live: boolean; state: string }) => n.live && n.state === "up"));
+        const human = await cluster.cli(["volume", "list"]);
+        assert.match(human.stdout, /data\s+64 MiB\s+3/);
+        const bad = await cluster.cli(["volume", "create", "x", "--size", "12 parsecs"]);
+        assert.equal(bad.code, 2);
+        assert.match(bad.stderr, /cannot read size/);
+        const unaligned = await cluster.cli(["volume", "create", "x", "--size", "5000"]);
+        assert.equal(unaligned.code, 1);
+        assert.match(unaligned.stderr, /BAD_REQUEST.*multiple of 4096/);
+      });
+
       await t.step("volume verify passes", async () => {
         const result = await cluster.cli(["volume", "verify", "data"]);
         assert.equal(result.code, 0, result.stdout + result.stderr);
         assert.match(result.stdout, /ok: 8 segments, 24 replicas agree/);
+      });
+
+      await t.step("bit rot on one replica: verify names it, reads repair it", async () => {
+        const volume = await admin.openVolume("data");
+        const offset = 2 * segmentBytes + 10 * blockSize; // segment 2, block 10
+        const data = randomBytes(mulberry32(3), blockSize);
+        model.set(data, offset);
+        await volume.write(offset, data);
+        const layout = await admin.volumeInfo("data");
+        const owner = cluster.nodes.find((n) => n.id === layout.owner)!;
+        const metaBytes = Math.ceil((segmentBytes / blockSize) * segmentMetaEntryBytes / 4096) *
+          4096;
+        const path = `${owner.dataDir}/segments/data/000002.seg`;
+        const fd = fs.openSync(path, "r+");
+        fs.writeSync(
+          fd,
+          new Uint8Array([0xde, 0xad]),
+          0,
+          2,
+          segmentHeaderBytes + metaBytes + 10 * blockSize + 100,
+        );
+        fs.closeSync(fd);
+        const verify = await cluster.cli(["volume", "verify", "data"]);
+        assert.equal(verify.code, 1);
+        assert.match(
+          verify.stdout,
+          new RegExp(`segment 2: replica on ${owner.id} has 1 blocks failing their checksum`),
+        );
+        // The owner reads its own replica first (policy local), sees the rot, serves another copy.
+        assert.deepEqual(new Uint8Array(await volume.read(offset, blockSize)), data);
+        for (let i = 0; i < 50; i++) {
+          if ((await cluster.cli(["volume", "verify", "data"])).code === 0) return;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.fail("the rotten block was not repaired");
       });
 
       await t.step("import then export a 64 MiB random file: bytes equal", async () => {
