@@ -5,6 +5,7 @@ import { requestJson } from "../protocol/control.ts";
 import { type ControlOp, subjects } from "../protocol/subjects.ts";
 import type { CreateVolumeRequest, NodeInfo, VolumeInfo } from "../protocol/schemas.ts";
 import { CairnError } from "../protocol/errors.ts";
+import { RequestMux } from "../protocol/request_mux.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { type VerifyProgress, type VerifyReport, verifyVolume } from "./verify.ts";
 
@@ -15,7 +16,12 @@ export interface ConnectOptions {
 }
 
 export class CairnClient {
-  constructor(readonly nc: NatsConnection) {}
+  /** Shared by every volume this client opens. */
+  readonly mux: RequestMux;
+
+  constructor(readonly nc: NatsConnection) {
+    this.mux = new RequestMux(nc);
+  }
 
   control<T>(op: ControlOp, body: unknown = {}): Promise<T> {
     return requestJson<T>(this.nc, subjects.control(op), body);
@@ -44,7 +50,7 @@ export class CairnClient {
   /** Opens a volume for IO; NO_SUCH_VOLUME if it does not exist. */
   async openVolume(name: string, options: VolumeOptions = {}): Promise<Volume> {
     await this.volumeInfo(name);
-    return await Volume.open(this.nc, name, {
+    return await Volume.open(this.mux, name, {
       exists: () =>
         this.volumeInfo(name).then(() => true, (err) => {
           if (err instanceof CairnError && err.code === "NO_SUCH_VOLUME") return false;
@@ -59,6 +65,7 @@ export class CairnClient {
   }
 
   async close(): Promise<void> {
+    this.mux.close();
     await this.nc.drain();
   }
 }

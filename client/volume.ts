@@ -1,5 +1,4 @@
 /** An open volume: block IO over NATS with splitting, pipelining and retries. */
-import type { NatsConnection } from "@nats-io/nats-core";
 import {
   decodeReply,
   decodeStat,
@@ -12,6 +11,7 @@ import { CairnError } from "../protocol/errors.ts";
 import { blockSizeBytes, maxIoBytes, maxZeroIoBytes } from "../protocol/limits.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
+import type { RequestMux } from "../protocol/request_mux.ts";
 import { backoffDelayMs, retryDeadlineMs, sleep } from "./retry.ts";
 
 /** Requests one Volume keeps in flight at most. */
@@ -45,7 +45,7 @@ export class Volume {
   private closed = false;
 
   private constructor(
-    private readonly nc: NatsConnection,
+    private readonly mux: RequestMux,
     readonly name: string,
     private info: VolumeStat,
     private readonly options: VolumeOptions,
@@ -55,11 +55,11 @@ export class Volume {
   }
 
   static async open(
-    nc: NatsConnection,
+    mux: RequestMux,
     name: string,
     options: VolumeOptions = {},
   ): Promise<Volume> {
-    const volume = new Volume(nc, name, null as unknown as VolumeStat, options);
+    const volume = new Volume(mux, name, null as unknown as VolumeStat, options);
     volume.info = await volume.stat();
     return volume;
   }
@@ -98,8 +98,7 @@ export class Volume {
         this.stats.requests++;
         let why: string;
         try {
-          const msg = await this.nc.request(this.subject, frame, { timeout: requestTimeoutMs });
-          const reply = decodeReply(msg.data);
+          const reply = decodeReply(await this.mux.request(this.subject, frame, requestTimeoutMs));
           const error = replyError(reply);
           if (!error) return reply.payload;
           if (!error.retryable) throw error;

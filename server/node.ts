@@ -6,8 +6,15 @@ import { connect } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
 import * as fs from "node:fs";
 import { MetadataStore } from "../actors/metadata.ts";
-import { type Logger, ReplicaHost } from "../actors/replica/host.ts";
-import { type ReplicaLink, VolumeActor } from "../actors/volume/actor.ts";
+import { HostError, type Logger, ReplicaHost } from "../actors/replica/host.ts";
+import {
+  checkReplicaReply,
+  type ReplicaLink,
+  ReplicaReplyError,
+  VolumeActor,
+} from "../actors/volume/actor.ts";
+import { encodeWriteBatch } from "../actors/replica/wire.ts";
+import { StaleEpochError } from "../actors/replica/replica.ts";
 import { PlacementActor } from "../actors/placement/actor.ts";
 import { Watchdog } from "../actors/watchdog/actor.ts";
 import { systemClock, systemDisk, systemRandom } from "../actors/system_ports.ts";
@@ -22,6 +29,7 @@ import { CairnError } from "../protocol/errors.ts";
 import { errorReply, okReply, replyForError, requestFailure } from "../protocol/control.ts";
 import { namePattern, replicaTimeoutMs } from "../protocol/limits.ts";
 import { makeLogger } from "./log.ts";
+import { RequestMux } from "../protocol/request_mux.ts";
 
 export const cairnVersion = "0.1.0";
 /** Delay between attempts to take back an owned volume whose replicas are not up yet. */
@@ -55,9 +63,17 @@ function defaultCapacityBytes(dataDir: string): number {
   return stats.blocks * stats.bsize;
 }
 
+/** The in-process replica's errors, in the shape a remote reply would have. */
+function replicaError(err: unknown): Error {
+  if (err instanceof HostError) return new ReplicaReplyError(err.code, err.message);
+  if (err instanceof StaleEpochError) return new ReplicaReplyError("STALE_EPOCH", err.message);
+  return new ReplicaReplyError("IO_ERROR", (err as Error).message);
+}
+
 export class CairnNode {
   readonly id: string;
   private nc!: NatsConnection;
+  private mux!: RequestMux;
   private metadata!: MetadataStore;
   private host!: ReplicaHost;
   private watchdog!: Watchdog;
@@ -87,6 +103,7 @@ export class CairnNode {
       // Async traces allocate an Error per request: measurable on the data path.
       noAsyncTraces: true,
     });
+    this.mux = new RequestMux(this.nc);
     this.metadata = await MetadataStore.open(this.nc);
     this.host = new ReplicaHost(options.dataDir, systemDisk, this.log);
     await this.host.loadAll();
@@ -136,13 +153,21 @@ export class CairnNode {
   }
 
   private link(volume: string, node: string): ReplicaLink {
-    if (node === this.id) return { call: (op, body) => this.host.handle(volume, op, body) };
+    if (node === this.id) {
+      return {
+        call: (op, body) => this.host.handle(volume, op, body),
+        write: (epoch, entries) =>
+          this.host.writeEntries(volume, epoch, entries).catch((err) => {
+            throw replicaError(err);
+          }),
+      };
+    }
+    const call = (op: string, body: Uint8Array) =>
+      this.mux.request(subjects.replica(node, volume, op as never), body, replicaTimeoutMs);
     return {
-      call: async (op, body) => {
-        const msg = await this.nc.request(subjects.replica(node, volume, op as never), body, {
-          timeout: replicaTimeoutMs,
-        });
-        return msg.data;
+      call,
+      write: async (epoch, entries) => {
+        checkReplicaReply(await call("write", encodeWriteBatch(epoch, entries)));
       },
     };
   }
@@ -269,6 +294,7 @@ export class CairnNode {
     } catch (err) {
       if (requestFailure(err) === "other") this.log.warn(`cannot record shutdown: ${err}`);
     }
+    this.mux?.close();
     await this.nc?.drain().catch(() => {});
     this.log.info("stopped");
   }

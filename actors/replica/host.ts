@@ -32,7 +32,7 @@ export interface Logger {
   error(message: string): void;
 }
 
-class HostError extends Error {
+export class HostError extends Error {
   constructor(readonly code: ErrorCodeName, message: string) {
     super(message);
   }
@@ -160,6 +160,17 @@ export class ReplicaHost {
 
   private async write(volume: string, body: Uint8Array): Promise<Uint8Array> {
     const { epoch, entries } = decodeWriteBatch(body);
+    await this.writeEntries(volume, epoch, entries);
+    return encodeOk();
+  }
+
+  /**
+   * Applies write entries in arrival order and returns once they are durable
+   * (group commit). The in-process path of the owner's own replica calls this
+   * directly; remote owners arrive through `handle("write")`.
+   */
+  async writeEntries(volume: string, epoch: number, entries: WriteEntry[]): Promise<void> {
+    if (this.closing) throw new HostError("MOVED", "node is shutting down");
     const touched = new Set<Replica>();
     for (const entry of entries) touched.add(this.replica(volume, entry.segment));
     // Fence check for the whole batch before any byte is written.
@@ -171,7 +182,6 @@ export class ReplicaHost {
     this.writeChains.set(volume, applied);
     await applied;
     await Promise.all([...touched].map((replica) => replica.sync()));
-    return encodeOk();
   }
 
   private async applyEntries(volume: string, epoch: number, entries: WriteEntry[]) {

@@ -45,6 +45,8 @@ import { reconcileVolume } from "./reconcile.ts";
 export interface ReplicaLink {
   /** Sends one replica message; resolves with the raw reply (status byte first). */
   call(op: string, body: Uint8Array): Promise<Uint8Array>;
+  /** Applies a batch of write entries durably; rejects (ReplicaReplyError or transport) otherwise. */
+  write(epoch: number, entries: WriteEntry[]): Promise<void>;
 }
 
 export interface VolumeActorDeps {
@@ -64,22 +66,26 @@ export class ReplicaReplyError extends Error {
   }
 }
 
-/** Calls a replica and turns a non-OK status into ReplicaReplyError. */
+/** Returns an OK replica reply as it is; turns any other status into ReplicaReplyError. */
+export function checkReplicaReply(reply: Uint8Array): Uint8Array {
+  const { status, body } = decodeReply(reply);
+  if (status !== 0) {
+    const code = errorCodeName(status);
+    throw new ReplicaReplyError(
+      code.startsWith("UNKNOWN") ? "INTERNAL" : code as ErrorCodeName,
+      bodyText(body),
+    );
+  }
+  return reply;
+}
+
+/** Calls a replica; a non-OK status becomes ReplicaReplyError. */
 export async function callReplica(
   link: ReplicaLink,
   op: string,
   body: Uint8Array,
 ): Promise<Uint8Array> {
-  const reply = await link.call(op, body);
-  const { status, body: rest } = decodeReply(reply);
-  if (status !== 0) {
-    const code = errorCodeName(status);
-    throw new ReplicaReplyError(
-      code.startsWith("UNKNOWN") ? "INTERNAL" : code as ErrorCodeName,
-      bodyText(rest),
-    );
-  }
-  return reply;
+  return checkReplicaReply(await link.call(op, body));
 }
 
 interface NodeStats {
@@ -302,7 +308,7 @@ export class VolumeActor {
     if (!batcher) {
       const link = this.deps.link(node);
       batcher = new NodeWriteBatcher(
-        async (batch) => void await callReplica(link, "write", batch),
+        (epoch, entries) => link.write(epoch, entries),
         () => this.epoch,
       );
       this.batchers.set(node, batcher);

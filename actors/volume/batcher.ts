@@ -3,7 +3,7 @@
  * earlier batches are in flight: group commit over the network, so 32 client
  * writes in flight cost a few replica round trips and fdatasyncs, not 32.
  */
-import { encodeWriteBatch, entryWireBytes, type WriteEntry } from "../replica/wire.ts";
+import { entryWireBytes, type WriteEntry } from "../replica/wire.ts";
 import { maxReplicaBatchBytes } from "../../protocol/limits.ts";
 
 /** Batches to one node in flight at once; more pending entries wait and join the next. */
@@ -22,8 +22,8 @@ export class NodeWriteBatcher {
   private scheduled = false;
 
   constructor(
-    /** Sends one encoded batch; resolves when the node has it durably, rejects otherwise. */
-    private readonly send: (batch: Uint8Array) => Promise<void>,
+    /** Sends one batch; resolves when the node has it durably, rejects otherwise. */
+    private readonly send: (epoch: number, entries: WriteEntry[]) => Promise<void>,
     private readonly epoch: () => number,
   ) {}
 
@@ -54,8 +54,7 @@ export class NodeWriteBatcher {
       }
       this.pendingBytes -= bytes;
       this.inFlight++;
-      const encoded = encodeWriteBatch(this.epoch(), batch.map((p) => p.entry));
-      this.send(encoded).then(
+      this.send(this.epoch(), batch.map((p) => p.entry)).then(
         () => batch.forEach((p) => p.resolve()),
         (err) => batch.forEach((p) => p.reject(err)),
       ).finally(() => {

@@ -11,7 +11,7 @@ import {
   writeTargets,
 } from "../../actors/volume/core.ts";
 import { NodeWriteBatcher } from "../../actors/volume/batcher.ts";
-import { decodeWriteBatch, EntryKind } from "../../actors/replica/wire.ts";
+import { EntryKind } from "../../actors/replica/wire.ts";
 import type { VolumeLayout } from "../../protocol/schemas.ts";
 
 const MiB = 1024 * 1024;
@@ -96,9 +96,8 @@ Deno.test("markStale and setReplicaStates change only what they name, null when 
 Deno.test("NodeWriteBatcher: entries of one tick share a batch; later ones wait for a slot", async () => {
   const sent: { epoch: number; count: number }[] = [];
   const releases: (() => void)[] = [];
-  const batcher = new NodeWriteBatcher((batch) => {
-    const decoded = decodeWriteBatch(batch);
-    sent.push({ epoch: decoded.epoch, count: decoded.entries.length });
+  const batcher = new NodeWriteBatcher((epoch, entries) => {
+    sent.push({ epoch, count: entries.length });
     return new Promise<void>((resolve) => releases.push(resolve));
   }, () => 7);
   const entry = (i: number) => ({

@@ -1,0 +1,98 @@
+/**
+ * Request/reply for the data path: one inbox subscription, one shared
+ * timeout sweep. nats.js's request() builds an Error (with a stack) for every
+ * request and a timer each; at tens of thousands of requests a second that
+ * was a measurable share of a node's CPU.
+ */
+import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+
+/** How often pending requests are checked for their deadline. */
+export const requestSweepIntervalMs = 100;
+
+export class RequestTimeoutError extends Error {
+  override name = "TimeoutError";
+  constructor(subject: string, timeoutMs: number) {
+    super(`timeout: no reply on ${subject} within ${timeoutMs} ms`);
+  }
+}
+
+export class NoRespondersError extends Error {
+  override name = "NoRespondersError";
+  constructor(subject: string) {
+    super(`no responders: ${subject}`);
+  }
+}
+
+interface Pending {
+  resolve: (data: Uint8Array) => void;
+  reject: (err: Error) => void;
+  subject: string;
+  deadlineMs: number;
+  timeoutMs: number;
+}
+
+export class RequestMux {
+  private readonly prefix: string;
+  private readonly pending = new Map<number, Pending>();
+  private nextToken = 1;
+  private readonly subscription: Subscription;
+  private readonly sweeper: number;
+
+  constructor(private readonly nc: NatsConnection) {
+    this.prefix = createInbox();
+    this.subscription = nc.subscribe(`${this.prefix}.*`, {
+      callback: (_e, msg) => this.onReply(msg),
+    });
+    this.sweeper = setInterval(() => this.sweep(), requestSweepIntervalMs) as unknown as number;
+    Deno.unrefTimer(this.sweeper);
+  }
+
+  /** Sends data to subject; resolves with the reply's payload. */
+  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    const token = this.nextToken++;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      this.pending.set(token, {
+        resolve,
+        reject,
+        subject,
+        deadlineMs: performance.now() + timeoutMs,
+        timeoutMs,
+      });
+      try {
+        this.nc.publish(subject, data, { reply: `${this.prefix}.${token}` });
+      } catch (err) {
+        this.pending.delete(token);
+        reject(err);
+      }
+    });
+  }
+
+  private onReply(msg: Msg): void {
+    const token = Number(msg.subject.slice(this.prefix.length + 1));
+    const pending = this.pending.get(token);
+    if (!pending) return; // late reply after a timeout
+    this.pending.delete(token);
+    // NATS answers a request nobody subscribes to with an empty 503 status message.
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      pending.reject(new NoRespondersError(pending.subject));
+    } else {
+      pending.resolve(msg.data);
+    }
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const [token, pending] of this.pending) {
+      if (pending.deadlineMs > now) continue;
+      this.pending.delete(token);
+      pending.reject(new RequestTimeoutError(pending.subject, pending.timeoutMs));
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.subscription.unsubscribe();
+    for (const pending of this.pending.values()) pending.reject(new Error("connection closed"));
+    this.pending.clear();
+  }
+}
