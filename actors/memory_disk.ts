@@ -161,6 +161,14 @@ class MemFileHandle implements DiskFile {
   }
 
   // deno-lint-ignore require-await
+  async writev(buffers: Uint8Array[], position: number): Promise<void> {
+    let at = position;
+    for (const buf of buffers) {
+      await this.write(buf, at);
+      at += buf.length;
+    }
+  }
+
   async write(buf: Uint8Array, position: number): Promise<void> {
     this.#check();
     checkPosition(position, this.path);

@@ -21,6 +21,8 @@ export interface DiskFile {
   read(buf: Uint8Array, position: number): Promise<number>;
   /** Writes all of buf at position. */
   write(buf: Uint8Array, position: number): Promise<void>;
+  /** Writes the buffers back to back from position (one syscall where the system has pwritev). */
+  writev(buffers: Uint8Array[], position: number): Promise<void>;
   /** Makes every write so far durable (fdatasync). */
   datasync(): Promise<void>;
   /** Sets the file's length (sparse growth). */

@@ -54,6 +54,26 @@ class NodeFsFile implements DiskFile {
     }
   }
 
+  writev(buffers: Uint8Array[], position: number): Promise<void> {
+    try {
+      const total = buffers.reduce((n, b) => n + b.length, 0);
+      const done = fs.writevSync(this.fd, buffers, position);
+      if (done < total) {
+        // A short pwritev is legal; finish the rest with plain writes.
+        const joined = new Uint8Array(total);
+        let at = 0;
+        for (const b of buffers) {
+          joined.set(b, at);
+          at += b.length;
+        }
+        return this.write(joined.subarray(done), position + done);
+      }
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
   datasync = () => fdatasync(this.fd);
   truncate = (lengthBytes: number) => ftruncate(this.fd, lengthBytes);
   sizeBytes = async () => (await fstat(this.fd)).size;

@@ -5,6 +5,7 @@
 import type { Disk } from "../ports.ts";
 import { SegmentFile, SegmentFileError } from "./segment_file.ts";
 import { Replica, StaleEpochError } from "./replica.ts";
+import { encodeRecord, journalCheckpointBytes, NodeJournal } from "./journal.ts";
 import {
   decodeReadRequest,
   decodeWriteBatch,
@@ -12,6 +13,7 @@ import {
   encodeJsonOk,
   encodeOk,
   encodeReadReply,
+  encodeWriteBatch,
   EntryKind,
   WireError,
   type WriteEntry,
@@ -44,6 +46,10 @@ export function segmentFileName(segment: number): string {
 
 export class ReplicaHost {
   private readonly volumes = new Map<string, Map<number, Replica>>();
+  private journal!: NodeJournal;
+  /** Replicas written per journal generation: synced before that generation is removed. */
+  private readonly dirty = new Map<number, Set<Replica>>();
+  private checkpointing: Promise<void> | null = null;
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
   private closing = false;
@@ -76,6 +82,29 @@ export class ReplicaHost {
       }
       if (replicas.size) this.volumes.set(volume, replicas);
     }
+    await this.replayJournal();
+  }
+
+  /** Redoes every journaled write (the segment files may lack some after a crash), then starts clean. */
+  private async replayJournal(): Promise<void> {
+    const { journal, records } = await NodeJournal.open(this.disk, `${this.dataDir}/journal`);
+    this.journal = journal;
+    const touched = new Set<Replica>();
+    for (const record of records) {
+      for (const entry of record.entries) {
+        const replica = this.volumes.get(record.volume)?.get(entry.segment);
+        if (!replica) continue; // its volume was deleted
+        await this.applyEntry(replica, entry);
+        touched.add(replica);
+      }
+    }
+    for (const replica of touched) await replica.sync();
+    if (records.length) {
+      this.log.info(
+        `journal replayed: ${records.length} write batches into ${touched.size} segment files`,
+      );
+    }
+    await this.journal.reset();
   }
 
   volumeNames(): string[] {
@@ -111,9 +140,14 @@ export class ReplicaHost {
   }
 
   async deleteVolume(volume: string): Promise<void> {
+    // No journal record of this volume may outlive it (a new volume could take its name).
+    await this.writeChains.get(volume)?.catch(() => {});
+    await this.checkpoint();
     const replicas = this.volumes.get(volume);
     this.volumes.delete(volume);
-    await this.writeChains.get(volume)?.catch(() => {});
+    for (const dirty of this.dirty.values()) {
+      for (const r of replicas?.values() ?? []) dirty.delete(r);
+    }
     this.writeChains.delete(volume);
     for (const replica of replicas?.values() ?? []) await replica.close().catch(() => {});
     const dir = this.volumeDir(volume);
@@ -160,16 +194,23 @@ export class ReplicaHost {
 
   private async write(volume: string, body: Uint8Array): Promise<Uint8Array> {
     const { epoch, entries } = decodeWriteBatch(body);
-    await this.writeEntries(volume, epoch, entries);
+    await this.writeEntries(volume, epoch, entries, body);
     return encodeOk();
   }
 
   /**
-   * Applies write entries in arrival order and returns once they are durable
-   * (group commit). The in-process path of the owner's own replica calls this
-   * directly; remote owners arrive through `handle("write")`.
+   * Applies write entries in arrival order and returns once they are durable:
+   * one journal record and one journal fdatasync however many segment files
+   * they touch (group commit). The owner's own replica calls this directly;
+   * remote owners arrive through `handle("write")`.
    */
-  async writeEntries(volume: string, epoch: number, entries: WriteEntry[]): Promise<void> {
+  async writeEntries(
+    volume: string,
+    epoch: number,
+    entries: WriteEntry[],
+    /** The entries as the wire encoded them, if they came that way: journaled without a copy. */
+    encoded?: Uint8Array,
+  ): Promise<void> {
     if (this.closing) throw new HostError("MOVED", "node is shutting down");
     const touched = new Set<Replica>();
     for (const entry of entries) touched.add(this.replica(volume, entry.segment));
@@ -178,38 +219,100 @@ export class ReplicaHost {
       if (epoch < replica.epoch) await replica.admit(epoch);
     }
     const previous = this.writeChains.get(volume) ?? Promise.resolve();
-    const applied = previous.catch(() => {}).then(() => this.applyEntries(volume, epoch, entries));
+    const applied = previous.catch(() => {}).then(() =>
+      this.applyEntries(volume, epoch, entries, touched, encoded)
+    );
     this.writeChains.set(volume, applied);
-    await applied;
-    await Promise.all([...touched].map((replica) => replica.sync()));
+    const advanced = await applied;
+    await this.journal.sync();
+    // A new epoch lives in the segment header, not the journal: sync those files too.
+    await Promise.all(advanced.map((replica) => replica.sync()));
+    if (this.journal.sizeBytes > journalCheckpointBytes) void this.checkpoint();
   }
 
-  private async applyEntries(volume: string, epoch: number, entries: WriteEntry[]) {
-    const admitted = new Set<Replica>();
-    for (const entry of entries) {
+  /** Journals then applies one batch; returns the replicas whose epoch advanced. */
+  private async applyEntries(
+    volume: string,
+    epoch: number,
+    entries: WriteEntry[],
+    touched: Set<Replica>,
+    encoded: Uint8Array | undefined,
+  ): Promise<Replica[]> {
+    const advanced: Replica[] = [];
+    for (const replica of touched) {
+      const before = replica.epoch;
+      await replica.admit(epoch);
+      if (replica.epoch !== before) advanced.push(replica);
+    }
+    let effective = entries;
+    if (entries.some((e) => e.kind === EntryKind.repair)) {
+      // Journal what a repair really writes, so replay needs no version checks.
+      effective = [];
+      for (const entry of entries) {
+        if (entry.kind !== EntryKind.repair) effective.push(entry);
+        else {effective.push(
+            ...await this.resolveRepair(this.replica(volume, entry.segment), entry),
+          );}
+      }
+      encoded = undefined;
+    }
+    const batch = encoded ?? encodeWriteBatch(epoch, effective);
+    const generation = await this.journal.append(encodeRecord(volume, batch));
+    let dirty = this.dirty.get(generation);
+    if (!dirty) this.dirty.set(generation, dirty = new Set());
+    for (const entry of effective) {
       const replica = this.replica(volume, entry.segment);
-      if (!admitted.has(replica)) {
-        await replica.admit(epoch);
-        admitted.add(replica);
-      }
-      if (entry.kind === EntryKind.data) {
-        await replica.file.writeBlocks(entry.firstBlock, entry.data!, entry.version);
-      } else if (entry.kind === EntryKind.repair) {
-        await this.repairBlocks(replica, entry);
-      } else {
-        await replica.file.zeroBlocks(entry.firstBlock, entry.blockCount, entry.version);
-      }
+      dirty.add(replica);
+      await this.applyEntry(replica, entry);
+    }
+    return advanced;
+  }
+
+  private async applyEntry(replica: Replica, entry: WriteEntry): Promise<void> {
+    if (entry.kind === EntryKind.zero) {
+      await replica.file.zeroBlocks(entry.firstBlock, entry.blockCount, entry.version);
+    } else {
+      await replica.file.writeBlocks(entry.firstBlock, entry.data!, entry.version);
     }
   }
 
-  /** Writes each block of a repair entry unless this replica already holds a newer version. */
-  private async repairBlocks(replica: Replica, entry: WriteEntry): Promise<void> {
-    const { versions, states } = await replica.file.readMeta(entry.firstBlock, entry.blockCount);
+  /**
+   * Syncs the segment files written under the current journal generation and
+   * removes it, so the journal stays small and replay short.
+   */
+  checkpoint(): Promise<void> {
+    if (this.checkpointing) return this.checkpointing;
+    const run = (async () => {
+      const generation = await this.journal.rotate();
+      // Every record of the old generation was appended by a chain that has started by now.
+      await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
+      for (const [g, replicas] of [...this.dirty]) {
+        if (g > generation) continue;
+        for (const replica of replicas) await replica.sync();
+        this.dirty.delete(g);
+      }
+      await this.journal.remove(generation);
+    })().finally(() => (this.checkpointing = null));
+    this.checkpointing = run;
+    return run;
+  }
+
+  /** The blocks of a repair entry that this replica does not hold in a newer version. */
+  private async resolveRepair(replica: Replica, entry: WriteEntry): Promise<WriteEntry[]> {
+    const { versions } = await replica.file.readMeta(entry.firstBlock, entry.blockCount);
+    const out: WriteEntry[] = [];
     for (let i = 0; i < entry.blockCount; i++) {
-      if (versions[i] > entry.version && states[i] !== "corrupt") continue;
-      const block = entry.data!.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
-      await replica.file.writeBlocks(entry.firstBlock + i, block, entry.version);
+      if (versions[i] > entry.version) continue;
+      out.push({
+        segment: entry.segment,
+        firstBlock: entry.firstBlock + i,
+        blockCount: 1,
+        kind: EntryKind.data,
+        version: entry.version,
+        data: entry.data!.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes),
+      });
     }
+    return out;
   }
 
   private async read(volume: string, body: Uint8Array): Promise<Uint8Array> {
@@ -259,11 +362,14 @@ export class ReplicaHost {
   async close(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
+    // A clean stop leaves every write in synced segment files and an empty journal.
     for (const replicas of this.volumes.values()) {
-      for (const replica of replicas.values()) {
-        await replica.sync().catch(() => {});
-        await replica.close().catch(() => {});
-      }
+      for (const replica of replicas.values()) await replica.sync().catch(() => {});
+    }
+    await this.journal?.reset().catch((err) => this.log.warn(`journal reset: ${err.message}`));
+    await this.journal?.close().catch(() => {});
+    for (const replicas of this.volumes.values()) {
+      for (const replica of replicas.values()) await replica.close().catch(() => {});
     }
     this.volumes.clear();
   }

@@ -11,6 +11,7 @@ import {
   type WriteEntry,
 } from "../../actors/replica/wire.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
+import { decodeRecords, encodeRecord } from "../../actors/replica/journal.ts";
 
 const silent = { info() {}, warn() {}, error() {} };
 const encoder = new TextEncoder();
@@ -190,7 +191,7 @@ Deno.test("replica host: malformed messages get error replies, data untouched", 
 
 Deno.test("replica host: an acknowledged write survives a crash; an unacknowledged one is old, new or flagged", async () => {
   const outcomes = new Set<string>();
-  for (let seed = 1; seed <= 60; seed++) {
+  for (let seed = 1; seed <= 80; seed++) {
     const disk = new MemoryDisk({ seed });
     const { host } = await newHost(disk);
     await host.handle(
@@ -201,7 +202,7 @@ Deno.test("replica host: an acknowledged write survives a crash; an unacknowledg
     // In flight at the crash: not awaited, so not acknowledged.
     void host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 1, 3, 0x03)]));
     // Crash after a seed-dependent number of steps: before, during or after its pwrites.
-    for (let i = 0; i < seed % 10; i++) await Promise.resolve();
+    for (let i = 0; i < seed % 40; i++) await Promise.resolve();
     disk.crash({ keepPendingProbability: 0.5, tearWrites: true });
     const after = new ReplicaHost("/data", disk, silent);
     await after.loadAll();
@@ -217,4 +218,73 @@ Deno.test("replica host: an acknowledged write survives a crash; an unacknowledg
     outcomes.add(result.states[1] === "corrupt" ? "corrupt" : String(second));
   }
   assert.ok(outcomes.size >= 2, `crash points reached only ${[...outcomes]}`);
+});
+
+Deno.test("journal: records round trip; replay stops at a torn or corrupt tail", () => {
+  const records = [
+    encodeRecord("vol", encodeWriteBatch(3, [dataEntry(0, 1, 5, 0x11)])),
+    encodeRecord(
+      "other",
+      encodeWriteBatch(4, [{
+        segment: 2,
+        firstBlock: 0,
+        blockCount: 8,
+        kind: EntryKind.zero,
+        version: 6,
+      }]),
+    ),
+  ].map((parts) => new Uint8Array([...parts[0], ...parts[1]]));
+  const all = new Uint8Array(records[0].length + records[1].length);
+  all.set(records[0]);
+  all.set(records[1], records[0].length);
+  const decoded = decodeRecords(all);
+  assert.equal(decoded.records.length, 2);
+  assert.equal(decoded.records[1].volume, "other");
+  assert.equal(decoded.records[0].entries[0].data![0], 0x11);
+  assert.equal(decodeRecords(all.subarray(0, all.length - 1)).records.length, 1, "torn tail");
+  const flipped = all.slice();
+  flipped[records[0].length + 20] ^= 1;
+  assert.equal(decodeRecords(flipped).records.length, 1, "crc mismatch ends replay");
+});
+
+Deno.test("journal: acknowledged writes survive a crash before the segment files were synced", async () => {
+  const disk = new MemoryDisk({ seed: 3 });
+  const { host } = await newHost(disk);
+  for (let i = 0; i < 20; i++) {
+    const reply = await host.handle(
+      "vol",
+      "write",
+      encodeWriteBatch(1, [dataEntry(i % 2, i, 100 + i, i + 1)]),
+    );
+    assert.equal(reply[0], 0);
+  }
+  // Only the journal was fdatasynced; the crash drops every unsynced segment write.
+  disk.crash();
+  const after = new ReplicaHost("/data", disk, silent);
+  await after.loadAll();
+  for (let i = 0; i < 20; i++) {
+    const result = await read(after, i % 2, i, 1);
+    assert.equal(result.versions[0], 100 + i);
+    assert.ok(result.data.every((b) => b === i + 1), `block ${i}`);
+  }
+  // Replay left the journal empty and the data in synced segment files.
+  disk.crash();
+  const again = new ReplicaHost("/data", disk, silent);
+  await again.loadAll();
+  assert.equal((await read(again, 1, 19, 1)).data[0], 20);
+});
+
+Deno.test("journal: a checkpoint syncs segment files and removes the old generation", async () => {
+  const disk = new MemoryDisk({ seed: 4 });
+  const { host } = await newHost(disk);
+  await host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 0, 1, 0x77)]));
+  const before = await disk.list("/data/journal");
+  await host.checkpoint();
+  const after = await disk.list("/data/journal");
+  assert.equal(after.length, 1);
+  assert.notDeepEqual(after, before, "a new generation replaced the old");
+  disk.crash();
+  const reopened = new ReplicaHost("/data", disk, silent);
+  await reopened.loadAll();
+  assert.equal((await read(reopened, 0, 0, 1)).data[0], 0x77);
 });
