@@ -160,7 +160,6 @@ class MemFileHandle implements DiskFile {
     return this.file.current.read(buf, position);
   }
 
-  // deno-lint-ignore require-await
   async writev(buffers: Uint8Array[], position: number): Promise<void> {
     let at = position;
     for (const buf of buffers) {
@@ -169,6 +168,7 @@ class MemFileHandle implements DiskFile {
     }
   }
 
+  // deno-lint-ignore require-await
   async write(buf: Uint8Array, position: number): Promise<void> {
     this.#check();
     checkPosition(position, this.path);

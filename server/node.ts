@@ -13,7 +13,7 @@ import {
   ReplicaReplyError,
   VolumeActor,
 } from "../actors/volume/actor.ts";
-import { encodeWriteBatch } from "../actors/replica/wire.ts";
+import { decodeReadReply, encodeReadRequest, encodeWriteBatch } from "../actors/replica/wire.ts";
 import { StaleEpochError } from "../actors/replica/replica.ts";
 import { PlacementActor } from "../actors/placement/actor.ts";
 import { Watchdog } from "../actors/watchdog/actor.ts";
@@ -160,6 +160,10 @@ export class CairnNode {
           this.host.writeEntries(volume, epoch, entries).catch((err) => {
             throw replicaError(err);
           }),
+        read: (request) =>
+          this.host.readBlocks(volume, request).catch((err) => {
+            throw replicaError(err);
+          }),
       };
     }
     const call = (op: string, body: Uint8Array) =>
@@ -169,6 +173,8 @@ export class CairnNode {
       write: async (epoch, entries) => {
         checkReplicaReply(await call("write", encodeWriteBatch(epoch, entries)));
       },
+      read: async (request) =>
+        decodeReadReply(checkReplicaReply(await call("read", encodeReadRequest(request)))),
     };
   }
 

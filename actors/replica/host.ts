@@ -15,6 +15,8 @@ import {
   encodeReadReply,
   encodeWriteBatch,
   EntryKind,
+  type ReadRequest,
+  type ReadResult,
   WireError,
   type WriteEntry,
 } from "./wire.ts";
@@ -316,11 +318,15 @@ export class ReplicaHost {
   }
 
   private async read(volume: string, body: Uint8Array): Promise<Uint8Array> {
-    const request = decodeReadRequest(body);
+    return encodeReadReply(await this.readBlocks(volume, decodeReadRequest(body)));
+  }
+
+  /** Reads blocks of one segment; the owner's own replica is read through this directly. */
+  async readBlocks(volume: string, request: ReadRequest): Promise<ReadResult> {
+    if (this.closing) throw new HostError("MOVED", "node is shutting down");
     const replica = this.replica(volume, request.segment);
     await replica.admit(request.epoch);
-    const result = await replica.file.readBlocks(request.firstBlock, request.blockCount);
-    return encodeReadReply(result);
+    return await replica.file.readBlocks(request.firstBlock, request.blockCount);
   }
 
   /** A new owner's first contact: persist its epoch and report each segment's highest version. */

@@ -20,10 +20,9 @@ import { CairnError, type ErrorCodeName, errorCodeName } from "../../protocol/er
 import { blockSizeBytes, maxIoBytes, maxVolumeQueueDepth } from "../../protocol/limits.ts";
 import {
   bodyText,
-  decodeReadReply,
   decodeReply,
-  encodeReadRequest,
   EntryKind,
+  type ReadRequest,
   type ReadResult,
   type WriteEntry,
 } from "../replica/wire.ts";
@@ -47,6 +46,8 @@ export interface ReplicaLink {
   call(op: string, body: Uint8Array): Promise<Uint8Array>;
   /** Applies a batch of write entries durably; rejects (ReplicaReplyError or transport) otherwise. */
   write(epoch: number, entries: WriteEntry[]): Promise<void>;
+  /** Reads blocks of one segment; rejects like write. */
+  read(request: ReadRequest): Promise<ReadResult>;
 }
 
 export interface VolumeActorDeps {
@@ -380,12 +381,12 @@ export class VolumeActor {
     }));
     const first = this.picker.pick(candidates);
     const order = [nodes[first], ...nodes.filter((_, i) => i !== first)];
-    const request = encodeReadRequest({
+    const request: ReadRequest = {
       segment: piece.segment,
       epoch: this.epoch,
       firstBlock: piece.firstBlock,
       blockCount: piece.blockCount,
-    });
+    };
     let lastError: Error | null = null;
     let rotten: { node: string; result: ReadResult } | null = null;
     for (const node of order) {
@@ -393,7 +394,7 @@ export class VolumeActor {
       const startedMs = this.deps.clock.nowMs();
       stats.outstanding++;
       try {
-        const result = decodeReadReply(await callReplica(this.deps.link(node), "read", request));
+        const result = await this.deps.link(node).read(request);
         stats.latencyEwmaMs = updateEwma(stats.latencyEwmaMs, this.deps.clock.nowMs() - startedMs);
         if (!result.states.includes("corrupt")) {
           if (rotten) this.repair(piece, rotten, result);

@@ -10,13 +10,7 @@ import type { Logger } from "../replica/host.ts";
 import type { VolumeLayout } from "../../protocol/schemas.ts";
 import { CairnError } from "../../protocol/errors.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
-import {
-  decodeReadReply,
-  encodeReadRequest,
-  encodeWriteBatch,
-  EntryKind,
-  type WriteEntry,
-} from "../replica/wire.ts";
+import { EntryKind, type WriteEntry } from "../replica/wire.ts";
 import { callReplica, type ReplicaLink } from "./actor.ts";
 import { setReplicaStates } from "./core.ts";
 
@@ -124,13 +118,12 @@ async function catchUp(
       end < blockCount && end - block < copyRunBlocks && targetVersions[end] !== source[end] &&
       [...sources.values()].every((v) => v[end] <= source[end])
     ) end++;
-    const read = decodeReadReply(
-      await callReplica(
-        input.link(bestNode),
-        "read",
-        encodeReadRequest({ segment, epoch, firstBlock: block, blockCount: end - block }),
-      ),
-    );
+    const read = await input.link(bestNode).read({
+      segment,
+      epoch,
+      firstBlock: block,
+      blockCount: end - block,
+    });
     const entries: WriteEntry[] = [];
     for (let i = 0; i < end - block; i++) {
       const state = read.states[i];
@@ -152,7 +145,7 @@ async function catchUp(
       );
     }
     if (entries.length) {
-      await callReplica(input.link(target), "write", encodeWriteBatch(epoch, entries));
+      await input.link(target).write(epoch, entries);
     }
     copied += entries.length;
     block = end;
