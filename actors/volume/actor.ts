@@ -105,6 +105,8 @@ export class VolumeActor {
   private readonly batchers = new Map<string, NodeWriteBatcher>();
   private readonly nodeStats = new Map<string, NodeStats>();
   private readonly picker: ReadPicker;
+  /** Read weights for the `weighted` policy: each node's declared capacity. */
+  private readonly weights = new Map<string, number>();
   private requestsInFlight = 0;
   private idle: (() => void) | null = null;
   /** Single-flight layout changes, so a burst of failures makes one CAS each. */
@@ -156,6 +158,9 @@ export class VolumeActor {
     });
     this.layout = result.layout;
     for (const [segment, version] of result.highestVersions) this.versions.seed(segment, version);
+    for (const { value } of await metadata.listNodes()) {
+      this.weights.set(value.id, value.capacityBytes);
+    }
     this.state = "serving";
     this.deps.log.info(
       `volume ${this.name}: serving at epoch ${this.layout.epoch} (${result.summary})`,
@@ -377,7 +382,7 @@ export class VolumeActor {
     const candidates: ReadCandidate[] = nodes.map((node) => ({
       node,
       ...this.stats(node),
-      weight: 1,
+      weight: this.weights.get(node) ?? 1,
     }));
     const first = this.picker.pick(candidates);
     const order = [nodes[first], ...nodes.filter((_, i) => i !== first)];
