@@ -33,12 +33,18 @@ import {
   markStale,
   minInSyncCount,
   type SegmentPiece,
+  setReplicaStates,
   splitBySegment,
   VersionCounter,
   writeTargets,
 } from "./core.ts";
 import { type ReadCandidate, ReadPicker, updateEwma } from "./read_policy.ts";
-import { reconcileVolume } from "./reconcile.ts";
+import { catchUp, fetchVersions, reconcileVolume } from "./reconcile.ts";
+
+/** How often the owner looks for stale replicas whose node answers again. */
+export const catchUpIntervalMs = 2000;
+
+const jsonBytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
 /** How a volume actor reaches the replica host of one node (in-process or over NATS). */
 export interface ReplicaLink {
@@ -111,6 +117,7 @@ export class VolumeActor {
   private idle: (() => void) | null = null;
   /** Single-flight layout changes, so a burst of failures makes one CAS each. */
   private layoutChange: Promise<unknown> = Promise.resolve();
+  private cancelCatchUp: (() => void) | null = null;
 
   constructor(private readonly deps: VolumeActorDeps) {
     this.name = deps.spec.name;
@@ -165,12 +172,95 @@ export class VolumeActor {
     this.deps.log.info(
       `volume ${this.name}: serving at epoch ${this.layout.epoch} (${result.summary})`,
     );
+    this.scheduleCatchUp();
+  }
+
+  // ---- catching up replicas that come back ----
+
+  private scheduleCatchUp(): void {
+    this.cancelCatchUp = this.deps.clock.setTimer(catchUpIntervalMs, () => {
+      if (this.state !== "serving") return;
+      this.catchUpReplicas()
+        .catch((err) => this.deps.log.warn(`volume ${this.name}: catch-up: ${err.message}`))
+        .finally(() => {
+          if (this.state === "serving") this.scheduleCatchUp();
+        });
+    });
+  }
+
+  /**
+   * Brings stale replicas whose node answers again back in sync while IO
+   * goes on: mark them rebuilding (writes now reach them), let older writes
+   * finish, copy every block whose version differs from an in-sync source
+   * (as version-guarded repairs, so a newer write is never undone), then mark
+   * them in-sync.
+   */
+  private async catchUpReplicas(): Promise<void> {
+    const behind = new Map<string, number[]>();
+    this.layout.segments.forEach((segment, index) => {
+      for (const r of segment.replicas) {
+        if (r.state === "in-sync") continue;
+        if (!behind.has(r.node)) behind.set(r.node, []);
+        behind.get(r.node)!.push(index);
+      }
+    });
+    for (const [node, segments] of behind) {
+      if (this.state !== "serving") return;
+      const link = this.deps.link(node);
+      try {
+        await callReplica(link, "fence", jsonBytes({ epoch: this.epoch, segments }));
+      } catch {
+        continue; // not back yet
+      }
+      try {
+        await this.changeLayout((l) =>
+          setReplicaStates(l, segments.map((segment) => ({ segment, node, state: "rebuilding" })))
+        );
+        await Promise.all(this.inflight.all());
+        const blockCount = this.deps.spec.segmentBytes / blockSizeBytes;
+        let copied = 0;
+        for (const segment of segments) {
+          const sources = inSyncNodes(this.layout.segments[segment].replicas);
+          const sourceVersions = new Map<string, Float64Array>();
+          for (const source of sources) {
+            sourceVersions.set(
+              source,
+              await fetchVersions(this.deps.link(source), this.epoch, segment, blockCount),
+            );
+          }
+          if (sourceVersions.size === 0) continue;
+          const targetVersions = await fetchVersions(link, this.epoch, segment, blockCount);
+          copied += await catchUp(
+            { name: this.name, link: (n) => this.deps.link(n), log: this.deps.log },
+            this.epoch,
+            segment,
+            blockCount,
+            sourceVersions,
+            node,
+            targetVersions,
+            true,
+          );
+        }
+        await this.changeLayout((l) =>
+          setReplicaStates(l, segments.map((segment) => ({ segment, node, state: "in-sync" })))
+        );
+        this.deps.log.info(
+          `volume ${this.name}: ${node} caught up (${segments.length} segments, ${copied} blocks copied)`,
+        );
+      } catch (err) {
+        this.deps.log.warn(
+          `volume ${this.name}: catch-up of ${node} failed: ${(err as Error).message}`,
+        );
+        await this.markNodeStale(node, new Set(segments));
+      }
+    }
   }
 
   /** Stops taking IO; resolves when every request in flight has been answered. */
   async stop(): Promise<void> {
     if (this.state === "stopped") return;
     this.state = "stopping";
+    this.cancelCatchUp?.();
     if (this.requestsInFlight > 0) {
       await new Promise<void>((resolve) => (this.idle = resolve));
     }
@@ -322,26 +412,37 @@ export class VolumeActor {
     return batcher;
   }
 
-  private markNodeStale(node: string, segments: Set<number>): Promise<unknown> {
-    const change = this.layoutChange.catch(() => {}).then(async () => {
-      if (!markStale(this.layout, node, segments)) return;
+  /**
+   * Commits a layout change by CAS (one at a time, so a burst of failures
+   * makes one change each) and adopts the result; false if nothing changed.
+   */
+  private changeLayout(change: (layout: VolumeLayout) => VolumeLayout | null): Promise<boolean> {
+    const run = this.layoutChange.catch(() => {}).then(async () => {
+      if (!change(this.layout)) return false;
       const updated = await this.deps.metadata.updateLayout(
         this.name,
-        (current) => current.owner === this.deps.nodeId ? markStale(current, node, segments) : null,
+        (current) => current.owner === this.deps.nodeId ? change(current) : null,
       );
-      if (updated && updated.value.owner !== this.deps.nodeId) {
+      if (!updated) throw new CairnError("NO_SUCH_VOLUME", `volume ${this.name} is gone`);
+      if (updated.value.owner !== this.deps.nodeId) {
         this.fenced(new Error(`owner is now ${updated.value.owner}`));
-        return;
+        throw new CairnError("MOVED", "volume was taken over by a newer owner");
       }
-      if (updated) this.layout = updated.value;
+      this.layout = updated.value;
+      return true;
+    });
+    this.layoutChange = run;
+    return run;
+  }
+
+  private async markNodeStale(node: string, segments: Set<number>): Promise<void> {
+    if (await this.changeLayout((l) => markStale(l, node, segments))) {
       this.deps.log.warn(
         `volume ${this.name}: marked ${node} stale for segments ${
           [...segments].join(",")
         } (epoch ${this.epoch})`,
       );
-    });
-    this.layoutChange = change;
-    return change;
+    }
   }
 
   /** A replica saw a newer epoch: someone else owns this volume now. */

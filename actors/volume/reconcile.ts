@@ -69,7 +69,7 @@ async function fenceNode(
   }
 }
 
-async function fetchVersions(
+export async function fetchVersions(
   link: ReplicaLink,
   epoch: number,
   segment: number,
@@ -90,14 +90,19 @@ async function fetchVersions(
 }
 
 /** Copies every block where `target` differs from the best in-sync version. */
-async function catchUp(
-  input: ReconcileInput,
+export async function catchUp(
+  input: Pick<ReconcileInput, "name" | "link" | "log">,
   epoch: number,
   segment: number,
   blockCount: number,
   sources: Map<string, Float64Array>,
   target: string,
   targetVersions: Float64Array,
+  /**
+   * While the volume serves IO, copies must never undo a newer write that
+   * reached the target directly: send them as version-guarded repairs.
+   */
+  online = false,
 ): Promise<number> {
   let copied = 0;
   let block = 0;
@@ -134,15 +139,10 @@ async function catchUp(
         continue;
       }
       const base = { segment, firstBlock: block + i, blockCount: 1, version: read.versions[i] };
-      entries.push(
-        state === "written"
-          ? {
-            ...base,
-            kind: EntryKind.data,
-            data: read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes),
-          }
-          : { ...base, kind: EntryKind.zero },
-      );
+      const data = read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
+      if (online) entries.push({ ...base, kind: EntryKind.repair, data });
+      else if (state === "written") entries.push({ ...base, kind: EntryKind.data, data });
+      else entries.push({ ...base, kind: EntryKind.zero });
     }
     if (entries.length) {
       await input.link(target).write(epoch, entries);

@@ -122,3 +122,68 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a replica node killed and restarted while IO goes on is caught up and back in sync",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const cluster = await TestCluster.start({ nodes: 3 });
+    try {
+      const client = await cluster.client();
+      const info = await client.createVolume({
+        name: "heal",
+        sizeBytes: volumeBytes,
+        segmentBytes: 4 * 1024 * 1024,
+      });
+      const victim = cluster.nodes.findIndex((n) => n.id !== info.owner);
+      const volume = await client.openVolume("heal");
+      const model = new Uint8Array(volumeBytes);
+      const random = mulberry32(9);
+      const writeSome = async (count: number, generation: number) => {
+        await Promise.all(Array.from({ length: 8 }, async (_, w) => {
+          for (let i = 0; i < count; i++) {
+            const block = Math.floor(random() * (blockCount / 8)) * 8 + w;
+            const data = pattern(block, generation + i);
+            model.set(data, block * blockSize);
+            await volume.write(block * blockSize, data);
+          }
+        }));
+      };
+      await writeSome(50, 1);
+      await cluster.killNode(victim);
+      // Writes go on with 2 of 3 replicas (minInSync 2); the dead one is marked stale.
+      await writeSome(100, 1000);
+      await volume.trim(0, 64 * blockSize);
+      model.fill(0, 0, 64 * blockSize);
+      const degraded = await client.volumeInfo("heal");
+      const victimId = cluster.nodes[victim].id;
+      assert.ok(
+        degraded.segments.some((s) =>
+          s.replicas.some((r) => r.node === victimId && r.state === "stale")
+        ),
+        "the dead node's replicas are stale",
+      );
+      await cluster.startNode(victim);
+      // Keep writing while the owner catches the replica up.
+      const during = writeSome(100, 5000);
+      let healthy = false;
+      for (let i = 0; i < 100 && !healthy; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        const now = await client.volumeInfo("heal");
+        healthy = now.segments.every((s) => s.replicas.every((r) => r.state === "in-sync"));
+      }
+      await during;
+      assert.ok(healthy, "replicas are back in sync");
+      const verify = await cluster.cli(["volume", "verify", "heal"]);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+      const all = await volume.read(0, volumeBytes);
+      assert.ok(all.every((b, i) => b === model[i]), "data matches the model");
+    } catch (err) {
+      console.error(cluster.logs());
+      throw err;
+    } finally {
+      await cluster.stop();
+    }
+  },
+});
