@@ -17,6 +17,7 @@
  * Everything is synchronous underneath, so a seeded run replays exactly.
  */
 import { posix } from "node:path";
+import { mulberry32 } from "./seeded_random.ts";
 import type { Disk, DiskFile } from "./ports.ts";
 
 const pageBytes = 4096;
@@ -123,18 +124,6 @@ function normalize(path: string): string {
   return p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
 }
 
-/** mulberry32: small, fast and good enough for fault injection. */
-function seededRandom(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 class MemFileHandle implements DiskFile {
   #closed = false;
 
@@ -232,7 +221,7 @@ export class MemoryDisk implements Disk {
   #random: () => number;
 
   constructor(options: { seed?: number; random?: () => number } = {}) {
-    this.#random = options.random ?? seededRandom(options.seed ?? 1);
+    this.#random = options.random ?? mulberry32(options.seed ?? 1);
   }
 
   // deno-lint-ignore require-await

@@ -1,3 +1,4 @@
+import { mulberry32 as seeded } from "../harness/random.ts";
 import assert from "node:assert/strict";
 import { crc32c } from "../../protocol/crc32c.ts";
 
@@ -9,17 +10,6 @@ function crc32cBitwise(data: Uint8Array, seed = 0): number {
     for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
   }
   return ~crc >>> 0;
-}
-
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomBytes(random: () => number, length: number): Uint8Array {

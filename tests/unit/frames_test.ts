@@ -1,3 +1,4 @@
+import { mulberry32 } from "../harness/random.ts";
 import assert from "node:assert/strict";
 import { CairnError, ErrorCode, type ErrorCodeName } from "../../protocol/errors.ts";
 import {
@@ -25,18 +26,6 @@ import {
 import { blockSizeBytes, maxIoBytes, maxZeroIoBytes } from "../../protocol/limits.ts";
 
 const volumeSizeBytes = 1024 ** 4; // 1 TiB: large enough for offsets beyond 2^32.
-
-/** Deterministic PRNG (mulberry32) so a fuzz failure replays. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pattern(length: number, seed = 7): Uint8Array {
   const bytes = new Uint8Array(length);

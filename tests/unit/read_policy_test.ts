@@ -1,5 +1,5 @@
+import { seededRandomPort } from "../harness/random.ts";
 import assert from "node:assert/strict";
-import type { Random } from "../../actors/ports.ts";
 import {
   type ReadCandidate,
   ReadPicker,
@@ -7,32 +7,18 @@ import {
   updateEwma,
 } from "../../actors/volume/read_policy.ts";
 
-/** Seeded mulberry32: a small, well-spread PRNG for repeatable tests. */
-function mulberry32(seed: number): Random {
-  let a = seed >>> 0;
-  return {
-    next() {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    },
-  };
-}
-
 function candidate(node: string, fields: Partial<ReadCandidate> = {}): ReadCandidate {
   return { node, outstanding: 0, latencyEwmaMs: 1, weight: 1, ...fields };
 }
 
 Deno.test("local picks the local replica", () => {
-  const picker = new ReadPicker("local", "b", mulberry32(1));
+  const picker = new ReadPicker("local", "b", seededRandomPort(1));
   const cs = [candidate("a"), candidate("b", { outstanding: 50 }), candidate("c")];
   for (let i = 0; i < 10; i++) assert.equal(picker.pick(cs), 1);
 });
 
 Deno.test("local falls back to least-outstanding when no replica is local", () => {
-  const picker = new ReadPicker("local", "z", mulberry32(1));
+  const picker = new ReadPicker("local", "z", seededRandomPort(1));
   const cs = [
     candidate("a", { outstanding: 3 }),
     candidate("b", { outstanding: 1 }),
@@ -42,7 +28,7 @@ Deno.test("local falls back to least-outstanding when no replica is local", () =
 });
 
 Deno.test("round-robin cycles evenly", () => {
-  const picker = new ReadPicker("round-robin", "a", mulberry32(1));
+  const picker = new ReadPicker("round-robin", "a", seededRandomPort(1));
   const cs = [candidate("a"), candidate("b"), candidate("c")];
   const picks = Array.from({ length: 9 }, () => picker.pick(cs));
   assert.deepEqual(picks, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
@@ -52,7 +38,7 @@ Deno.test("round-robin cycles evenly", () => {
 });
 
 Deno.test("least-outstanding picks the minimum and breaks ties by latency, then at random", () => {
-  const picker = new ReadPicker("least-outstanding", "a", mulberry32(7));
+  const picker = new ReadPicker("least-outstanding", "a", seededRandomPort(7));
   assert.equal(
     picker.pick([
       candidate("a", { outstanding: 4 }),
@@ -75,7 +61,7 @@ Deno.test("least-outstanding picks the minimum and breaks ties by latency, then 
 });
 
 Deno.test("weighted shares follow the weights", () => {
-  const picker = new ReadPicker("weighted", "a", mulberry32(42));
+  const picker = new ReadPicker("weighted", "a", seededRandomPort(42));
   const cs = [
     candidate("a", { weight: 1 }),
     candidate("b", { weight: 2 }),
@@ -91,7 +77,7 @@ Deno.test("weighted shares follow the weights", () => {
 });
 
 Deno.test("weighted ignores non-positive weights and is uniform when all are zero", () => {
-  const picker = new ReadPicker("weighted", "a", mulberry32(3));
+  const picker = new ReadPicker("weighted", "a", seededRandomPort(3));
   const someZero = [
     candidate("a", { weight: 0 }),
     candidate("b", { weight: -4 }),
@@ -110,7 +96,7 @@ Deno.test("weighted ignores non-positive weights and is uniform when all are zer
 
 Deno.test("every policy handles a single candidate and rejects an empty list", () => {
   for (const policy of readPolicyNames) {
-    const picker = new ReadPicker(policy, "x", mulberry32(9));
+    const picker = new ReadPicker(policy, "x", seededRandomPort(9));
     for (let i = 0; i < 5; i++) assert.equal(picker.pick([candidate("only", { weight: 0 })]), 0);
     assert.throws(() => picker.pick([]), RangeError);
   }
@@ -123,7 +109,7 @@ Deno.test("the same seed gives the same picks", () => {
     candidate("c", { weight: 2 }),
   ];
   const run = () => {
-    const picker = new ReadPicker("weighted", "a", mulberry32(11));
+    const picker = new ReadPicker("weighted", "a", seededRandomPort(11));
     return Array.from({ length: 100 }, () => picker.pick(cs));
   };
   assert.deepEqual(run(), run());

@@ -1,3 +1,4 @@
+import { mulberry32 as seeded } from "../harness/random.ts";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { crc32c } from "../../protocol/crc32c.ts";
@@ -13,17 +14,6 @@ import { systemDisk } from "../../actors/system_ports.ts";
 
 const bs = 4096;
 const MiB = 1024 * 1024;
-
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(random: () => number, length: number): Uint8Array {
   const out = new Uint8Array(length);
