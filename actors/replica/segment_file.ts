@@ -331,6 +331,16 @@ export class SegmentFile {
     await this.#file.write(meta, this.#metaOffset + firstBlock * segmentMetaEntryBytes);
   }
 
+  /** Reads the meta entries of blocks firstBlock.. into meta (16 bytes each). */
+  #readMetaEntries(firstBlock: number, meta: Uint8Array): Promise<void> {
+    return readExactly(
+      this.#file,
+      meta,
+      this.#metaOffset + firstBlock * segmentMetaEntryBytes,
+      this.path,
+    );
+  }
+
   /**
    * Reads count blocks: one meta pread, then one data pread spanning the
    * WRITTEN blocks (none if there are none). Unwritten and zero blocks read as
@@ -349,12 +359,7 @@ export class SegmentFile {
     if (count === 0) return { data, states, versions };
     const meta = this.#takeMetaBuffer(count);
     try {
-      await readExactly(
-        this.#file,
-        meta,
-        this.#metaOffset + firstBlock * segmentMetaEntryBytes,
-        this.path,
-      );
+      await this.#readMetaEntries(firstBlock, meta);
       let first = -1;
       let last = -1;
       for (let i = 0; i < count; i++) {
@@ -397,12 +402,7 @@ export class SegmentFile {
     if (count === 0) return { versions, crcs, states };
     const meta = this.#takeMetaBuffer(count);
     try {
-      await readExactly(
-        this.#file,
-        meta,
-        this.#metaOffset + firstBlock * segmentMetaEntryBytes,
-        this.path,
-      );
+      await this.#readMetaEntries(firstBlock, meta);
       for (let i = 0; i < count; i++) {
         const at = i * segmentMetaEntryBytes;
         versions[i] = Math.max(0, getU64(meta, at));
