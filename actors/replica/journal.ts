@@ -27,6 +27,8 @@ export const journalCheckpointBytes = 64 * 1024 * 1024;
  */
 export const journalPreallocateBytes = journalCheckpointBytes + 16 * 1024 * 1024;
 const zeroChunkBytes = 1024 * 1024;
+/** fdatasyncs of the journal allowed to run at once (see GroupSync). */
+export const journalConcurrentSyncs = 4;
 const recordMagic = 0x3152_4a43; // "CJR1" little-endian
 const recordHeaderBytes = 16;
 const encoder = new TextEncoder();
@@ -166,7 +168,7 @@ export class NodeJournal {
     this.generation++;
     this.file = file;
     this.tailBytes = 0;
-    this.groupSync = new GroupSync(() => file.datasync());
+    this.groupSync = new GroupSync(() => file.datasync(), journalConcurrentSyncs);
     // An empty zero-filled file holds no records, so a spare is harmless to replay.
     this.spareReady = false;
     this.spare = prepareSpare ? this.createFile(this.generation + 1) : null;

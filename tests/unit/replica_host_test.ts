@@ -86,6 +86,26 @@ Deno.test("GroupSync: concurrent callers share syncs; none returns before a sync
   assert.equal(syncs, 2);
 });
 
+Deno.test("GroupSync with 2 at once: two start immediately, later callers share the next", async () => {
+  let started = 0;
+  const releases: (() => void)[] = [];
+  const group = new GroupSync(() => {
+    started++;
+    return new Promise<void>((resolve) => releases.push(resolve));
+  }, 2);
+  const a = group.sync();
+  const b = group.sync();
+  const rest = [group.sync(), group.sync(), group.sync()];
+  assert.equal(started, 2);
+  releases.shift()!();
+  await a;
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(started, 3, "the three waiting callers share one sync");
+  releases.forEach((release) => release());
+  await Promise.all([b, ...rest]);
+  assert.equal(started, 3);
+});
+
 Deno.test("replica host: batch write, read back with versions, zero entries", async () => {
   const { host } = await newHost();
   const batch = encodeWriteBatch(1, [
