@@ -60,7 +60,6 @@ export class ReplicaHost {
     private readonly dataDir: string,
     private readonly disk: Disk,
     private readonly log: Logger,
-    private readonly options: { journalPreallocateBytes?: number } = {},
   ) {}
 
   private volumeDir(volume: string): string {
@@ -90,11 +89,7 @@ export class ReplicaHost {
 
   /** Redoes every journaled write (the segment files may lack some after a crash), then starts clean. */
   private async replayJournal(): Promise<void> {
-    const { journal, records } = await NodeJournal.open(
-      this.disk,
-      `${this.dataDir}/journal`,
-      this.options.journalPreallocateBytes,
-    );
+    const { journal, records } = await NodeJournal.open(this.disk, `${this.dataDir}/journal`);
     this.journal = journal;
     const touched = new Set<Replica>();
     for (const record of records) {
@@ -234,9 +229,7 @@ export class ReplicaHost {
     await this.journal.sync();
     // A new epoch lives in the segment header, not the journal: sync those files too.
     await Promise.all(advanced.map((replica) => replica.sync()));
-    if (this.journal.sizeBytes > journalCheckpointBytes && this.journal.readyToRotate) {
-      void this.checkpoint();
-    }
+    if (this.journal.sizeBytes > journalCheckpointBytes) void this.checkpoint();
   }
 
   /** Journals then applies one batch; returns the replicas whose epoch advanced. */
@@ -379,9 +372,7 @@ export class ReplicaHost {
     for (const replicas of this.volumes.values()) {
       for (const replica of replicas.values()) await replica.sync().catch(() => {});
     }
-    await this.journal?.reset({ spare: false }).catch((err) =>
-      this.log.warn(`journal reset: ${err.message}`)
-    );
+    await this.journal?.reset().catch((err) => this.log.warn(`journal reset: ${err.message}`));
     await this.journal?.close().catch(() => {});
     for (const replicas of this.volumes.values()) {
       for (const replica of replicas.values()) await replica.close().catch(() => {});

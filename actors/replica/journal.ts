@@ -19,14 +19,6 @@ import { decodeWriteBatch, type WriteEntry } from "./wire.ts";
 
 /** Journal size at which a checkpoint syncs the segment files and starts a new file. */
 export const journalCheckpointBytes = 64 * 1024 * 1024;
-/**
- * Each journal file is written with zeros up front (past the checkpoint size,
- * since appends go on while a checkpoint runs): appends then overwrite
- * allocated blocks, and the fdatasync on every write batch need not commit
- * block allocations (measured here: about 10-15% more writes per second).
- */
-export const journalPreallocateBytes = journalCheckpointBytes + 16 * 1024 * 1024;
-const zeroChunkBytes = 1024 * 1024;
 /** fdatasyncs of the journal allowed to run at once (see GroupSync). */
 export const journalConcurrentSyncs = 4;
 const recordMagic = 0x3152_4a43; // "CJR1" little-endian
@@ -88,15 +80,7 @@ export class NodeJournal {
   /** Set while a rotation makes the previous file durable; syncs wait for it. */
   private rotation: Promise<void> = Promise.resolve();
 
-  /** The next generation's file, being zero-filled in the background. */
-  private spare: Promise<DiskFile> | null = null;
-  private spareReady = false;
-
-  private constructor(
-    private readonly disk: Disk,
-    private readonly dir: string,
-    private readonly preallocateBytes: number,
-  ) {}
+  private constructor(private readonly disk: Disk, private readonly dir: string) {}
 
   /**
    * Opens the journal directory: returns every record of the existing files
@@ -106,10 +90,9 @@ export class NodeJournal {
   static async open(
     disk: Disk,
     dir: string,
-    preallocateBytes = journalPreallocateBytes,
   ): Promise<{ journal: NodeJournal; records: JournalRecord[] }> {
     await disk.mkdirp(dir);
-    const journal = new NodeJournal(disk, dir, preallocateBytes);
+    const journal = new NodeJournal(disk, dir);
     const records: JournalRecord[] = [];
     for (const generation of await journal.generations()) {
       journal.generation = Math.max(journal.generation, generation);
@@ -137,42 +120,22 @@ export class NodeJournal {
   }
 
   /** Starts a fresh file and removes every older one (their writes are in synced segment files). */
-  async reset(options: { spare?: boolean } = {}): Promise<void> {
+  async reset(): Promise<void> {
     const old = await this.generations();
-    await (await this.startFile(options.spare ?? true))?.close();
-    for (const generation of old) {
-      if (generation < this.generation) await this.disk.remove(this.path(generation));
-    }
+    await (await this.startFile())?.close();
+    for (const generation of old) await this.disk.remove(this.path(generation));
     await this.disk.syncDir(this.dir);
   }
 
-  /** Creates the file of a generation, zero-filled and durable, its name synced. */
-  private async createFile(generation: number): Promise<DiskFile> {
-    const file = await this.disk.open(this.path(generation), { create: true });
-    await file.truncate(0);
-    const zeros = new Uint8Array(Math.min(zeroChunkBytes, this.preallocateBytes));
-    for (let at = 0; at < this.preallocateBytes; at += zeros.length) {
-      await file.write(zeros.subarray(0, Math.min(zeros.length, this.preallocateBytes - at)), at);
-      // Let IO callbacks run between chunks: this happens beside live writes.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-    }
-    await file.datasync();
-    await this.disk.syncDir(this.dir);
-    return file;
-  }
-
-  /** Switches appends to the next generation's file; returns the previous file. */
-  private async startFile(prepareSpare = true): Promise<DiskFile | undefined> {
+  private async startFile(): Promise<DiskFile | undefined> {
     const previous = this.file;
-    const file = await (this.spare ?? this.createFile(this.generation + 1));
     this.generation++;
+    const file = await this.disk.open(this.path(this.generation), { create: true });
+    await file.truncate(0);
+    await this.disk.syncDir(this.dir);
     this.file = file;
     this.tailBytes = 0;
     this.groupSync = new GroupSync(() => file.datasync(), journalConcurrentSyncs);
-    // An empty zero-filled file holds no records, so a spare is harmless to replay.
-    this.spareReady = false;
-    this.spare = prepareSpare ? this.createFile(this.generation + 1) : null;
-    this.spare?.then(() => (this.spareReady = true), () => (this.spare = null));
     return previous;
   }
 
@@ -201,11 +164,6 @@ export class NodeJournal {
    * Switches appends to a new file. Resolves with the previous generation
    * once it is durable; it may be removed when the segment files are synced.
    */
-  /** True when the next file is ready, so a rotation will not stall appends. */
-  get readyToRotate(): boolean {
-    return this.spareReady;
-  }
-
   rotate(): Promise<number> {
     const previousFile = this.file;
     const previousSync = this.groupSync;
@@ -229,6 +187,5 @@ export class NodeJournal {
     await this.rotation;
     await this.groupSync?.sync();
     await this.file?.close();
-    await (await this.spare?.catch(() => null))?.close();
   }
 }
