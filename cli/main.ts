@@ -14,6 +14,7 @@ import {
   UsageError,
 } from "./args.ts";
 import { Progress } from "./progress.ts";
+import { runGatewayCommand } from "../nbd/mod.ts";
 
 const usage = `usage: deno task cairn [--nats URL] COMMAND
   volume create NAME --size 64MiB [--replicas 3] [--segment-size 8MiB] [--min-in-sync N] [--read-policy local|round-robin|least-outstanding|weighted]
@@ -24,6 +25,7 @@ const usage = `usage: deno task cairn [--nats URL] COMMAND
   node list [--json]
   import NAME FILE [--offset BYTES]
   export NAME FILE [--offset BYTES] [--length BYTES]
+  nbd [--listen HOST:PORT|unix:/path[,...]] [--address-file FILE]   NBD gateway for every volume (default 127.0.0.1:10809; until Ctrl-C)
 NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.`;
 
 /** Bytes per IO request during import/export; several are kept in flight. */
@@ -262,6 +264,10 @@ async function main(argv: string[]): Promise<number> {
         return await importCommand(client, args);
       case "export":
         return await exportCommand(client, args);
+      case "nbd":
+        return await runGatewayCommand(client, flagString(args, "listen"), {
+          addressFile: flagString(args, "address-file"),
+        });
       default:
         throw new UsageError(`unknown command ${args.positional[0]}`);
     }

@@ -5,6 +5,7 @@
 import { CairnNode } from "../server/node.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
 import { flagSize, flagString, parseArgs, UsageError } from "./args.ts";
+import { startNodeGateway } from "../nbd/mod.ts";
 
 const usage =
   `usage: deno task serve [--nats URL] [--data DIR] [--node ID] [--zone NAME] [--capacity BYTES]
@@ -13,6 +14,8 @@ const usage =
   --node ID         stable node id, stored in the data dir on first start (env CAIRN_NODE)
   --zone NAME       failure zone (env CAIRN_ZONE, default "default")
   --capacity BYTES  capacity used to weight placement, e.g. 100GiB (env CAIRN_CAPACITY; default: the disk's size)
+  --nbd ADDR        also serve every volume over NBD at HOST:PORT or unix:/path (env CAIRN_NBD;
+                    port 0 picks a free port; bound addresses are written to DIR/nbd.address)
   --quiet           log warnings and errors only`;
 
 async function main(): Promise<number> {
@@ -42,6 +45,13 @@ async function main(): Promise<number> {
     quiet: args.flags.has("quiet"),
   });
   await node.start();
+  const nbdListen = flagString(args, "nbd", "CAIRN_NBD");
+  const nbd = nbdListen
+    ? await startNodeGateway(node, nbdListen, {
+      addressFile: `${dataDir}/nbd.address`,
+      quiet: args.flags.has("quiet"),
+    })
+    : null;
   console.error(`node ${node.id} serving (NATS ${natsUrl}); Ctrl-C to stop`);
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -53,6 +63,7 @@ async function main(): Promise<number> {
     Deno.addSignalListener("SIGTERM", onSignal);
     Deno.addSignalListener("SIGINT", onSignal);
   });
+  await nbd?.close();
   await node.stop();
   await localNats?.stop();
   return 0;

@@ -77,6 +77,8 @@ export async function connectCluster(options: ConnectOptions = {}): Promise<Cair
     name: options.name ?? "cairn-client",
     // Async traces allocate an Error per request: measurable on the data path.
     noAsyncTraces: true,
+    // Long-running users (the NBD gateway) ride out a NATS restart; IO retries meanwhile.
+    maxReconnectAttempts: -1,
   });
   return new CairnClient(nc);
 }
