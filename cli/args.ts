@@ -93,3 +93,25 @@ export function flagInt(args: ParsedArgs, name: string): number | undefined {
   if (!/^\d+$/.test(value)) throw new UsageError(`--${name} takes a whole number, not "${value}"`);
   return Number(value);
 }
+
+/** Resolves on the first SIGINT or SIGTERM (Ctrl-C, or a service manager stopping us). */
+export function untilStopSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    Deno.addSignalListener("SIGINT", () => resolve());
+    Deno.addSignalListener("SIGTERM", () => resolve());
+  });
+}
+
+/**
+ * Runs a command's main and exits with its code: a usage error prints the
+ * usage and exits 2, any other error is one line and exits 1.
+ */
+export async function runCommand(main: () => Promise<number>, usage: string): Promise<never> {
+  try {
+    Deno.exit(await main());
+  } catch (err) {
+    if (err instanceof UsageError) console.error(`error: ${err.message}\n${usage}`);
+    else console.error(`error: ${(err as Error).message}`);
+    Deno.exit(err instanceof UsageError ? 2 : 1);
+  }
+}

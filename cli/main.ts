@@ -11,6 +11,7 @@ import {
   formatBytes,
   parseArgs,
   type ParsedArgs,
+  runCommand,
   UsageError,
 } from "./args.ts";
 import { Progress } from "./progress.ts";
@@ -27,6 +28,8 @@ const usage = `usage: deno task cairn [--nats URL] COMMAND
   export NAME FILE [--offset BYTES] [--length BYTES]
   nbd [--listen HOST:PORT|unix:/path[,...]] [--address-file FILE]   NBD gateway for every volume (default 127.0.0.1:10809; until Ctrl-C)
 NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.`;
+
+const commands = ["volume", "node", "import", "export", "nbd"];
 
 /** Bytes per IO request during import/export; several are kept in flight. */
 const transferChunkBytes = 4 * 1024 * 1024;
@@ -253,6 +256,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(usage);
     return args.positional.length === 0 && !args.flags.has("help") ? 2 : 0;
   }
+  if (!commands.includes(args.positional[0])) {
+    throw new UsageError(`unknown command ${args.positional[0]}`);
+  }
   const client = await connectCluster({ servers: flagString(args, "nats", "NATS_URL") });
   try {
     switch (args.positional[0]) {
@@ -276,12 +282,4 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main(Deno.args));
-  } catch (err) {
-    if (err instanceof UsageError) console.error(`error: ${err.message}\n${usage}`);
-    else console.error(`error: ${(err as Error).message}`);
-    Deno.exit(err instanceof UsageError ? 2 : 1);
-  }
-}
+if (import.meta.main) await runCommand(() => main(Deno.args), usage);

@@ -4,7 +4,7 @@
  */
 import { CairnNode } from "../server/node.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
-import { flagSize, flagString, parseArgs, UsageError } from "./args.ts";
+import { flagSize, flagString, parseArgs, runCommand, untilStopSignal } from "./args.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
 
 const usage =
@@ -53,27 +53,11 @@ async function main(): Promise<number> {
     })
     : null;
   console.error(`node ${node.id} serving (NATS ${natsUrl}); Ctrl-C to stop`);
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const onSignal = () => {
-      if (stopping) return;
-      stopping = true;
-      resolve();
-    };
-    Deno.addSignalListener("SIGTERM", onSignal);
-    Deno.addSignalListener("SIGINT", onSignal);
-  });
+  await untilStopSignal();
   await nbd?.close();
   await node.stop();
   await localNats?.stop();
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (err) {
-  console.error(
-    err instanceof UsageError ? `${err.message}\n${usage}` : `error: ${(err as Error).message}`,
-  );
-  Deno.exit(err instanceof UsageError ? 2 : 1);
-}
+await runCommand(main, usage);

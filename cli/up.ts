@@ -5,7 +5,15 @@
  */
 import { LocalCluster } from "../server/local_cluster.ts";
 import { CairnError } from "../protocol/errors.ts";
-import { flagInt, flagSize, flagString, formatBytes, parseArgs, UsageError } from "./args.ts";
+import {
+  flagInt,
+  flagSize,
+  flagString,
+  formatBytes,
+  parseArgs,
+  runCommand,
+  untilStopSignal,
+} from "./args.ts";
 
 const usage = `usage: deno task up [--dir .cairn] [--port 4222] [--demo-size 256MiB]
   --dir DIR          where NATS and the nodes keep their data (reused on the next run)
@@ -58,10 +66,7 @@ In another terminal:
   deno task cairn volume verify ${demoVolume}
 
 Ctrl-C stops the cluster; the data stays in ${root}/.`);
-    await new Promise<void>((resolve) => {
-      Deno.addSignalListener("SIGINT", () => resolve());
-      Deno.addSignalListener("SIGTERM", () => resolve());
-    });
+    await untilStopSignal();
     console.log("\nstopping nodes (finishing IO in flight) ...");
   } finally {
     await cluster.stop();
@@ -70,11 +75,4 @@ Ctrl-C stops the cluster; the data stays in ${root}/.`);
   return 0;
 }
 
-try {
-  Deno.exit(await main());
-} catch (err) {
-  console.error(
-    err instanceof UsageError ? `${err.message}\n${usage}` : `error: ${(err as Error).message}`,
-  );
-  Deno.exit(1);
-}
+await runCommand(main, usage);
