@@ -380,5 +380,3 @@ export class ReplicaHost {
     this.volumes.clear();
   }
 }
-
-export { blockSizeBytes };

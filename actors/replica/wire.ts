@@ -157,16 +157,15 @@ export function encodeReadReply(result: ReadResult): Uint8Array {
 
 /** Decodes a whole OK read reply (status byte included). */
 export function decodeReadReply(reply: Uint8Array): ReadResult {
-  const body = reply;
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const view = new DataView(reply.buffer, reply.byteOffset, reply.byteLength);
   const count = view.getUint32(4, true);
   const versions: number[] = new Array(count);
   const states: WireBlockState[] = new Array(count);
   for (let i = 0; i < count; i++) {
     versions[i] = view.getFloat64(8 + 8 * i, true);
-    states[i] = wireBlockStates[body[8 + 8 * count + i]] ?? "corrupt";
+    states[i] = wireBlockStates[reply[8 + 8 * count + i]] ?? "corrupt";
   }
-  return { versions, states, data: body.subarray(8 + 9 * count) };
+  return { versions, states, data: reply.subarray(8 + 9 * count) };
 }
 
 const encoder = new TextEncoder();
