@@ -94,14 +94,6 @@ export function flagInt(args: ParsedArgs, name: string): number | undefined {
   return Number(value);
 }
 
-/** Resolves on the first SIGINT or SIGTERM (Ctrl-C, or a service manager stopping us). */
-export function untilStopSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    Deno.addSignalListener("SIGINT", () => resolve());
-    Deno.addSignalListener("SIGTERM", () => resolve());
-  });
-}
-
 /**
  * Runs a command's main and exits with its code: a usage error prints the
  * usage and exits 2, any other error is one line and exits 1.

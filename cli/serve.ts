@@ -3,8 +3,9 @@
  * own nats-server under the data dir, so one node runs with one command.
  */
 import { CairnNode } from "../server/node.ts";
+import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
-import { flagSize, flagString, parseArgs, runCommand, untilStopSignal } from "./args.ts";
+import { flagSize, flagString, parseArgs, runCommand } from "./args.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
 
 const usage =

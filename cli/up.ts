@@ -4,16 +4,9 @@
  * a demo volume. Ctrl-C stops everything cleanly; running it again reuses the data.
  */
 import { LocalCluster } from "../server/local_cluster.ts";
+import { untilStopSignal } from "../server/process.ts";
 import { CairnError } from "../protocol/errors.ts";
-import {
-  flagInt,
-  flagSize,
-  flagString,
-  formatBytes,
-  parseArgs,
-  runCommand,
-  untilStopSignal,
-} from "./args.ts";
+import { flagInt, flagSize, flagString, formatBytes, parseArgs, runCommand } from "./args.ts";
 
 const usage = `usage: deno task up [--dir .cairn] [--port 4222] [--demo-size 256MiB]
   --dir DIR          where NATS and the nodes keep their data (reused on the next run)

@@ -11,6 +11,7 @@
  * await gateway.close();
  * ```
  */
+import { untilStopSignal } from "../server/process.ts";
 import * as fs from "node:fs";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { CairnClient } from "../client/client.ts";
@@ -146,15 +147,7 @@ export async function runGatewayCommand(
       gateway.addresses.map(formatListenAddress).join(", ")
     }; Ctrl-C to stop`,
   );
-  await new Promise<void>((resolve) => {
-    const onSignal = () => {
-      Deno.removeSignalListener("SIGINT", onSignal);
-      Deno.removeSignalListener("SIGTERM", onSignal);
-      resolve();
-    };
-    Deno.addSignalListener("SIGINT", onSignal);
-    Deno.addSignalListener("SIGTERM", onSignal);
-  });
+  await untilStopSignal();
   await gateway.close();
   return 0;
 }

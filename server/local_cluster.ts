@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import * as fs from "node:fs";
 import { type LocalNats, startNatsServer } from "./nats_server.ts";
+import { runCapture } from "./process.ts";
 import { type CairnClient, connectCluster } from "../client/client.ts";
 
 const repoRoot = new URL("../", import.meta.url).pathname;
@@ -182,18 +183,11 @@ export class LocalCluster {
 
   /** Runs the CLI against this cluster; returns exit code and output. */
   async cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${repoRoot}cli/main.ts`, "--nats", this.natsUrl, ...args],
-      cwd: repoRoot,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const decoder = new TextDecoder();
-    return {
-      code: output.code,
-      stdout: decoder.decode(output.stdout),
-      stderr: decoder.decode(output.stderr),
-    };
+    return await runCapture(
+      Deno.execPath(),
+      ["run", "-A", `${repoRoot}cli/main.ts`, "--nats", this.natsUrl, ...args],
+      { cwd: repoRoot },
+    );
   }
 
   logs(): string {

@@ -52,6 +52,9 @@ export class VersionCounter {
   }
 
   take(segment: number, epoch: number): number {
+    if (epoch > maxEpoch) {
+      throw new RangeError(`epoch ${epoch} is above ${maxEpoch}: versions would lose precision`);
+    }
     const version = Math.max(this.next.get(segment) ?? 0, epoch * versionsPerEpoch) + 1;
     this.next.set(segment, version);
     return version;

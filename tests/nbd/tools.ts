@@ -3,6 +3,8 @@
  * apt-get. When they cannot be had, this fails loudly: the NBD tests are never skipped.
  */
 
+import { runCapture } from "../../server/process.ts";
+
 /** Command -> Debian package that provides it. */
 export const nbdTools: Record<string, string> = {
   "qemu-img": "qemu-utils",
@@ -76,23 +78,12 @@ export function ensureNbdTools(): Promise<void> {
 }
 
 /** Runs a tool; returns exit code and output. */
-export async function runTool(
+export function runTool(
   cmd: string,
   args: string[],
   options: { cwd?: string } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    cwd: options.cwd,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
+  return runCapture(cmd, args, options);
 }
 
 /** Runs a tool and throws with its output unless it exits 0. */
