@@ -9,7 +9,7 @@
  * Both sides are first filled with data, so reads read written blocks. Prints a markdown table:
  * IOPS, MB/s and p99 completion latency for each side, the ratio Cairn/nbdkit and whether the
  * target is met. Flags: --runtime SECONDS (default 8),
- * --size BYTES (default 1GiB).
+ * --size BYTES (default 1GiB), --only TEXT (run only the jobs whose name contains TEXT).
  */
 import * as fs from "node:fs";
 import * as net from "node:net";
@@ -143,7 +143,8 @@ async function main(): Promise<void> {
         "--output-format=json",
       ]);
     }
-    for (const job of jobs) {
+    const only = args.flags.get("only");
+    for (const job of jobs.filter((j) => only === undefined || j.name.includes(String(only)))) {
       console.error(`${job.name}: cairn (gateway on owner ${info.owner})`);
       const cairn = await fio(cairnUri, job, runtimeS, sizeBytes);
       console.error(`${job.name}: nbdkit file`);

@@ -2,6 +2,7 @@
  * `deno task serve`: run one Cairn node. With no NATS URL at all it starts its
  * own nats-server under the data dir, so one node runs with one command.
  */
+import { crc32cImplementation } from "../protocol/crc32c.ts";
 import { CairnNode } from "../server/node.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
@@ -53,7 +54,9 @@ async function main(): Promise<number> {
       quiet: args.flags.has("quiet"),
     })
     : null;
-  console.error(`node ${node.id} serving (NATS ${natsUrl}); Ctrl-C to stop`);
+  console.error(
+    `node ${node.id} serving (NATS ${natsUrl}; CRC-32C: ${crc32cImplementation}); Ctrl-C to stop`,
+  );
   await untilStopSignal();
   await nbd?.close();
   await node.stop();

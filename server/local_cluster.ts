@@ -23,6 +23,7 @@ export const nodeV8Flags = "--v8-flags=--max-semi-space-size=2";
  * bench's 1 MiB rows went from 156-182 MiB to 124-138 MiB.
  */
 export const nodeMallocEnv = { MALLOC_ARENA_MAX: "2", MALLOC_TRIM_THRESHOLD_: "131072" };
+const profileV8Flags = Deno.env.get("CAIRN_NODE_V8_FLAGS")?.trim().replaceAll(" ", ",");
 /** How long a node may take to say it is serving. */
 const nodeStartTimeoutMs = 30_000;
 
@@ -130,7 +131,8 @@ export class LocalCluster {
     const child = spawn(Deno.execPath(), [
       "run",
       "-A",
-      nodeV8Flags,
+      // CAIRN_NODE_V8_FLAGS (e.g. "--prof") adds V8 flags to every node, for profiling.
+      `${nodeV8Flags}${profileV8Flags ? `,${profileV8Flags}` : ""}`,
       `${repoRoot}cli/serve.ts`,
       "--nats",
       this.natsUrl,
