@@ -225,21 +225,24 @@ export class ReplicaHost {
       this.applyEntries(volume, epoch, entries, touched, encoded)
     );
     this.writeChains.set(volume, applied);
-    const advanced = await applied;
-    await this.journal.sync();
+    const { advanced, durable } = await applied;
+    await durable;
     // A new epoch lives in the segment header, not the journal: sync those files too.
     await Promise.all(advanced.map((replica) => replica.sync()));
     if (this.journal.sizeBytes > journalCheckpointBytes) void this.checkpoint();
   }
 
-  /** Journals then applies one batch; returns the replicas whose epoch advanced. */
+  /**
+   * Journals then applies one batch. Returns the replicas whose epoch advanced
+   * and the journal sync, which starts before the segment writes so the two overlap.
+   */
   private async applyEntries(
     volume: string,
     epoch: number,
     entries: WriteEntry[],
     touched: Set<Replica>,
     encoded: Uint8Array | undefined,
-  ): Promise<Replica[]> {
+  ): Promise<{ advanced: Replica[]; durable: Promise<void> }> {
     const advanced: Replica[] = [];
     for (const replica of touched) {
       const before = replica.epoch;
@@ -260,6 +263,9 @@ export class ReplicaHost {
     }
     const batch = encoded ?? encodeWriteBatch(epoch, effective);
     const generation = await this.journal.append(encodeRecord(volume, batch));
+    const durable = this.journal.sync();
+    // Awaited by the caller; this keeps a failed sync from going unhandled if a segment write throws first.
+    durable.catch(() => {});
     let dirty = this.dirty.get(generation);
     if (!dirty) this.dirty.set(generation, dirty = new Set());
     for (const entry of effective) {
@@ -267,7 +273,7 @@ export class ReplicaHost {
       dirty.add(replica);
       await this.applyEntry(replica, entry);
     }
-    return advanced;
+    return { advanced, durable };
   }
 
   private async applyEntry(replica: Replica, entry: WriteEntry): Promise<void> {
