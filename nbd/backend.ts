@@ -12,7 +12,7 @@
  */
 import type { Volume } from "../client/volume.ts";
 import type { CairnClient } from "../client/client.ts";
-import { decodeReply, encodeRequest, Op, replyError } from "../protocol/frames.ts";
+import { type IoRequest, Op } from "../protocol/frames.ts";
 import { CairnError } from "../protocol/errors.ts";
 import { blockSizeBytes, maxIoBytes, maxZeroIoBytes, namePattern } from "../protocol/limits.ts";
 
@@ -78,11 +78,15 @@ export class VolumeBackend implements NbdBackend {
 
 /** What LocalFirstBackend needs of the in-process volume actor. */
 export interface LocalVolumeActor {
-  handleFrame(frame: Uint8Array): Promise<Uint8Array>;
+  /** Serves one request without frames; the reply payload, or a CairnError. */
+  serve(request: IoRequest): Promise<Uint8Array>;
 }
 
 /** Looks up the in-process actor serving a volume, if this process serves it now. */
 export type LocalVolumeLookup = (name: string) => LocalVolumeActor | undefined;
+
+/** The payload of every request but WRITE. */
+const noPayload = new Uint8Array(0);
 
 /** Status codes after which the request goes the client path instead. */
 const fallbackCodes = new Set(["MOVED", "BUSY"]);
@@ -110,27 +114,34 @@ export class LocalFirstBackend implements NbdBackend {
   }
 
   /**
-   * Runs one frame in-process; returns the reply payload, or null when the request must
-   * take the client path (no local actor, or it answered MOVED/BUSY).
+   * Runs one request in-process (no frame is encoded, so no payload is copied); returns the
+   * reply payload, or null when the request must take the client path (no local actor, or
+   * it answered MOVED/BUSY).
    */
   private async local(
     op: number,
     offsetBytes: number,
     lengthBytes: number,
-    payload?: Uint8Array,
+    payload: Uint8Array = noPayload,
   ): Promise<Uint8Array | null> {
     const actor = this.lookup(this.name);
     if (!actor) return null;
     const requestId = this.nextRequestId = (this.nextRequestId + 1) >>> 0;
-    const frame = encodeRequest({ op, flags: 0, requestId, offsetBytes, lengthBytes, payload });
-    const reply = decodeReply(await actor.handleFrame(frame));
-    const error = replyError(reply);
-    if (!error) {
+    try {
+      const reply = await actor.serve({
+        op,
+        flags: 0,
+        requestId,
+        offsetBytes,
+        lengthBytes,
+        payload,
+      });
       this.stats.local++;
-      return reply.payload;
+      return reply;
+    } catch (err) {
+      if (err instanceof CairnError && fallbackCodes.has(err.code)) return null;
+      throw err;
     }
-    if (fallbackCodes.has(error.code)) return null;
-    throw error;
   }
 
   /** Splits [offset, offset+length) into pieces of at most pieceBytes, all in flight. */

@@ -16,7 +16,7 @@ import * as fs from "node:fs";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { CairnClient } from "../client/client.ts";
 import { makeLogger } from "../server/log.ts";
-import { ClusterExportSource, type LocalVolumeLookup } from "./backend.ts";
+import { ClusterExportSource, type LocalVolumeActor, type LocalVolumeLookup } from "./backend.ts";
 import {
   defaultNbdPort,
   formatListenAddress,
@@ -92,7 +92,7 @@ export async function startClusterGateway(options: ClusterGatewayOptions): Promi
 export interface GatewayNode {
   readonly id: string;
   readonly natsConnection: NatsConnection;
-  localVolume(name: string): { handleFrame(frame: Uint8Array): Promise<Uint8Array> } | undefined;
+  localVolume(name: string): LocalVolumeActor | undefined;
 }
 
 /**

@@ -48,8 +48,12 @@ export function errorCodeName(code: number): ErrorCodeName | `UNKNOWN_${number}`
 
 /** An error that carries a protocol error code, for replies and for the client's callers. */
 export class CairnError extends Error {
+  /** The message without the code in front, as error replies carry it. */
+  readonly detail: string;
+
   constructor(readonly code: ErrorCodeName, message: string) {
     super(`${code}: ${message}`);
+    this.detail = message;
     this.name = "CairnError";
   }
 

@@ -273,30 +273,39 @@ export class VolumeActor {
     if (!decoded.ok) {
       return encodeErrorReply(decoded.code, decoded.message, decoded.requestId, this.epoch);
     }
-    const request = decoded.request;
+    const { requestId } = decoded.request;
+    try {
+      const payload = await this.serve(decoded.request);
+      return encodeReply({ status: 0, requestId, epoch: this.epoch, payload });
+    } catch (err) {
+      if (err instanceof CairnError) {
+        return encodeErrorReply(err.code, err.detail, requestId, this.epoch);
+      }
+      return encodeErrorReply("INTERNAL", (err as Error).message, requestId, this.epoch);
+    }
+  }
+
+  /**
+   * Serves one decoded request and returns the reply payload, or throws a
+   * CairnError. The frame path above and in-process callers (the NBD gateway
+   * on the owner, which so skips encoding and copying frames) share it.
+   */
+  async serve(request: IoRequest): Promise<Uint8Array> {
     if (this.state !== "serving") {
-      return encodeErrorReply(
-        "MOVED",
-        `volume ${this.name} is not served here now`,
-        request.requestId,
-        this.epoch,
-      );
+      throw new CairnError("MOVED", `volume ${this.name} is not served here now`);
     }
     const invalid = validateRequest(request, this.deps.spec.sizeBytes);
-    if (invalid) {
-      return encodeErrorReply(invalid.code, invalid.message, request.requestId, this.epoch);
-    }
+    if (invalid) throw new CairnError(invalid.code, invalid.message);
     if (this.requestsInFlight >= maxVolumeQueueDepth) {
-      return encodeErrorReply("BUSY", "too many requests in flight", request.requestId, this.epoch);
+      throw new CairnError("BUSY", "too many requests in flight");
     }
     this.requestsInFlight++;
     try {
-      const payload = await this.execute(request);
-      return encodeReply({ status: 0, requestId: request.requestId, epoch: this.epoch, payload });
+      return await this.execute(request);
     } catch (err) {
-      const code: ErrorCodeName = err instanceof CairnError ? err.code : "INTERNAL";
-      if (code === "INTERNAL") this.deps.log.error(`volume ${this.name}: ${(err as Error).stack}`);
-      return encodeErrorReply(code, (err as Error).message, request.requestId, this.epoch);
+      if (err instanceof CairnError) throw err;
+      this.deps.log.error(`volume ${this.name}: ${(err as Error).stack}`);
+      throw new CairnError("INTERNAL", (err as Error).message);
     } finally {
       this.requestsInFlight--;
       if (this.requestsInFlight === 0 && this.idle) {
