@@ -5,10 +5,13 @@
 import assert from "node:assert/strict";
 import { TestCluster } from "../harness/cluster.ts";
 import { mulberry32 } from "../harness/random.ts";
+import { directWriteMinBytes } from "../../actors/replica/host.ts";
 
 const blockSize = 4096;
 const volumeBytes = 32 * 1024 * 1024;
 const blockCount = volumeBytes / blockSize;
+/** Whole-chunk writes are directWriteMinBytes long: the replica hosts write them in place. */
+const chunkBlocks = directWriteMinBytes / blockSize;
 
 /** Fills a block with a pattern derived from (block, generation) so any value can be recognized. */
 function pattern(block: number, generation: number): Uint8Array {
@@ -22,7 +25,8 @@ function pattern(block: number, generation: number): Uint8Array {
 }
 
 Deno.test({
-  name: "kill -9 all nodes during writes: every acknowledged write survives, replicas agree",
+  name:
+    "kill -9 all nodes during small and large writes: every acknowledged write survives, replicas agree",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -46,18 +50,27 @@ Deno.test({
       const writers = Array.from({ length: 16 }, async (_, w) => {
         let generation = 1;
         while (!stop) {
-          // Writer w owns blocks with index % 16 == w: no two writers race on a block.
-          const block = Math.floor(random() * (blockCount / 16)) * 16 + w;
-          if (inFlight[block]) continue;
+          // Writer w owns the chunks with index % 16 == w: no two writers race on a block.
+          // A quarter of the writes cover a whole chunk (64 KiB: written in place, not
+          // journaled); the rest one block of it (journaled), so both kinds overwrite each other.
+          const chunk = Math.floor(random() * (blockCount / chunkBlocks / 16)) * 16 + w;
+          const whole = random() < 0.25;
+          const first = chunk * chunkBlocks + (whole ? 0 : Math.floor(random() * chunkBlocks));
+          const count = whole ? chunkBlocks : 1;
+          if (inFlight.subarray(first, first + count).some((g) => g !== 0)) continue;
           generation++;
-          inFlight[block] = generation;
+          const data = new Uint8Array(count * blockSize);
+          for (let i = 0; i < count; i++) {
+            inFlight[first + i] = generation;
+            data.set(pattern(first + i, generation), i * blockSize);
+          }
           try {
-            await volume.write(block * blockSize, pattern(block, generation));
-            acked[block] = generation;
-            inFlight[block] = 0;
+            await volume.write(first * blockSize, data);
+            acked.fill(generation, first, first + count);
+            inFlight.fill(0, first, first + count);
             writesAcked++;
           } catch {
-            // Not acknowledged: the block may hold either value; keep inFlight set.
+            // Not acknowledged: the blocks may hold either value; keep inFlight set.
             writesFailed++;
             break;
           }
