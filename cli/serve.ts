@@ -3,6 +3,7 @@
  * own nats-server under the data dir, so one node runs with one command.
  */
 import { crc32cImplementation } from "../protocol/crc32c.ts";
+import { startMemoryTrim } from "../server/memory_trim.ts";
 import { CairnNode } from "../server/node.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
@@ -47,6 +48,7 @@ async function main(): Promise<number> {
     quiet: args.flags.has("quiet"),
   });
   await node.start();
+  const stopMemoryTrim = startMemoryTrim();
   const nbdListen = flagString(args, "nbd", "CAIRN_NBD");
   const nbd = nbdListen
     ? await startNodeGateway(node, nbdListen, {
@@ -58,6 +60,7 @@ async function main(): Promise<number> {
     `node ${node.id} serving (NATS ${natsUrl}; CRC-32C: ${crc32cImplementation}); Ctrl-C to stop`,
   );
   await untilStopSignal();
+  stopMemoryTrim();
   await nbd?.close();
   await node.stop();
   await localNats?.stop();

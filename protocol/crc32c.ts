@@ -8,6 +8,8 @@
  * permission). CAIRN_CRC32C=software forces the fallback.
  */
 
+import { openNativeLibrary } from "./native.ts";
+
 const poly = 0x82f63b78;
 
 // Sixteen 256-entry tables in one flat array: entry k*256 + b is the CRC of
@@ -67,18 +69,13 @@ const isalLibrary = "libisal.so.2";
  * inverted on the way in or out, so crc32c(data, seed) = ~crc32_iscsi(data, ~seed).
  */
 function loadIsal(): ((data: Uint8Array, seed?: number) => number) | null {
-  try {
-    if (Deno.env.get("CAIRN_CRC32C") === "software") return null;
-    // Asking first: dlopen without the permission would prompt on a terminal.
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    const lib = Deno.dlopen(isalLibrary, {
-      crc32_iscsi: { parameters: ["buffer", "i32", "u32"], result: "u32" },
-    });
-    const iscsi = lib.symbols.crc32_iscsi;
-    return (data, seed = 0) => ~iscsi(data, data.length, ~seed >>> 0) >>> 0;
-  } catch {
-    return null;
-  }
+  if (Deno.env.get("CAIRN_CRC32C") === "software") return null;
+  const lib = openNativeLibrary(isalLibrary, {
+    crc32_iscsi: { parameters: ["buffer", "i32", "u32"], result: "u32" },
+  });
+  if (!lib) return null;
+  const iscsi = lib.symbols.crc32_iscsi;
+  return (data, seed = 0) => ~iscsi(data, data.length, ~seed >>> 0) >>> 0;
 }
 
 /** The hardware-backed CRC-32C, or null when ISA-L is not available here. */

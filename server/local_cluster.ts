@@ -13,10 +13,11 @@ import { type CairnClient, connectCluster } from "../client/client.ts";
 
 const repoRoot = new URL("../", import.meta.url).pathname;
 /**
- * A small young generation keeps a node's resident memory low under load
- * (the same flag as `deno task serve` in deno.json).
+ * A small young generation keeps a node's resident memory low under load, and an
+ * exposed gc() lets an idle node free dead buffers (server/memory_trim.ts); the same
+ * flags as `deno task serve` in deno.json.
  */
-export const nodeV8Flags = "--v8-flags=--max-semi-space-size=2";
+export const nodeV8Flags = "--v8-flags=--max-semi-space-size=2,--expose-gc";
 /**
  * Fewer malloc arenas and an eager trim hand the large IO buffers' memory
  * back after load (same as `deno task serve`): resident memory after the

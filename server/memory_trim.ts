@@ -1,0 +1,45 @@
+/**
+ * Hands freed memory back to the kernel once a burst of IO is over. A node's IO buffers and
+ * socket reads come from glibc's main arena; after a burst of large IO the free space
+ * lies scattered between live blocks, where the arena's own trimming (top of the heap
+ * only) cannot return it, and dead ArrayBuffers wait for a V8 collection to be freed
+ * at all. Measured after 6 s of 1 MiB writes: each node kept 80-95 MiB of heap resident
+ * (RSS 155-179 MiB); with this, RSS was 92-96 MiB. Only when idle: trimming under load
+ * cost a quarter of 1 MiB write throughput (the pages are faulted straight back in).
+ */
+import process from "node:process";
+import { openNativeLibrary } from "../protocol/native.ts";
+
+/** How often resident memory is checked. */
+export const memoryTrimIntervalMs = 2000;
+/** Below this resident size nothing is done, so a steady node pays nothing. */
+export const memoryTrimAboveBytes = 110 * 1024 * 1024;
+/** Idle: the process used less than this share of one core over the last interval. */
+export const memoryTrimIdleCpuShare = 0.05;
+
+/**
+ * Starts checking: when idle and above memoryTrimAboveBytes, it runs a V8 collection
+ * (when the process has --expose-gc) and glibc's malloc_trim (when FFI is allowed).
+ * Returns a stop function.
+ */
+export function startMemoryTrim(intervalMs = memoryTrimIntervalMs): () => void {
+  const libc = openNativeLibrary("libc.so.6", {
+    malloc_trim: { parameters: ["usize"], result: "i32" },
+  });
+  const collect = (globalThis as { gc?: () => void }).gc;
+  if (!libc && !collect) return () => {};
+  let cpu = process.cpuUsage();
+  const timer = setInterval(() => {
+    const used = process.cpuUsage(cpu);
+    cpu = process.cpuUsage();
+    const busy = (used.user + used.system) / 1000 > intervalMs * memoryTrimIdleCpuShare;
+    if (busy || Deno.memoryUsage().rss < memoryTrimAboveBytes) return;
+    collect?.();
+    libc?.symbols.malloc_trim(0n);
+  }, intervalMs);
+  Deno.unrefTimer(timer);
+  return () => {
+    clearInterval(timer);
+    libc?.close();
+  };
+}
