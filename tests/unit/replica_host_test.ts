@@ -209,23 +209,36 @@ Deno.test("replica host: malformed messages get error replies, data untouched", 
   assert.ok(result.data.every((b) => b === 0x44));
 });
 
+/**
+ * One acknowledged batch, then one more in flight (not awaited, so not acknowledged) and
+ * a crash after a seed-dependent number of steps (before, during or after its pwrites),
+ * dropping or tearing what was not synced. Returns the host as it reopens.
+ */
+async function crashDuringWrite(
+  seed: number,
+  acknowledged: WriteEntry[],
+  inFlight: WriteEntry[],
+): Promise<ReplicaHost> {
+  const disk = new MemoryDisk({ seed });
+  const { host } = await newHost(disk);
+  const reply = await host.handle("vol", "write", encodeWriteBatch(1, acknowledged));
+  assert.equal(reply[0], ErrorCode.OK);
+  void host.handle("vol", "write", encodeWriteBatch(1, inFlight));
+  for (let i = 0; i < seed % 40; i++) await Promise.resolve();
+  disk.crash({ keepPendingProbability: 0.5, tearWrites: true });
+  const after = new ReplicaHost("/data", disk, silent);
+  await after.loadAll();
+  return after;
+}
+
 Deno.test("replica host: an acknowledged write survives a crash; an unacknowledged one is old, new or flagged", async () => {
   const outcomes = new Set<string>();
   for (let seed = 1; seed <= 80; seed++) {
-    const disk = new MemoryDisk({ seed });
-    const { host } = await newHost(disk);
-    await host.handle(
-      "vol",
-      "write",
-      encodeWriteBatch(1, [dataEntry(0, 0, 1, 0x01), dataEntry(0, 1, 2, 0x02)]),
+    const after = await crashDuringWrite(
+      seed,
+      [dataEntry(0, 0, 1, 0x01), dataEntry(0, 1, 2, 0x02)],
+      [dataEntry(0, 1, 3, 0x03)],
     );
-    // In flight at the crash: not awaited, so not acknowledged.
-    void host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 1, 3, 0x03)]));
-    // Crash after a seed-dependent number of steps: before, during or after its pwrites.
-    for (let i = 0; i < seed % 40; i++) await Promise.resolve();
-    disk.crash({ keepPendingProbability: 0.5, tearWrites: true });
-    const after = new ReplicaHost("/data", disk, silent);
-    await after.loadAll();
     const result = await read(after, 0, 0, 2);
     assert.equal(result.states[0], "written");
     assert.equal(result.data[0], 0x01, `seed ${seed}: acknowledged block lost`);
@@ -390,18 +403,11 @@ Deno.test("replica host: replay never undoes a newer in-place write, and redoes 
 Deno.test("replica host: a crash during an unacknowledged in-place write leaves each block old, new or flagged", async () => {
   const outcomes = new Set<string>();
   for (let seed = 1; seed <= 60; seed++) {
-    const disk = new MemoryDisk({ seed });
-    const { host } = await newHost(disk);
-    await host.handle(
-      "vol",
-      "write",
-      encodeWriteBatch(1, Array.from({ length: directBlocks }, (_, i) => dataEntry(0, i, 1, 0x01))),
+    const after = await crashDuringWrite(
+      seed,
+      Array.from({ length: directBlocks }, (_, i) => dataEntry(0, i, 1, 0x01)),
+      [runEntry(0, 0, directBlocks, 2, 0x40)],
     );
-    void host.handle("vol", "write", encodeWriteBatch(1, [runEntry(0, 0, directBlocks, 2, 0x40)]));
-    for (let i = 0; i < seed % 30; i++) await Promise.resolve();
-    disk.crash({ keepPendingProbability: 0.5, tearWrites: true });
-    const after = new ReplicaHost("/data", disk, silent);
-    await after.loadAll();
     const result = await read(after, 0, 0, directBlocks);
     for (let i = 0; i < directBlocks; i++) {
       const block = result.data.subarray(i * 4096, (i + 1) * 4096);
