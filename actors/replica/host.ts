@@ -296,13 +296,13 @@ export class ReplicaHost {
       syncs.push(synced);
     }
     const direct = new Set<Replica>();
-    let dirty = this.dirty.get(generation);
-    if (journaled.length && !dirty) this.dirty.set(generation, dirty = new Set());
+    // Segment files written under a journal generation are synced before it is removed.
+    const dirty = this.dirty.get(generation) ?? new Set<Replica>();
+    if (journaled.length) this.dirty.set(generation, dirty);
     // In arrival order, so a later entry for a block lands after an earlier one.
     for (const entry of effective) {
       const replica = this.replica(volume, entry.segment);
-      if (isDirect(entry)) direct.add(replica);
-      else dirty!.add(replica);
+      (isDirect(entry) ? direct : dirty).add(replica);
       await this.applyEntry(replica, entry);
     }
     for (const replica of direct) syncs.push(replica.sync());
@@ -339,7 +339,6 @@ export class ReplicaHost {
     return run;
   }
 
-  /** The blocks of a repair entry that this replica does not hold in a newer version. */
   /**
    * The parts of an entry that do not go below a block's current version, as runs of
    * consecutive blocks: a repair or a replayed record never undoes a newer write.

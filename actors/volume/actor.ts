@@ -278,10 +278,9 @@ export class VolumeActor {
       const payload = await this.serve(decoded.request);
       return encodeReply({ status: 0, requestId, epoch: this.epoch, payload });
     } catch (err) {
-      if (err instanceof CairnError) {
-        return encodeErrorReply(err.code, err.detail, requestId, this.epoch);
-      }
-      return encodeErrorReply("INTERNAL", (err as Error).message, requestId, this.epoch);
+      // serve() throws only CairnErrors.
+      const { code, detail } = err as CairnError;
+      return encodeErrorReply(code, detail, requestId, this.epoch);
     }
   }
 
