@@ -4,8 +4,8 @@
  * lies scattered between live blocks, where the arena's own trimming (top of the heap
  * only) cannot return it, and dead ArrayBuffers wait for a V8 collection to be freed
  * at all. Measured after 6 s of 1 MiB writes: each node kept 80-95 MiB of heap resident
- * (RSS 155-179 MiB); with this, RSS was 92-96 MiB. Only when idle: trimming under load
- * cost a quarter of 1 MiB write throughput (the pages are faulted straight back in).
+ * (RSS 155-179 MiB); with this, RSS was 92-96 MiB. Only when idle, so a busy node is
+ * never paused by a full collection or made to fault trimmed pages straight back in.
  */
 import process from "node:process";
 import { openNativeLibrary } from "../protocol/native.ts";
