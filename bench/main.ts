@@ -143,13 +143,7 @@ type Measured =
   })
   | { error: string };
 
-interface RowResult {
-  id: string;
-  label: string;
-  op: Op;
-  pattern: Pattern;
-  ioBytes: number;
-  inFlight: number;
+interface RowResult extends Omit<RowSpec, "minEchoRatio"> {
   unit: "IOPS" | "MB/s";
   cairn: Measured;
   echo: Measured;
