@@ -44,3 +44,49 @@ export interface Disk {
   /** fsyncs a directory so a created or removed name is durable. */
   syncDir(dir: string): Promise<void>;
 }
+
+/** Wall-clock time, only for labels people read (createdAt); never for decisions. */
+export interface WallClock {
+  /** Milliseconds since the Unix epoch. */
+  wallMs(): number;
+}
+
+/** One message delivered to a subscriber. */
+export interface TransportMessage {
+  subject: string;
+  data: Uint8Array;
+  /** Answers a request; a no-op for a plain publish. */
+  respond(data: Uint8Array): void;
+}
+
+export interface TransportSubscription {
+  unsubscribe(): void;
+}
+
+/** Why a request got no answer: both "timeout" and "no-responders" mean nobody served it (yet). */
+export type TransportFailureKind = "timeout" | "no-responders" | "closed";
+
+export class TransportError extends Error {
+  override name = "TransportError";
+  constructor(readonly kind: TransportFailureKind, message: string) {
+    super(`${kind}: ${message}`);
+  }
+}
+
+/**
+ * Subject-based messaging (NATS semantics: tokens separated by ".", `*` matches
+ * one token, `>` the rest; a queue group delivers each message to one member).
+ * Production wraps a NATS connection; the simulator routes between in-process nodes.
+ */
+export interface Transport {
+  /** Sends a request; resolves with the reply's data or rejects with a TransportError. */
+  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+  publish(subject: string, data: Uint8Array): void;
+  subscribe(
+    subject: string,
+    handler: (msg: TransportMessage) => void,
+    options?: { queue?: string },
+  ): TransportSubscription;
+  /** Resolves once subscriptions made so far receive messages (a NATS flush). */
+  flush(): Promise<void>;
+}
