@@ -1,23 +1,49 @@
 /**
- * Cluster metadata in a JetStream KV bucket. Every layout change is a
- * compare-and-set on the key's revision; losers re-read and re-decide.
+ * Cluster metadata: a port (a KV with revisions and compare-and-set) and the
+ * rules every writer follows. Production keeps it in a JetStream KV bucket
+ * (metadata_jetstream.ts); the simulator and unit tests use MemoryMetadata
+ * (metadata_memory.ts).
+ *
+ * Keys: `node.<id>`, `vol.<name>` (spec), `vol.<name>.layout`. Every layout
+ * edit is a CAS on the key's revision (the layout revision). The owner term
+ * changes only when ownership changes, and a takeover CAS states what it
+ * expects ("from owner X at term T"), so two nodes racing cannot ping-pong.
  */
-import type { NatsConnection } from "@nats-io/nats-core";
-import { type KV, Kvm } from "@nats-io/kv";
-import type { z } from "zod";
-import {
-  type NodeRecord,
-  nodeRecordSchema,
-  type VolumeLayout,
-  volumeLayoutSchema,
-  type VolumeSpec,
-  volumeSpecSchema,
+import type {
+  NodeRecord,
+  SegmentReplica,
+  VolumeLayout,
+  VolumeSpec,
 } from "../protocol/schemas.ts";
 
-export const metadataBucket = "cairn";
+export interface Versioned<T> {
+  value: T;
+  /** The KV revision of this value; the layout revision for layouts. */
+  revision: number;
+}
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/** A compare-and-set lost to another writer. */
+export class CasConflictError extends Error {
+  override name = "CasConflictError";
+}
+
+export interface MetadataPort {
+  getNode(id: string): Promise<Versioned<NodeRecord> | null>;
+  putNode(record: NodeRecord): Promise<void>;
+  listNodes(): Promise<Versioned<NodeRecord>[]>;
+
+  getSpec(name: string): Promise<Versioned<VolumeSpec> | null>;
+  listSpecs(): Promise<VolumeSpec[]>;
+  /** Creates the spec key; false if a volume of that name already exists. */
+  createSpec(spec: VolumeSpec): Promise<boolean>;
+
+  getLayout(name: string): Promise<Versioned<VolumeLayout> | null>;
+  /** Creates the layout key; returns its revision. */
+  createLayout(name: string, layout: VolumeLayout): Promise<number>;
+  /** Writes the layout only if its revision is still `revision`; CasConflictError otherwise. */
+  casLayout(name: string, layout: VolumeLayout, revision: number): Promise<number>;
+  deleteVolume(name: string): Promise<void>;
+}
 
 export const metadataKeys = {
   node: (id: string) => `node.${id}`,
@@ -25,110 +51,97 @@ export const metadataKeys = {
   volumeLayout: (name: string) => `vol.${name}.layout`,
 };
 
-export interface Versioned<T> {
-  value: T;
-  revision: number;
+/** Most CAS attempts one layout edit makes before giving up (each re-reads first). */
+export const maxLayoutCasAttempts = 16;
+
+/** What a layout edit by the owner expects to still hold: the same volume, owner and term. */
+export interface OwnerClaim {
+  volumeId: string;
+  owner: string;
+  term: number;
 }
 
-/** A compare-and-set lost to another writer. */
-export class CasConflictError extends Error {}
+export type LayoutEditResult =
+  | { kind: "done"; layout: Versioned<VolumeLayout> }
+  | { kind: "unchanged"; layout: Versioned<VolumeLayout> }
+  /** The volume is gone or another owner (or term) holds it now: the claimant is fenced. */
+  | { kind: "fenced"; layout: Versioned<VolumeLayout> | null };
 
-export class MetadataStore {
-  private constructor(private readonly kv: KV) {}
-
-  static async open(nc: NatsConnection): Promise<MetadataStore> {
-    const kvm = new Kvm(nc);
-    const kv = await kvm.create(metadataBucket, { history: 1 });
-    return new MetadataStore(kv);
-  }
-
-  private async read<T>(key: string, schema: z.ZodType<T>): Promise<Versioned<T> | null> {
-    const entry = await this.kv.get(key);
-    if (!entry || entry.operation !== "PUT" || entry.value.length === 0) return null;
-    const value = schema.parse(JSON.parse(decoder.decode(entry.value)));
-    return { value, revision: entry.revision };
-  }
-
-  private async list<T>(prefix: string, schema: z.ZodType<T>, skip?: (key: string) => boolean) {
-    const out: Versioned<T>[] = [];
-    const keys = await this.kv.keys(`${prefix}.>`);
-    const names: string[] = [];
-    for await (const key of keys) if (!skip?.(key)) names.push(key);
-    for (const key of names.sort()) {
-      const entry = await this.read(key, schema);
-      if (entry) out.push(entry);
+/**
+ * An owner's edit of replica states (stale, rebuilding, in-sync): a CAS on
+ * the layout revision that keeps the term, so it fences no one. `change`
+ * returns null to leave the layout as it is. Fails (kind "fenced") as soon as
+ * the layout shows another volume id, owner or term.
+ */
+export async function editLayout(
+  metadata: MetadataPort,
+  name: string,
+  claim: OwnerClaim,
+  change: (current: VolumeLayout) => VolumeLayout | null,
+): Promise<LayoutEditResult> {
+  for (let attempt = 0; attempt < maxLayoutCasAttempts; attempt++) {
+    const current = await metadata.getLayout(name);
+    if (!current || !holdsClaim(current.value, claim)) return { kind: "fenced", layout: current };
+    const next = change(current.value);
+    if (!next) return { kind: "unchanged", layout: current };
+    if (next.term !== claim.term || next.owner !== claim.owner) {
+      throw new Error(`layout edit of ${name} may not change owner or term`);
     }
-    return out;
-  }
-
-  private encode(value: unknown): Uint8Array {
-    return encoder.encode(JSON.stringify(value));
-  }
-
-  getNode = (id: string) => this.read(metadataKeys.node(id), nodeRecordSchema);
-  putNode = (record: NodeRecord) => this.kv.put(metadataKeys.node(record.id), this.encode(record));
-  listNodes = () => this.list("node", nodeRecordSchema);
-
-  getSpec = (name: string) => this.read(metadataKeys.volumeSpec(name), volumeSpecSchema);
-  listSpecs = () =>
-    this.list("vol", volumeSpecSchema, (key) => key.endsWith(".layout")).then((specs) =>
-      specs.map((s) => s.value)
-    );
-
-  /** Creates the spec key; false if the volume already exists. */
-  async createSpec(spec: VolumeSpec): Promise<boolean> {
     try {
-      await this.kv.create(metadataKeys.volumeSpec(spec.name), this.encode(spec));
-      return true;
+      const revision = await metadata.casLayout(name, next, current.revision);
+      return { kind: "done", layout: { value: next, revision } };
     } catch (err) {
-      if (/wrong last sequence|key exists/i.test((err as Error).message)) return false;
-      throw err;
+      if (!(err instanceof CasConflictError)) throw err;
     }
   }
+  throw new Error(`layout of ${name}: ${maxLayoutCasAttempts} CAS attempts lost in a row`);
+}
 
-  getLayout = (name: string) => this.read(metadataKeys.volumeLayout(name), volumeLayoutSchema);
+export function holdsClaim(layout: VolumeLayout, claim: OwnerClaim): boolean {
+  return layout.volumeId === claim.volumeId && layout.owner === claim.owner &&
+    layout.term === claim.term;
+}
 
-  async createLayout(name: string, layout: VolumeLayout): Promise<number> {
-    return await this.kv.create(metadataKeys.volumeLayout(name), this.encode(layout));
+export type TakeoverResult =
+  | { kind: "won"; layout: Versioned<VolumeLayout> }
+  /** The layout no longer shows what the takeover expected: someone else moved first. */
+  | { kind: "lost"; layout: Versioned<VolumeLayout> | null };
+
+/**
+ * Moves ownership: one CAS from exactly `expected` (volume id, owner, term)
+ * to `newOwner` at term + 1. Never retried blindly: if the layout changed,
+ * the caller re-decides from what it now shows.
+ */
+export async function takeOver(
+  metadata: MetadataPort,
+  name: string,
+  expected: OwnerClaim,
+  newOwner: string,
+): Promise<TakeoverResult> {
+  const current = await metadata.getLayout(name);
+  if (!current || !holdsClaim(current.value, expected)) return { kind: "lost", layout: current };
+  const next: VolumeLayout = { ...current.value, owner: newOwner, term: expected.term + 1 };
+  try {
+    const revision = await metadata.casLayout(name, next, current.revision);
+    return { kind: "won", layout: { value: next, revision } };
+  } catch (err) {
+    if (!(err instanceof CasConflictError)) throw err;
+    return { kind: "lost", layout: await metadata.getLayout(name) };
   }
+}
 
-  /** Writes the layout only if its revision is still `revision`; bumps nothing by itself. */
-  async casLayout(name: string, layout: VolumeLayout, revision: number): Promise<number> {
-    try {
-      return await this.kv.update(metadataKeys.volumeLayout(name), this.encode(layout), revision);
-    } catch (err) {
-      if (/wrong last sequence/i.test((err as Error).message)) {
-        throw new CasConflictError(`layout of ${name} changed under us`);
-      }
-      throw err;
-    }
-  }
+/** The replicas of one node in a layout, as segment indexes. */
+export function segmentsOfNode(layout: VolumeLayout, node: string): number[] {
+  const out: number[] = [];
+  layout.segments.forEach((s, index) => {
+    if (s.replicas.some((r) => r.node === node)) out.push(index);
+  });
+  return out;
+}
 
-  /**
-   * Re-reads and applies `change` until the CAS wins. `change` returns the new
-   * layout (epoch bumped here) or null to leave it as it is.
-   */
-  async updateLayout(
-    name: string,
-    change: (current: VolumeLayout) => VolumeLayout | null,
-  ): Promise<Versioned<VolumeLayout> | null> {
-    for (;;) {
-      const current = await this.getLayout(name);
-      if (!current) return null;
-      const next = change(current.value);
-      if (!next) return current;
-      const updated = { ...next, epoch: current.value.epoch + 1 };
-      try {
-        const revision = await this.casLayout(name, updated, current.revision);
-        return { value: updated, revision };
-      } catch (err) {
-        if (!(err instanceof CasConflictError)) throw err;
-      }
-    }
-  }
-
-  async deleteVolume(name: string): Promise<void> {
-    await this.kv.purge(metadataKeys.volumeLayout(name));
-    await this.kv.purge(metadataKeys.volumeSpec(name));
-  }
+/** Whether `node` holds an in-sync replica of every segment (a handoff target must). */
+export function inSyncEverywhere(layout: VolumeLayout, node: string): boolean {
+  return layout.segments.every((s) =>
+    s.replicas.some((r: SegmentReplica) => r.node === node && r.state === "in-sync")
+  );
 }

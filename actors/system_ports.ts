@@ -1,10 +1,11 @@
 /** Production ports: the monotonic clock, Math.random, and node:fs. */
 import * as fs from "node:fs";
 import { promisify } from "node:util";
-import type { Clock, Disk, DiskFile, Random } from "./ports.ts";
+import type { Clock, Disk, DiskFile, Random, WallClock } from "./ports.ts";
 
-export const systemClock: Clock = {
+export const systemClock: Clock & WallClock = {
   nowMs: () => performance.now(),
+  wallMs: () => Date.now(),
   setTimer(delayMs, fn) {
     const id = setTimeout(fn, delayMs);
     return () => clearTimeout(id);

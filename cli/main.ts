@@ -58,7 +58,8 @@ function describeVolume(v: VolumeInfo): string {
     `segment size:  ${formatBytes(v.segmentBytes)} (${v.segments.length} segments)`,
     `replicas:      ${v.replicas} (min in-sync ${v.minInSync}; ${replicaSummary})`,
     `read policy:   ${v.readPolicy}`,
-    `owner:         ${v.owner} (epoch ${v.epoch})`,
+    `id:            ${v.id} (incarnation ${v.incarnation})`,
+    `owner:         ${v.owner} (term ${v.term}, layout revision ${v.layoutRevision})`,
     `created:       ${v.createdAt}`,
     ...v.segments.map((s) =>
       `  segment ${String(s.index).padStart(4)}: ${
@@ -102,13 +103,13 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
       if (json) return printJson(volumes), 0;
       if (!volumes.length) return console.log("no volumes"), 0;
       console.log(table([
-        ["NAME", "SIZE", "REPLICAS", "OWNER", "EPOCH", "DEGRADED SEGMENTS"],
+        ["NAME", "SIZE", "REPLICAS", "OWNER", "TERM", "DEGRADED SEGMENTS"],
         ...volumes.map((v) => [
           v.name,
           formatBytes(v.sizeBytes),
           String(v.replicas),
           v.owner,
-          String(v.epoch),
+          String(v.term),
           String(v.segments.filter((s) => s.replicas.some((r) => r.state !== "in-sync")).length),
         ]),
       ]));

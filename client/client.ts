@@ -2,6 +2,7 @@
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { requestJson } from "../protocol/control.ts";
+import { NatsTransport } from "../protocol/nats_transport.ts";
 import { type ControlOp, subjects } from "../protocol/subjects.ts";
 import type { CreateVolumeRequest, NodeInfo, VolumeInfo } from "../protocol/schemas.ts";
 import { CairnError } from "../protocol/errors.ts";
@@ -18,13 +19,15 @@ export interface ConnectOptions {
 export class CairnClient {
   /** Shared by every volume this client opens. */
   readonly mux: RequestMux;
+  readonly transport: NatsTransport;
 
   constructor(readonly nc: NatsConnection) {
     this.mux = new RequestMux(nc);
+    this.transport = new NatsTransport(nc, this.mux);
   }
 
   control<T>(op: ControlOp, body: unknown = {}): Promise<T> {
-    return requestJson<T>(this.nc, subjects.control(op), body);
+    return requestJson<T>(this.transport, subjects.control(op), body);
   }
 
   createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
@@ -47,12 +50,21 @@ export class CairnClient {
     return this.control("node.list");
   }
 
-  /** Opens a volume for IO; NO_SUCH_VOLUME if it does not exist. */
+  /** Planned handoff of a volume's ownership to `to` (which must hold every segment in sync). */
+  moveVolume(name: string, to: string): Promise<VolumeInfo> {
+    return this.control("volume.move", { name, to });
+  }
+
+  /**
+   * Opens a volume for IO; NO_SUCH_VOLUME if it does not exist. The handle is bound to
+   * this incarnation: once the volume is deleted, every call fails with NO_SUCH_VOLUME,
+   * even after a new volume of the same name is created.
+   */
   async openVolume(name: string, options: VolumeOptions = {}): Promise<Volume> {
-    await this.volumeInfo(name);
-    return await Volume.open(this.mux, name, {
+    const info = await this.volumeInfo(name);
+    return await Volume.open(this.mux, name, info.incarnation, {
       exists: () =>
-        this.volumeInfo(name).then(() => true, (err) => {
+        this.volumeInfo(name).then((now) => now.incarnation === info.incarnation, (err) => {
           if (err instanceof CairnError && err.code === "NO_SUCH_VOLUME") return false;
           return true;
         }),

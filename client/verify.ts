@@ -56,8 +56,10 @@ export async function verifyVolume(
     await Promise.all(inSync.map(async ({ node }) => {
       try {
         const msg = await client.nc.request(
-          subjects.replica(node, name, "scrub"),
-          encodeJson({ epoch: info.epoch, segment: segment.index }),
+          // By volume id, without a term: an observer's scrub is checked by nothing and
+          // changes nothing, so verify can never fence the serving owner.
+          subjects.replica(node, info.id, "scrub"),
+          encodeJson({ segment: segment.index }),
           { timeout: scrubTimeoutMs },
         );
         const { status, body } = decodeReply(msg.data);

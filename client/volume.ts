@@ -43,10 +43,14 @@ export class Volume {
   private readonly waiting: (() => void)[] = [];
   private readonly maxInFlight: number;
   private closed = false;
+  /** Set once the volume this handle was opened on is gone; every call then fails with it. */
+  private gone: CairnError | null = null;
 
   private constructor(
     private readonly mux: RequestMux,
     readonly name: string,
+    /** The incarnation this handle was opened on (0: whichever exists). */
+    readonly incarnation: number,
     private info: VolumeStat,
     private readonly options: VolumeOptions,
   ) {
@@ -57,9 +61,10 @@ export class Volume {
   static async open(
     mux: RequestMux,
     name: string,
+    incarnation: number,
     options: VolumeOptions = {},
   ): Promise<Volume> {
-    const volume = new Volume(mux, name, null as unknown as VolumeStat, options);
+    const volume = new Volume(mux, name, incarnation, null as unknown as VolumeStat, options);
     volume.info = await volume.stat();
     return volume;
   }
@@ -89,10 +94,19 @@ export class Volume {
   /** One frame, resent with backoff on no-responders, timeouts, MOVED and BUSY. */
   private async call(op: number, offsetBytes: number, lengthBytes: number, payload?: Uint8Array) {
     if (this.closed) throw new CairnError("BAD_REQUEST", `volume ${this.name} is closed`);
+    if (this.gone) throw this.gone;
     await this.slot();
     try {
       const requestId = this.nextRequestId = (this.nextRequestId + 1) >>> 0;
-      const frame = encodeRequest({ op, flags: 0, requestId, offsetBytes, lengthBytes, payload });
+      const frame = encodeRequest({
+        op,
+        flags: 0,
+        requestId,
+        offsetBytes,
+        lengthBytes,
+        incarnation: this.incarnation,
+        payload,
+      });
       const deadline = performance.now() + retryDeadlineMs;
       for (let attempt = 0;; attempt++) {
         this.stats.requests++;
@@ -101,6 +115,7 @@ export class Volume {
           const reply = decodeReply(await this.mux.request(this.subject, frame, requestTimeoutMs));
           const error = replyError(reply);
           if (!error) return reply.payload;
+          if (error.code === "NO_SUCH_VOLUME") throw this.gone = error;
           if (!error.retryable) throw error;
           why = error.message;
         } catch (err) {
@@ -110,7 +125,10 @@ export class Volume {
           why = kind;
           if (kind === "no-responders" && attempt % 8 === 7 && this.options.exists) {
             if (!await this.options.exists()) {
-              throw new CairnError("NO_SUCH_VOLUME", `no volume named ${this.name}`);
+              throw this.gone = new CairnError(
+                "NO_SUCH_VOLUME",
+                `volume ${this.name} (incarnation ${this.incarnation}) no longer exists`,
+              );
             }
           }
         }

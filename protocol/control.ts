@@ -1,6 +1,6 @@
 /** JSON request/reply helpers for the control plane and node ops. */
-import type { Msg, NatsConnection } from "@nats-io/nats-core";
 import { CairnError, ErrorCode, type ErrorCodeName } from "./errors.ts";
+import type { Transport } from "../actors/ports.ts";
 import type { ControlReply } from "./schemas.ts";
 
 const encoder = new TextEncoder();
@@ -34,6 +34,9 @@ function isErrorCode(code: string): code is ErrorCodeName {
 /** What kind of NATS request failure this is: both retryable kinds mean "nobody served it (yet)". */
 export function requestFailure(err: unknown): "no-responders" | "timeout" | "other" {
   for (let e = err as Error | undefined; e; e = e.cause as Error | undefined) {
+    const kind = (e as { kind?: string }).kind;
+    if (e.name === "TransportError" && kind === "no-responders") return "no-responders";
+    if (e.name === "TransportError" && kind === "timeout") return "timeout";
     if (e.name === "NoRespondersError" || /no responders/i.test(e.message)) return "no-responders";
     if (e.name === "TimeoutError" || /^timeout/i.test(e.message)) return "timeout";
   }
@@ -42,14 +45,14 @@ export function requestFailure(err: unknown): "no-responders" | "timeout" | "oth
 
 /** Sends a JSON request and returns the result, or throws the reply's error as CairnError. */
 export async function requestJson<T>(
-  nc: NatsConnection,
+  transport: Transport,
   subject: string,
   body: unknown,
   timeoutMs = controlTimeoutMs,
 ): Promise<T> {
-  let msg: Msg;
+  let data: Uint8Array;
   try {
-    msg = await nc.request(subject, encodeJson(body), { timeout: timeoutMs });
+    data = await transport.request(subject, encodeJson(body), timeoutMs);
   } catch (err) {
     const kind = requestFailure(err);
     if (kind === "no-responders") {
@@ -60,7 +63,7 @@ export async function requestJson<T>(
     }
     throw err;
   }
-  const reply = JSON.parse(decoder.decode(msg.data)) as ControlReply<T>;
+  const reply = JSON.parse(decoder.decode(data)) as ControlReply<T>;
   if (reply.ok) return reply.result;
   const code = isErrorCode(reply.error.code) ? reply.error.code : "INTERNAL";
   throw new CairnError(code, reply.error.message);

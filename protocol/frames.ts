@@ -54,6 +54,12 @@ export interface IoRequest {
   requestId: number;
   offsetBytes: number;
   lengthBytes: number;
+  /**
+   * The volume incarnation the client opened (VolumeSpec.incarnation), or 0 for "whichever
+   * exists". The owner refuses a nonzero one that is not its own with NO_SUCH_VOLUME, so a
+   * handle to a deleted volume never writes into a new volume of the same name.
+   */
+  incarnation?: number;
   /** WRITE: the data (lengthBytes long); every other op: empty. */
   payload: Uint8Array;
 }
@@ -143,6 +149,7 @@ export function writeRequestHeader(target: Uint8Array, req: Omit<IoRequest, "pay
   fieldCheck(isU32(req.requestId), "requestId", req.requestId);
   fieldCheck(isU64Safe(req.offsetBytes), "offsetBytes", req.offsetBytes);
   fieldCheck(isU32(req.lengthBytes), "lengthBytes", req.lengthBytes);
+  fieldCheck(isU32(req.incarnation ?? 0), "incarnation", req.incarnation ?? 0);
   const view = viewOf(target);
   view.setUint8(0, protocolVersion);
   view.setUint8(1, req.op);
@@ -150,7 +157,7 @@ export function writeRequestHeader(target: Uint8Array, req: Omit<IoRequest, "pay
   view.setUint32(4, req.requestId, true);
   setU64(view, 8, req.offsetBytes);
   view.setUint32(16, req.lengthBytes, true);
-  view.setUint32(20, 0, true);
+  view.setUint32(20, req.incarnation ?? 0, true);
 }
 
 /**
@@ -205,10 +212,7 @@ export function decodeRequest(frame: Uint8Array): DecodedRequest {
   const flags = view.getUint16(2, true);
   const flagProblem = checkFlags(op, flags);
   if (flagProblem !== null) return reject("BAD_FRAME", flagProblem, requestId);
-  const reserved = view.getUint32(20, true);
-  if (reserved !== 0) {
-    return reject("BAD_FRAME", `reserved request field is ${reserved}, must be 0`, requestId);
-  }
+  const incarnation = view.getUint32(20, true);
   const lengthBytes = view.getUint32(16, true);
   const payloadBytes = length - requestHeaderBytes;
   if (op === Op.WRITE) {
@@ -242,6 +246,7 @@ export function decodeRequest(frame: Uint8Array): DecodedRequest {
       requestId,
       offsetBytes,
       lengthBytes,
+      incarnation,
       payload: payloadBytes === 0 ? emptyPayload : frame.subarray(requestHeaderBytes),
     },
   };

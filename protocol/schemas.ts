@@ -27,9 +27,20 @@ export const nodeRecordSchema = z.object({
 });
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
 
+/** A volume id: 16 hex digits (64 random bits), new at every create. */
+export const volumeIdSchema = z.string().regex(/^[0-9a-f]{16}$/, "volume ids are 16 hex digits");
+
 /** KV `vol.<name>`: what the user asked for; never changes after create (resize aside). */
 export const volumeSpecSchema = z.object({
   name: nameSchema,
+  /**
+   * Immutable identity of this incarnation of the volume: a volume deleted and created again
+   * under the same name gets a new id, so it never meets the old one's files or handles.
+   * Segment files, replica subjects and the journal name volumes by id.
+   */
+  id: volumeIdSchema,
+  /** The id's first 32 bits (never 0): carried in every IO frame and checked by the owner. */
+  incarnation: z.number().int().min(1).max(0xffff_ffff),
   sizeBytes: z.number().int().positive(),
   blockSize: z.literal(blockSizeBytes),
   segmentBytes: z.number().int().positive(),
@@ -43,9 +54,14 @@ export type VolumeSpec = z.infer<typeof volumeSpecSchema>;
 export const segmentReplicaSchema = z.object({ node: nameSchema, state: replicaStateSchema });
 export type SegmentReplica = z.infer<typeof segmentReplicaSchema>;
 
-/** KV `vol.<name>.layout`: changed only by compare-and-set, each change bumps epoch. */
+/**
+ * KV `vol.<name>.layout`: changed only by compare-and-set on its KV revision (the layout
+ * revision). The owner term changes only when ownership moves; replica-state edits keep it.
+ */
 export const volumeLayoutSchema = z.object({
-  epoch: z.number().int().nonnegative(),
+  volumeId: volumeIdSchema,
+  /** The fencing token: replicas refuse requests of a lower term; high bits of block versions. */
+  term: z.number().int().nonnegative(),
   owner: nameSchema,
   segments: z.array(z.object({ replicas: z.array(segmentReplicaSchema) })),
 });
@@ -76,7 +92,10 @@ export interface VolumeInfo {
   minInSync: number;
   readPolicy: string;
   createdAt: string;
-  epoch: number;
+  id: string;
+  incarnation: number;
+  term: number;
+  layoutRevision: number;
   owner: string;
   segments: { index: number; replicas: SegmentReplica[] }[];
 }
@@ -96,13 +115,23 @@ export type ControlReply<T> = { ok: true; result: T } | {
 // ---- node ops (cairn.v1.node.<node>.*) ----
 
 export const createSegmentsRequestSchema = z.object({
-  volume: nameSchema,
+  name: nameSchema,
+  volumeId: volumeIdSchema,
   segmentBytes: z.number().int().positive(),
   segments: z.array(z.number().int().nonnegative()),
-  epoch: z.number().int().nonnegative(),
+  term: z.number().int().nonnegative(),
 });
-export const deleteSegmentsRequestSchema = z.object({ volume: nameSchema });
-export const volumeStartRequestSchema = z.object({ volume: nameSchema });
+/**
+ * Removes a node's replicas of one volume incarnation. The node checks the metadata first:
+ * it acts only if that incarnation is deleted or this node is no longer in its layout.
+ */
+export const deleteSegmentsRequestSchema = z.object({ name: nameSchema, volumeId: volumeIdSchema });
+/** Asks a node's supervisor to look at a volume now (start, stop or hand off its actor). */
+export const volumeNodeRequestSchema = z.object({ name: nameSchema });
+export const handoffRequestSchema = z.object({ name: nameSchema, to: nameSchema });
+
+/** `cairn.v1.ctl.volume.move`: planned handoff of ownership to a node with every segment in sync. */
+export const moveVolumeRequestSchema = z.object({ name: nameSchema, to: nameSchema });
 
 // ---- replica ops with JSON bodies ----
 
@@ -110,11 +139,14 @@ export const fenceRequestSchema = z.object({
   epoch: z.number().int().nonnegative(),
   segments: z.array(z.number().int().nonnegative()),
 });
+/** Read-only: `epoch` (the caller's owner term) is optional; a scrub never changes anything. */
 export const scrubRequestSchema = z.object({
-  epoch: z.number().int().nonnegative(),
+  epoch: z.number().int().nonnegative().optional(),
   segment: z.number().int().nonnegative(),
 });
-export const metaRequestSchema = scrubRequestSchema.extend({
+export const metaRequestSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  segment: z.number().int().nonnegative(),
   firstBlock: z.number().int().nonnegative(),
   blockCount: z.number().int().positive(),
 });

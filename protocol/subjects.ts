@@ -28,8 +28,10 @@ export type ReplicaOp = (typeof replicaOps)[number];
 export const nodeOps = [
   "segments.create",
   "segments.delete",
-  "volume.start",
-  "volume.stop",
+  /** The supervisor re-reads a volume's metadata now and starts, stops or keeps its actor. */
+  "volume.check",
+  /** The owner hands a volume off to another node (planned move). */
+  "volume.handoff",
 ] as const;
 export type NodeOp = (typeof nodeOps)[number];
 
@@ -38,6 +40,7 @@ export const controlOps = [
   "volume.list",
   "volume.info",
   "volume.delete",
+  "volume.move",
   "node.list",
 ] as const;
 export type ControlOp = (typeof controlOps)[number];

@@ -3,8 +3,8 @@
  * (NATS queue group); every decision is committed by compare-and-set in KV,
  * so two nodes acting at once cannot both win.
  */
-import type { NatsConnection } from "@nats-io/nats-core";
-import type { MetadataStore } from "../metadata.ts";
+import { inSyncEverywhere, type MetadataPort, type Versioned } from "../metadata.ts";
+import type { Random, Transport, WallClock } from "../ports.ts";
 import type { Watchdog } from "../watchdog/actor.ts";
 import type { Logger } from "../replica/host.ts";
 import { type ControlOp, subjects } from "../../protocol/subjects.ts";
@@ -12,6 +12,7 @@ import {
   type CreateVolumeRequest,
   createVolumeRequestSchema,
   emptyRequestSchema,
+  moveVolumeRequestSchema,
   type NodeInfo,
   parseJson,
   type VolumeInfo,
@@ -32,13 +33,28 @@ import {
 import { okReply, replyForError, requestJson } from "../../protocol/control.ts";
 import { chooseOwner, NotEnoughNodesError, type PlacementNode, placeVolume } from "./rendezvous.ts";
 
-export function volumeInfo(spec: VolumeSpec, layout: VolumeLayout | null): VolumeInfo {
+export function volumeInfo(spec: VolumeSpec, layout: Versioned<VolumeLayout> | null): VolumeInfo {
   return {
     ...spec,
-    epoch: layout?.epoch ?? 0,
-    owner: layout?.owner ?? "",
-    segments: (layout?.segments ?? []).map((s, index) => ({ index, replicas: s.replicas })),
+    term: layout?.value.term ?? 0,
+    layoutRevision: layout?.revision ?? 0,
+    owner: layout?.value.owner ?? "",
+    segments: (layout?.value.segments ?? []).map((s, index) => ({ index, replicas: s.replicas })),
   };
+}
+
+/** A new volume id: 16 hex digits (64 bits from the random port). */
+export function newVolumeId(random: Random): string {
+  let id = "";
+  for (let i = 0; i < 4; i++) {
+    id += Math.floor(random.next() * 0x1_0000).toString(16).padStart(4, "0");
+  }
+  return id;
+}
+
+/** The incarnation carried in IO frames: the id's first 32 bits, never 0. */
+export function incarnationOf(id: string): number {
+  return parseInt(id.slice(0, 8), 16) || 1;
 }
 
 /** The minimum in-sync count a volume of this many replicas defaults to. */
@@ -91,10 +107,12 @@ function checkVolumeShape(request: CreateVolumeRequest): Required<CreateVolumeRe
 
 export class PlacementActor {
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly metadata: MetadataStore,
+    private readonly transport: Transport,
+    private readonly metadata: MetadataPort,
     private readonly watchdog: Watchdog,
     private readonly log: Logger,
+    private readonly clock: WallClock,
+    private readonly random: Random,
   ) {}
 
   /** Handles one control request; the reply is always a JSON ControlReply. */
@@ -124,6 +142,8 @@ export class PlacementActor {
         return this.info(this.parse(volumeNameRequestSchema, body).name);
       case "volume.delete":
         return this.deleteVolume(this.parse(volumeNameRequestSchema, body).name);
+      case "volume.move":
+        return this.moveVolume(this.parse(moveVolumeRequestSchema, body));
       case "node.list":
         this.parse(emptyRequestSchema, body);
         return this.listNodes();
@@ -151,15 +171,13 @@ export class PlacementActor {
     const spec = await this.metadata.getSpec(name);
     if (!spec) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
     const layout = await this.metadata.getLayout(name);
-    return volumeInfo(spec.value, layout?.value ?? null);
+    return volumeInfo(spec.value, layout);
   }
 
   async listVolumes(): Promise<VolumeInfo[]> {
     const specs = await this.metadata.listSpecs();
     return await Promise.all(
-      specs.map(async (spec) =>
-        volumeInfo(spec, (await this.metadata.getLayout(spec.name))?.value ?? null)
-      ),
+      specs.map(async (spec) => volumeInfo(spec, await this.metadata.getLayout(spec.name))),
     );
   }
 
@@ -179,10 +197,13 @@ export class PlacementActor {
       }
       throw err;
     }
+    const id = newVolumeId(this.random);
     const spec: VolumeSpec = {
       ...shape,
+      id,
+      incarnation: incarnationOf(id),
       blockSize: blockSizeBytes,
-      createdAt: new Date().toISOString(),
+      createdAt: new Date(this.clock.wallMs()).toISOString(),
     } as VolumeSpec;
     if (!await this.metadata.createSpec(spec)) {
       throw new CairnError("EXISTS", `volume ${shape.name} already exists`);
@@ -197,11 +218,12 @@ export class PlacementActor {
     try {
       await Promise.all(
         [...holders].map(([node, segments]) =>
-          requestJson(this.nc, subjects.node(node, "segments.create"), {
-            volume: spec.name,
+          requestJson(this.transport, subjects.node(node, "segments.create"), {
+            name: spec.name,
+            volumeId: spec.id,
             segmentBytes: spec.segmentBytes,
             segments,
-            epoch: 1,
+            term: 0,
           })
         ),
       );
@@ -210,18 +232,21 @@ export class PlacementActor {
         nodes.filter((n) => holders.has(n.id)),
         await this.ownedCounts(),
       );
+      // Term 0: placed, never served. The owner's first takeover makes it term 1.
       const layout: VolumeLayout = {
-        epoch: 1,
+        volumeId: spec.id,
+        term: 0,
         owner,
         segments: placement.map((replicaNodes) => ({
           replicas: replicaNodes.map((node) => ({ node, state: "in-sync" as const })),
         })),
       };
       await this.metadata.createLayout(spec.name, layout);
-      await requestJson(this.nc, subjects.node(owner, "volume.start"), { volume: spec.name });
+      await requestJson(this.transport, subjects.node(owner, "volume.check"), { name: spec.name });
     } catch (err) {
       this.log.error(`create ${spec.name} failed, undoing: ${(err as Error).message}`);
-      await this.removeEverywhere(spec.name, [...holders.keys()]);
+      await this.metadata.deleteVolume(spec.name);
+      await this.removeFiles(spec, [...holders.keys()]);
       throw err;
     }
     this.log.info(
@@ -239,33 +264,72 @@ export class PlacementActor {
     return counts;
   }
 
-  /** Stops the volume actor, removes every segment file it can reach, then the metadata. */
-  private async removeEverywhere(name: string, nodes: string[]): Promise<void> {
+  /**
+   * Removes the segment files of one incarnation on every node it can reach. Each node
+   * checks the metadata first (the incarnation must be gone); a node that was down removes
+   * them when it starts.
+   */
+  private async removeFiles(spec: VolumeSpec, nodes: string[]): Promise<void> {
     await Promise.all(
       nodes.map((node) =>
-        requestJson(this.nc, subjects.node(node, "segments.delete"), { volume: name }).catch((
-          err,
-        ) =>
+        requestJson(this.transport, subjects.node(node, "segments.delete"), {
+          name: spec.name,
+          volumeId: spec.id,
+        }).catch((err) =>
           this.log.warn(
-            `delete of ${name} on ${node}: ${err.message} (it is removed when ${node} starts)`,
+            `delete of ${spec.name} on ${node}: ${err.message} (it is removed when ${node} starts)`,
           )
         )
       ),
     );
-    await this.metadata.deleteVolume(name);
   }
 
+  /**
+   * Deletes the metadata first (from then on the incarnation is gone: its owner stops and
+   * every node may remove its files), then tells the owner and removes the files.
+   */
   private async deleteVolume(name: string): Promise<{ deleted: string }> {
     const spec = await this.metadata.getSpec(name);
     if (!spec) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
     const layout = await this.metadata.getLayout(name);
     const nodes = new Set<string>((await this.metadata.listNodes()).map((n) => n.value.id));
+    await this.metadata.deleteVolume(name);
     if (layout) {
-      await requestJson(this.nc, subjects.node(layout.value.owner, "volume.stop"), { volume: name })
-        .catch((err) => this.log.warn(`stop of ${name}: ${err.message}`));
+      await requestJson(this.transport, subjects.node(layout.value.owner, "volume.check"), {
+        name,
+      }).catch((err) => this.log.warn(`stop of ${name} on its owner: ${err.message}`));
     }
-    await this.removeEverywhere(name, [...nodes]);
-    this.log.info(`deleted volume ${name}`);
+    await this.removeFiles(spec.value, [...nodes]);
+    this.log.info(`deleted volume ${name} (id ${spec.value.id})`);
     return { deleted: name };
+  }
+
+  /**
+   * Planned handoff: refused with a reason unless `to` is live and holds an in-sync replica
+   * of every segment; then the owner stops admitting IO, finishes what is in flight, records
+   * the move by CAS, and `to` takes over.
+   */
+  private async moveVolume(request: { name: string; to: string }): Promise<VolumeInfo> {
+    const { name, to } = request;
+    const spec = await this.metadata.getSpec(name);
+    const layout = await this.metadata.getLayout(name);
+    if (!spec || !layout) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
+    if (layout.value.owner === to) return volumeInfo(spec.value, layout);
+    const target = (await this.listNodes()).find((n) => n.id === to);
+    if (!target) throw new CairnError("BAD_REQUEST", `no node named ${to}`);
+    if (!target.live || target.state !== "up") {
+      throw new CairnError("UNAVAILABLE", `node ${to} is not live (state ${target.state})`);
+    }
+    if (!inSyncEverywhere(layout.value, to)) {
+      throw new CairnError(
+        "BAD_REQUEST",
+        `${to} does not hold an in-sync replica of every segment of ${name}; choose one that does`,
+      );
+    }
+    await requestJson(this.transport, subjects.node(layout.value.owner, "volume.handoff"), {
+      name,
+      to,
+    });
+    return await this.info(name);
   }
 }

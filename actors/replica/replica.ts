@@ -15,7 +15,19 @@ export class Replica {
     return this.file.epoch;
   }
 
-  /** Refuses a lower epoch; records a higher one (durable with the next sync). */
+  /**
+   * Refuses a lower term and changes nothing: reads, version listings and scrubs
+   * are checked, never admitted, so a read-only caller cannot fence the owner.
+   */
+  check(term: number): void {
+    if (term < this.file.epoch) {
+      throw new StaleEpochError(
+        `segment ${this.file.volume}/${this.file.segmentIndex} has seen term ${this.file.epoch}, request has ${term}`,
+      );
+    }
+  }
+
+  /** Refuses a lower term; records a higher one (durable with the next sync). */
   async admit(epoch: number): Promise<void> {
     const decision = decideEpoch(this.file.epoch, epoch);
     if (decision === "reject") {

@@ -28,7 +28,11 @@ export interface SegmentInfo {
 export type BlockState = "unwritten" | "written" | "zero" | "corrupt";
 
 export const segmentMagic = "CAIRNSEG";
-export const segmentFormatVersion = 1;
+/**
+ * 2: the header's volume field holds the volume id (16 hex digits) and its epoch field the
+ * highest owner term seen. Version 1 files (volume name, layout epoch) are refused.
+ */
+export const segmentFormatVersion = 2;
 export const segmentHeaderBytes = 4096;
 /** Bytes of one block's meta entry: u64 version, u32 crc32c, u32 flags. */
 export const segmentMetaEntryBytes = 16;
@@ -160,7 +164,12 @@ function decodeHeader(h: Uint8Array, path: string): SegmentInfo {
   }
   const version = getU32(h, 8);
   if (version !== segmentFormatVersion) {
-    throw fail(`unsupported segment format version ${version}, expected ${segmentFormatVersion}`);
+    throw fail(
+      version === 1
+        ? `segment format version 1 (volumes named by name, layout epochs) is not supported by ` +
+          `this Cairn: export the volume with the Cairn that wrote it and import it into a new volume`
+        : `unsupported segment format version ${version}, expected ${segmentFormatVersion}`,
+    );
   }
   const stored = getU32(h, headerCrcOffset);
   const computed = crc32c(h.subarray(0, headerCrcOffset));

@@ -1,12 +1,33 @@
 /**
  * The volume actor: the single writer of one volume. It lives on the owner
- * node, holds the volume's epoch, serves client IO frames, fans writes out to
- * replicas and picks a replica for each read.
+ * node, holds the volume's owner term, serves client IO frames, fans writes
+ * out to replicas and picks a replica for each read.
+ *
+ * Its lifecycle is the pure table in lifecycle.ts (taking-over, serving,
+ * handing-off, stopping, stopped, fenced). Layout edits, handoff and catch-up
+ * steps are messages on one mailbox, handled one at a time; client IO runs
+ * concurrently, but only while serving, and a transition out of serving
+ * waits for the IO in flight to finish.
  */
 import type { Clock, Random } from "../ports.ts";
-import type { MetadataStore } from "../metadata.ts";
+import {
+  editLayout,
+  inSyncEverywhere,
+  type MetadataPort,
+  type OwnerClaim,
+  takeOver,
+} from "../metadata.ts";
+import { Mailbox } from "../mailbox.ts";
+import {
+  admitsIo,
+  canHappen,
+  isFinal,
+  type LifecycleEvent,
+  nextState,
+  type VolumeActorState,
+} from "./lifecycle.ts";
 import type { Logger } from "../replica/host.ts";
-import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
+import type { SegmentReplica, VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import {
   decodeRequest,
   encodeErrorReply,
@@ -30,7 +51,6 @@ import { NodeWriteBatcher } from "./batcher.ts";
 import {
   InflightWrites,
   inSyncNodes,
-  markStale,
   minInSyncCount,
   type SegmentPiece,
   setReplicaStates,
@@ -39,10 +59,15 @@ import {
   writeTargets,
 } from "./core.ts";
 import { type ReadCandidate, ReadPicker, updateEwma } from "./read_policy.ts";
-import { catchUp, fetchVersions, reconcileVolume } from "./reconcile.ts";
+import { catchUp, FencedError, fetchVersions, reconcileVolume, sleep } from "./reconcile.ts";
 
 /** How often the owner looks for stale replicas whose node answers again. */
 export const catchUpIntervalMs = 2000;
+/** Longest wait between catch-up attempts at one node that keeps failing. */
+export const maxCatchUpBackoffMs = 60_000;
+/** First and longest wait between takeover reconcile attempts (no metadata is written per attempt). */
+export const takeoverRetryFirstMs = 250;
+export const takeoverRetryMaxMs = 10_000;
 
 const jsonBytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
@@ -51,7 +76,7 @@ export interface ReplicaLink {
   /** Sends one replica message; resolves with the raw reply (status byte first). */
   call(op: string, body: Uint8Array): Promise<Uint8Array>;
   /** Applies a batch of write entries durably; rejects (ReplicaReplyError or transport) otherwise. */
-  write(epoch: number, entries: WriteEntry[]): Promise<void>;
+  write(term: number, entries: WriteEntry[]): Promise<void>;
   /** Reads blocks of one segment; rejects like write. */
   read(request: ReadRequest): Promise<ReadResult>;
 }
@@ -59,11 +84,15 @@ export interface ReplicaLink {
 export interface VolumeActorDeps {
   spec: VolumeSpec;
   nodeId: string;
-  metadata: MetadataStore;
+  metadata: MetadataPort;
   link: (node: string) => ReplicaLink;
   clock: Clock;
   random: Random;
   log: Logger;
+  /** Read weights for the `weighted` policy: each node's declared capacity. */
+  weights?: ReadonlyMap<string, number>;
+  /** Told after every state change (the node's supervisor listens). */
+  onState?: (actor: VolumeActor, state: VolumeActorState) => void;
 }
 
 /** A replica answered with an error status (not a transport failure). */
@@ -100,27 +129,36 @@ interface NodeStats {
   latencyEwmaMs: number;
 }
 
-export type ActorState = "starting" | "serving" | "stopping" | "stopped";
+interface CatchUpBackoff {
+  failures: number;
+  nextAttemptMs: number;
+}
 
 export class VolumeActor {
   readonly name: string;
+  readonly volumeId: string;
   private layout!: VolumeLayout;
-  private state: ActorState = "starting";
+  private layoutRevision = 0;
+  private term = 0;
+  private lifecycle: VolumeActorState = "taking-over";
+  private readonly mailbox = new Mailbox();
   private readonly versions = new VersionCounter();
   private readonly inflight = new InflightWrites();
   private readonly batchers = new Map<string, NodeWriteBatcher>();
   private readonly nodeStats = new Map<string, NodeStats>();
   private readonly picker: ReadPicker;
-  /** Read weights for the `weighted` policy: each node's declared capacity. */
-  private readonly weights = new Map<string, number>();
   private requestsInFlight = 0;
-  private idle: (() => void) | null = null;
-  /** Single-flight layout changes, so a burst of failures makes one CAS each. */
-  private layoutChange: Promise<unknown> = Promise.resolve();
+  private readonly idleWaiters: (() => void)[] = [];
   private cancelCatchUp: (() => void) | null = null;
+  private readonly catchUpBackoff = new Map<string, CatchUpBackoff>();
+  /** Writes that failed on a rebuilding replica, per node: a catch-up that saw one starts over. */
+  private readonly rebuildMisses = new Map<string, number>();
+  /** Why the actor stopped or was fenced, for logs and the supervisor. */
+  stopReason = "";
 
   constructor(private readonly deps: VolumeActorDeps) {
     this.name = deps.spec.name;
+    this.volumeId = deps.spec.id;
     this.picker = new ReadPicker(
       deps.spec.readPolicy as ConstructorParameters<typeof ReadPicker>[0],
       deps.nodeId,
@@ -128,62 +166,193 @@ export class VolumeActor {
     );
   }
 
-  get epoch(): number {
-    return this.layout?.epoch ?? 0;
+  get state(): VolumeActorState {
+    return this.lifecycle;
+  }
+
+  /** The owner term this actor holds (0 before it won one). */
+  get ownerTerm(): number {
+    return this.term;
+  }
+
+  /** The state as of now (a method, so TypeScript does not narrow it across awaits). */
+  private stateNow(): VolumeActorState {
+    return this.lifecycle;
   }
 
   get serving(): boolean {
-    return this.state === "serving";
+    return admitsIo(this.lifecycle);
   }
 
   currentLayout(): VolumeLayout {
     return this.layout;
   }
 
-  /**
-   * Takes the volume: wins the CAS (epoch + 1, owner = us), fences and
-   * reconciles the replicas, and only then serves IO.
-   */
-  async start(): Promise<void> {
-    const { metadata, nodeId } = this.deps;
-    const won = await metadata.updateLayout(
-      this.name,
-      (current) => ({ ...current, owner: nodeId }),
-    );
-    if (!won) throw new CairnError("NO_SUCH_VOLUME", `volume ${this.name} has no layout`);
-    if (won.value.owner !== nodeId) {
-      throw new CairnError("MOVED", `volume ${this.name} is owned by ${won.value.owner}`);
-    }
-    this.layout = won.value;
-    const result = await reconcileVolume({
-      name: this.name,
-      layout: this.layout,
-      segmentBytes: this.deps.spec.segmentBytes,
-      metadata,
-      link: (node) => this.deps.link(node),
-      log: this.deps.log,
-    });
-    this.layout = result.layout;
-    for (const [segment, version] of result.highestVersions) this.versions.seed(segment, version);
-    for (const { value } of await metadata.listNodes()) {
-      this.weights.set(value.id, value.capacityBytes);
-    }
-    this.state = "serving";
+  private get claim(): OwnerClaim {
+    return { volumeId: this.volumeId, owner: this.deps.nodeId, term: this.term };
+  }
+
+  private transition(event: LifecycleEvent, why = ""): void {
+    const from = this.lifecycle;
+    this.lifecycle = nextState(from, event);
+    if (why) this.stopReason = why;
+    if (!admitsIo(this.lifecycle)) this.stopCatchUp();
     this.deps.log.info(
-      `volume ${this.name}: serving at epoch ${this.layout.epoch} (${result.summary})`,
+      `volume ${this.name}: ${from} -> ${this.lifecycle} (term ${this.term}${why ? `: ${why}` : ""})`,
     );
-    this.scheduleCatchUp();
+    this.deps.onState?.(this, this.lifecycle);
+  }
+
+  /**
+   * Takes the volume: one CAS from exactly `expected` to this node at term + 1,
+   * then fences and reconciles the replicas (retrying with backoff, writing no
+   * metadata per attempt), and only then serves IO. Never throws: the outcome
+   * is the actor's state (serving, stopped when the CAS lost, fenced).
+   */
+  async start(expected: OwnerClaim): Promise<void> {
+    const { metadata, nodeId, clock, log } = this.deps;
+    let won;
+    try {
+      won = await takeOver(metadata, this.name, expected, nodeId);
+    } catch (err) {
+      this.transition("term-lost", `takeover CAS failed: ${(err as Error).message}`);
+      return;
+    }
+    if (won.kind === "lost") {
+      const now = won.layout?.value;
+      this.transition(
+        "term-lost",
+        now ? `layout shows ${now.owner} at term ${now.term}` : "volume is gone",
+      );
+      return;
+    }
+    this.adopt(won.layout.value, won.layout.revision);
+    this.term = won.layout.value.term;
+    log.info(`volume ${this.name}: won term ${this.term} (from ${expected.owner})`);
+    for (let attempt = 0; this.lifecycle === "taking-over"; attempt++) {
+      try {
+        const result = await reconcileVolume({
+          name: this.name,
+          layout: this.layout,
+          revision: this.layoutRevision,
+          segmentBytes: this.deps.spec.segmentBytes,
+          metadata,
+          link: (node) => this.deps.link(node),
+          log,
+          clock,
+        });
+        if (this.lifecycle !== "taking-over") return;
+        this.layout = result.layout;
+        for (const [segment, version] of result.highestVersions) {
+          this.versions.seed(segment, version);
+        }
+        this.transition("reconciled", result.summary);
+        this.scheduleCatchUp();
+        return;
+      } catch (err) {
+        if (err instanceof FencedError) return this.fence(err.message);
+        const delayMs = Math.min(takeoverRetryMaxMs, takeoverRetryFirstMs * 2 ** attempt);
+        log.warn(
+          `volume ${this.name}: takeover at term ${this.term} not finished (${
+            (err as Error).message
+          }); trying again in ${delayMs} ms`,
+        );
+        await sleep(clock, delayMs);
+      }
+    }
+  }
+
+  private adopt(layout: VolumeLayout, revision: number): void {
+    this.layout = layout;
+    this.layoutRevision = revision;
+  }
+
+  /**
+   * Planned handoff to `to`: stop admitting IO, let what is in flight finish,
+   * record the move by one CAS (to `to` at term + 1), stop. The new owner then
+   * takes over from that record. Refused unless `to` holds an in-sync replica
+   * of every segment.
+   */
+  async handOff(to: string): Promise<{ term: number }> {
+    if (this.lifecycle !== "serving") {
+      throw new CairnError("MOVED", `volume ${this.name} is ${this.lifecycle} here, not serving`);
+    }
+    if (to === this.deps.nodeId) {
+      throw new CairnError("BAD_REQUEST", `volume ${this.name} is already owned by ${to}`);
+    }
+    if (!inSyncEverywhere(this.layout, to)) {
+      throw new CairnError(
+        "BAD_REQUEST",
+        `${to} does not hold an in-sync replica of every segment of ${this.name}`,
+      );
+    }
+    this.transition("handoff-begun", `handing off to ${to}`);
+    await this.drained();
+    return await this.mailbox.post(async () => {
+      if (this.lifecycle !== "handing-off") {
+        throw new CairnError("MOVED", `volume ${this.name} was ${this.lifecycle} during handoff`);
+      }
+      let result;
+      try {
+        result = await takeOver(this.deps.metadata, this.name, this.claim, to);
+      } catch (err) {
+        this.transition("handoff-failed", (err as Error).message);
+        this.scheduleCatchUp();
+        throw new CairnError("UNAVAILABLE", `handoff not recorded: ${(err as Error).message}`);
+      }
+      if (result.kind === "lost") {
+        this.fence(`layout changed during handoff`);
+        throw new CairnError("MOVED", `volume ${this.name} changed owner during handoff`);
+      }
+      this.transition("handoff-recorded", `handed off to ${to} at term ${result.layout.value.term}`);
+      return { term: result.layout.value.term };
+    });
+  }
+
+  /** Stops taking IO; resolves when every request in flight has been answered. */
+  async stop(why = "stopped"): Promise<void> {
+    if (isFinal(this.lifecycle) || this.lifecycle === "stopping") {
+      await this.drained();
+      return;
+    }
+    if (this.lifecycle === "handing-off") {
+      await this.drained();
+      return;
+    }
+    this.transition("stop-begun", why);
+    await this.drained();
+    // The state may have moved on (fenced) while draining.
+    if (this.stateNow() === "stopping") this.transition("drained");
+  }
+
+  private drained(): Promise<void> {
+    if (this.requestsInFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** A replica saw a newer term, or the layout shows another owner: stop serving for good. */
+  private fence(why: string): void {
+    if (!canHappen(this.lifecycle, "fenced")) return;
+    this.deps.log.warn(`volume ${this.name}: fenced at term ${this.term} (${why})`);
+    this.transition("fenced", why);
   }
 
   // ---- catching up replicas that come back ----
 
+  private stopCatchUp(): void {
+    this.cancelCatchUp?.();
+    this.cancelCatchUp = null;
+  }
+
   private scheduleCatchUp(): void {
+    this.stopCatchUp();
     this.cancelCatchUp = this.deps.clock.setTimer(catchUpIntervalMs, () => {
-      if (this.state !== "serving") return;
+      this.cancelCatchUp = null;
+      if (this.lifecycle !== "serving") return;
       this.catchUpReplicas()
         .catch((err) => this.deps.log.warn(`volume ${this.name}: catch-up: ${err.message}`))
         .finally(() => {
-          if (this.state === "serving") this.scheduleCatchUp();
+          if (this.lifecycle === "serving" && !this.cancelCatchUp) this.scheduleCatchUp();
         });
     });
   }
@@ -193,7 +362,8 @@ export class VolumeActor {
    * goes on: mark them rebuilding (writes now reach them), let older writes
    * finish, copy every block whose version differs from an in-sync source
    * (as version-guarded repairs, so a newer write is never undone), then mark
-   * them in-sync.
+   * them in-sync, unless a write to them failed meanwhile. A node that keeps
+   * failing is retried with backoff, and a failed attempt writes no metadata.
    */
   private async catchUpReplicas(): Promise<void> {
     const behind = new Map<string, number[]>();
@@ -204,83 +374,100 @@ export class VolumeActor {
         behind.get(r.node)!.push(index);
       }
     });
+    const nowMs = this.deps.clock.nowMs();
     for (const [node, segments] of behind) {
-      if (this.state !== "serving") return;
-      const link = this.deps.link(node);
+      if (this.lifecycle !== "serving") return;
+      const backoff = this.catchUpBackoff.get(node);
+      if (backoff && nowMs < backoff.nextAttemptMs) continue;
       try {
-        await callReplica(link, "fence", jsonBytes({ epoch: this.epoch, segments }));
-      } catch {
-        continue; // not back yet
-      }
-      try {
-        await this.changeLayout((l) =>
-          setReplicaStates(l, segments.map((segment) => ({ segment, node, state: "rebuilding" })))
-        );
-        await Promise.all(this.inflight.all());
-        const blockCount = this.deps.spec.segmentBytes / blockSizeBytes;
-        let copied = 0;
-        for (const segment of segments) {
-          const sources = inSyncNodes(this.layout.segments[segment].replicas);
-          const sourceVersions = new Map<string, Float64Array>();
-          for (const source of sources) {
-            sourceVersions.set(
-              source,
-              await fetchVersions(this.deps.link(source), this.epoch, segment, blockCount),
-            );
-          }
-          if (sourceVersions.size === 0) continue;
-          const targetVersions = await fetchVersions(link, this.epoch, segment, blockCount);
-          copied += await catchUp(
-            { name: this.name, link: (n) => this.deps.link(n), log: this.deps.log },
-            this.epoch,
-            segment,
-            blockCount,
-            sourceVersions,
-            node,
-            targetVersions,
-            true,
-          );
-        }
-        await this.changeLayout((l) =>
-          setReplicaStates(l, segments.map((segment) => ({ segment, node, state: "in-sync" })))
-        );
-        this.deps.log.info(
-          `volume ${this.name}: ${node} caught up (${segments.length} segments, ${copied} blocks copied)`,
-        );
+        await this.catchUpNode(node, segments);
+        this.catchUpBackoff.delete(node);
       } catch (err) {
+        if (err instanceof FencedError) return this.fence(err.message);
+        const failures = (backoff?.failures ?? 0) + 1;
+        const delayMs = Math.min(maxCatchUpBackoffMs, catchUpIntervalMs * 2 ** failures);
+        this.catchUpBackoff.set(node, { failures, nextAttemptMs: nowMs + delayMs });
         this.deps.log.warn(
-          `volume ${this.name}: catch-up of ${node} failed: ${(err as Error).message}`,
+          `volume ${this.name}: catch-up of ${node} failed (${
+            (err as Error).message
+          }); next try in ${delayMs} ms`,
         );
-        await this.markNodeStale(node, new Set(segments));
       }
     }
   }
 
-  /** Stops taking IO; resolves when every request in flight has been answered. */
-  async stop(): Promise<void> {
-    if (this.state === "stopped") return;
-    this.state = "stopping";
-    this.cancelCatchUp?.();
-    if (this.requestsInFlight > 0) {
-      await new Promise<void>((resolve) => (this.idle = resolve));
+  private async catchUpNode(node: string, segments: number[]): Promise<void> {
+    const link = this.deps.link(node);
+    try {
+      await callReplica(link, "fence", jsonBytes({ epoch: this.term, segments }));
+    } catch (err) {
+      if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
+        throw new FencedError(err.message);
+      }
+      throw err;
     }
-    this.state = "stopped";
+    const missesBefore = this.rebuildMisses.get(node) ?? 0;
+    await this.editReplicaStates(
+      segments.map((segment) => ({ segment, node, state: "rebuilding" as const })),
+      (r) => r.state === "stale",
+    );
+    // Writes that started before the replica was a target are copied, not sent: let them land.
+    await Promise.all(this.inflight.all());
+    const blockCount = this.deps.spec.segmentBytes / blockSizeBytes;
+    let copied = 0;
+    for (const segment of segments) {
+      if (this.lifecycle !== "serving") return;
+      const sources = inSyncNodes(this.layout.segments[segment].replicas);
+      const sourceVersions = new Map<string, Float64Array>();
+      for (const source of sources) {
+        sourceVersions.set(
+          source,
+          await fetchVersions(this.deps.link(source), this.term, segment, blockCount),
+        );
+      }
+      if (sourceVersions.size === 0) continue;
+      const targetVersions = await fetchVersions(link, this.term, segment, blockCount);
+      copied += await catchUp(
+        { name: this.name, link: (n) => this.deps.link(n), log: this.deps.log },
+        this.term,
+        segment,
+        blockCount,
+        sourceVersions,
+        node,
+        targetVersions,
+        true,
+      );
+    }
+    const changed = await this.mailbox.post(async () => {
+      if ((this.rebuildMisses.get(node) ?? 0) !== missesBefore) {
+        throw new Error(`a write to ${node} failed during the copy; starting over`);
+      }
+      return await this.editReplicaStatesNow(
+        segments.map((segment) => ({ segment, node, state: "in-sync" as const })),
+        (r) => r.state === "rebuilding",
+      );
+    });
+    if (changed) {
+      this.deps.log.info(
+        `volume ${this.name}: ${node} caught up (${segments.length} segments, ${copied} blocks copied)`,
+      );
+    }
   }
 
   /** Serves one client frame and returns the reply frame. Never throws. */
   async handleFrame(frame: Uint8Array): Promise<Uint8Array> {
     const decoded = decodeRequest(frame);
     if (!decoded.ok) {
-      return encodeErrorReply(decoded.code, decoded.message, decoded.requestId, this.epoch);
+      return encodeErrorReply(decoded.code, decoded.message, decoded.requestId, this.term);
     }
     const { requestId } = decoded.request;
     try {
       const payload = await this.serve(decoded.request);
-      return encodeReply({ status: 0, requestId, epoch: this.epoch, payload });
+      return encodeReply({ status: 0, requestId, epoch: this.term, payload });
     } catch (err) {
       // serve() throws only CairnErrors.
       const { code, detail } = err as CairnError;
-      return encodeErrorReply(code, detail, requestId, this.epoch);
+      return encodeErrorReply(code, detail, requestId, this.term);
     }
   }
 
@@ -290,8 +477,15 @@ export class VolumeActor {
    * on the owner, which so skips encoding and copying frames) share it.
    */
   async serve(request: IoRequest): Promise<Uint8Array> {
-    if (this.state !== "serving") {
-      throw new CairnError("MOVED", `volume ${this.name} is not served here now`);
+    if (request.incarnation && request.incarnation !== this.deps.spec.incarnation) {
+      // Checked before anything else: a handle to a deleted volume must never touch this one.
+      throw new CairnError(
+        "NO_SUCH_VOLUME",
+        `volume ${this.name} was deleted and created again (incarnation ${request.incarnation} is gone)`,
+      );
+    }
+    if (!admitsIo(this.lifecycle)) {
+      throw new CairnError("MOVED", `volume ${this.name} is ${this.lifecycle} here`);
     }
     const invalid = validateRequest(request, this.deps.spec.sizeBytes);
     if (invalid) throw new CairnError(invalid.code, invalid.message);
@@ -307,9 +501,8 @@ export class VolumeActor {
       throw new CairnError("INTERNAL", (err as Error).message);
     } finally {
       this.requestsInFlight--;
-      if (this.requestsInFlight === 0 && this.idle) {
-        this.idle();
-        this.idle = null;
+      if (this.requestsInFlight === 0) {
+        for (const resolve of this.idleWaiters.splice(0)) resolve();
       }
     }
   }
@@ -374,7 +567,7 @@ export class VolumeActor {
       firstBlock: piece.firstBlock,
       blockCount: piece.blockCount,
       kind: data ? EntryKind.data : EntryKind.zero,
-      version: this.versions.take(piece.segment, this.epoch),
+      version: this.versions.take(piece.segment, this.term),
       data: data?.subarray(piece.byteStart, piece.byteStart + piece.blockCount * blockSizeBytes),
     };
     const targets = writeTargets(segment.replicas);
@@ -385,7 +578,7 @@ export class VolumeActor {
     results.forEach((result, i) => {
       if (result.status === "fulfilled") return;
       const err = result.reason as Error;
-      if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") this.fenced(err);
+      if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") this.fence(err.message);
       failed.push(targets[i].node);
       this.deps.log.warn(
         `volume ${this.name} segment ${piece.segment}: write to ${
@@ -393,11 +586,14 @@ export class VolumeActor {
         } failed: ${err.message}`,
       );
     });
-    if (this.state !== "serving" && this.state !== "stopping") {
+    if (this.lifecycle === "fenced") {
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
-    // A failed replica is marked stale before the client hears ok, so it is never read.
-    for (const node of failed) await this.markNodeStale(node, new Set([piece.segment]));
+    // A failed in-sync replica is marked stale before the client hears ok, so it is never read.
+    for (const node of failed) await this.replicaWriteFailed(node, piece.segment);
+    if (this.stateNow() === "fenced") {
+      throw new CairnError("MOVED", "volume was taken over by a newer owner");
+    }
     const inSync = inSyncNodes(this.layout.segments[piece.segment].replicas).length;
     if (inSync < this.deps.spec.minInSync) {
       throw new CairnError(
@@ -407,58 +603,84 @@ export class VolumeActor {
     }
   }
 
+  /**
+   * A write to `node` failed. An in-sync replica is marked stale by CAS (before the
+   * write is acknowledged); a rebuilding one only spoils the catch-up running for it,
+   * with no metadata write. One mailbox message, so it orders with catch-up's in-sync edit.
+   */
+  private replicaWriteFailed(node: string, segment: number): Promise<void> {
+    return this.mailbox.post(async () => {
+      const replica = this.layout.segments[segment].replicas.find((r) => r.node === node);
+      if (!replica || replica.state === "stale") return;
+      if (replica.state === "rebuilding") {
+        this.rebuildMisses.set(node, (this.rebuildMisses.get(node) ?? 0) + 1);
+        return;
+      }
+      if (
+        await this.editReplicaStatesNow(
+          [{ segment, node, state: "stale" }],
+          (r) => r.state === "in-sync",
+        )
+      ) {
+        this.deps.log.warn(
+          `volume ${this.name}: marked ${node} stale for segment ${segment} (term ${this.term})`,
+        );
+      }
+    });
+  }
+
   private batcher(node: string): NodeWriteBatcher {
     let batcher = this.batchers.get(node);
     if (!batcher) {
       const link = this.deps.link(node);
       batcher = new NodeWriteBatcher(
-        (epoch, entries) => link.write(epoch, entries),
-        () => this.epoch,
+        (term, entries) => link.write(term, entries),
+        () => this.term,
       );
       this.batchers.set(node, batcher);
     }
     return batcher;
   }
 
+  private editReplicaStates(
+    changes: { segment: number; node: string; state: SegmentReplica["state"] }[],
+    when: (current: SegmentReplica) => boolean,
+  ): Promise<boolean> {
+    return this.mailbox.post(() => this.editReplicaStatesNow(changes, when));
+  }
+
   /**
-   * Commits a layout change by CAS (one at a time, so a burst of failures
-   * makes one change each) and adopts the result; false if nothing changed.
+   * Sets replica states by CAS on the layout revision (the term stays: this fences
+   * no one), only for replicas whose current state passes `when`. Call from inside
+   * a mailbox message. False if nothing changed; fences the actor if the layout
+   * shows another owner or term.
    */
-  private changeLayout(change: (layout: VolumeLayout) => VolumeLayout | null): Promise<boolean> {
-    const run = this.layoutChange.catch(() => {}).then(async () => {
-      if (!change(this.layout)) return false;
-      const updated = await this.deps.metadata.updateLayout(
-        this.name,
-        (current) => current.owner === this.deps.nodeId ? change(current) : null,
+  private async editReplicaStatesNow(
+    changes: { segment: number; node: string; state: SegmentReplica["state"] }[],
+    when: (current: SegmentReplica) => boolean,
+  ): Promise<boolean> {
+    const applicable = (layout: VolumeLayout) =>
+      changes.filter((c) => {
+        const r = layout.segments[c.segment]?.replicas.find((x) => x.node === c.node);
+        return r !== undefined && when(r);
+      });
+    if (applicable(this.layout).length === 0) return false;
+    const result = await editLayout(
+      this.deps.metadata,
+      this.name,
+      this.claim,
+      (current) => setReplicaStates(current, applicable(current)),
+    );
+    if (result.kind === "fenced") {
+      this.fence(
+        result.layout
+          ? `layout shows ${result.layout.value.owner} at term ${result.layout.value.term}`
+          : "volume is gone",
       );
-      if (!updated) throw new CairnError("NO_SUCH_VOLUME", `volume ${this.name} is gone`);
-      if (updated.value.owner !== this.deps.nodeId) {
-        this.fenced(new Error(`owner is now ${updated.value.owner}`));
-        throw new CairnError("MOVED", "volume was taken over by a newer owner");
-      }
-      this.layout = updated.value;
-      return true;
-    });
-    this.layoutChange = run;
-    return run;
-  }
-
-  private async markNodeStale(node: string, segments: Set<number>): Promise<void> {
-    if (await this.changeLayout((l) => markStale(l, node, segments))) {
-      this.deps.log.warn(
-        `volume ${this.name}: marked ${node} stale for segments ${
-          [...segments].join(",")
-        } (epoch ${this.epoch})`,
-      );
+      throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
-  }
-
-  /** A replica saw a newer epoch: someone else owns this volume now. */
-  private fenced(err: Error): void {
-    if (this.state === "serving") {
-      this.deps.log.warn(`volume ${this.name}: fenced (${err.message}); stopping`);
-      this.state = "stopping";
-    }
+    this.adopt(result.layout.value, result.layout.revision);
+    return result.kind === "done";
   }
 
   // ---- reads ----
@@ -491,13 +713,13 @@ export class VolumeActor {
     const candidates: ReadCandidate[] = nodes.map((node) => ({
       node,
       ...this.stats(node),
-      weight: this.weights.get(node) ?? 1,
+      weight: this.deps.weights?.get(node) ?? 1,
     }));
     const first = this.picker.pick(candidates);
     const order = [nodes[first], ...nodes.filter((_, i) => i !== first)];
     const request: ReadRequest = {
       segment: piece.segment,
-      epoch: this.epoch,
+      epoch: this.term,
       firstBlock: piece.firstBlock,
       blockCount: piece.blockCount,
     };
@@ -521,7 +743,7 @@ export class VolumeActor {
       } catch (err) {
         lastError = err as Error;
         if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
-          this.fenced(err);
+          this.fence(err.message);
           throw new CairnError("MOVED", "volume was taken over by a newer owner");
         }
       } finally {

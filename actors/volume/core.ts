@@ -35,13 +35,14 @@ export function splitBySegment(
 }
 
 /**
- * Block versions are epoch * 2^32 + a counter, so versions written by a later
- * owner (or after any layout change) are always higher than earlier ones and
- * "highest version wins" is a total order across owners. 2^53 / 2^32 bounds
- * the epoch.
+ * Block versions are term * 2^32 + a counter, so versions written by a later
+ * owner are always higher than earlier ones and "highest version wins" is a
+ * total order across owners. 2^53 / 2^32 bounds the term; the term changes
+ * only when ownership moves (takeover, handoff, owner restart), never with a
+ * replica-state edit, so 2^21 terms last.
  */
-export const versionsPerEpoch = 2 ** 32;
-export const maxEpoch = 2 ** 21 - 1;
+export const versionsPerTerm = 2 ** 32;
+export const maxTerm = 2 ** 21 - 1;
 
 export class VersionCounter {
   private readonly next = new Map<number, number>();
@@ -51,11 +52,11 @@ export class VersionCounter {
     this.next.set(segment, Math.max(this.next.get(segment) ?? 0, highestSeen));
   }
 
-  take(segment: number, epoch: number): number {
-    if (epoch > maxEpoch) {
-      throw new RangeError(`epoch ${epoch} is above ${maxEpoch}: versions would lose precision`);
+  take(segment: number, term: number): number {
+    if (term > maxTerm) {
+      throw new RangeError(`term ${term} is above ${maxTerm}: versions would lose precision`);
     }
-    const version = Math.max(this.next.get(segment) ?? 0, epoch * versionsPerEpoch) + 1;
+    const version = Math.max(this.next.get(segment) ?? 0, term * versionsPerTerm) + 1;
     this.next.set(segment, version);
     return version;
   }

@@ -1,11 +1,12 @@
 /**
- * Takeover reconciliation: after winning the epoch, a new owner fences every
+ * Takeover reconciliation: after winning the term, a new owner fences every
  * replica, then makes every reachable replica hold, block by block, the
- * highest version any in-sync replica has (versions grow with the epoch, so
+ * highest version any in-sync replica has (versions grow with the term, so
  * "highest wins" is a total order). Unreachable in-sync replicas are marked
  * stale; reachable stale ones are caught up and return to in-sync.
  */
-import type { MetadataStore } from "../metadata.ts";
+import { editLayout, type MetadataPort, type OwnerClaim } from "../metadata.ts";
+import type { Clock } from "../ports.ts";
 import type { Logger } from "../replica/host.ts";
 import type { VolumeLayout } from "../../protocol/schemas.ts";
 import { CairnError } from "../../protocol/errors.ts";
@@ -24,10 +25,20 @@ const copyRunBlocks = 64;
 export interface ReconcileInput {
   name: string;
   layout: VolumeLayout;
+  /** The layout revision `layout` was read at. */
+  revision: number;
   segmentBytes: number;
-  metadata: MetadataStore;
+  metadata: MetadataPort;
   link: (node: string) => ReplicaLink;
   log: Logger;
+  clock: Clock;
+}
+
+/** A newer owner holds the volume: stop, do not retry. */
+export class FencedError extends CairnError {
+  constructor(message: string) {
+    super("MOVED", message);
+  }
 }
 
 interface FencedSegment {
@@ -49,11 +60,16 @@ function segmentsByNode(layout: VolumeLayout): Map<string, number[]> {
   return out;
 }
 
+export function sleep(clock: Clock, delayMs: number): Promise<void> {
+  return new Promise((resolve) => clock.setTimer(delayMs, resolve));
+}
+
 async function fenceNode(
   link: ReplicaLink,
   epoch: number,
   segments: number[],
   deadlineMs: number,
+  clock: Clock,
 ): Promise<FencedSegment[] | null> {
   for (;;) {
     try {
@@ -61,10 +77,10 @@ async function fenceNode(
       return JSON.parse(new TextDecoder().decode(reply.subarray(1))).segments;
     } catch (err) {
       if ((err as { code?: string }).code === "STALE_EPOCH") {
-        throw new CairnError("MOVED", `a newer owner fenced this one: ${(err as Error).message}`);
+        throw new FencedError(`a newer owner fenced this one: ${(err as Error).message}`);
       }
-      if (performance.now() > deadlineMs) return null;
-      await new Promise((r) => setTimeout(r, fenceRetryDelayMs));
+      if (clock.nowMs() > deadlineMs) return null;
+      await sleep(clock, fenceRetryDelayMs);
     }
   }
 }
@@ -159,12 +175,12 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   summary: string;
 }> {
   let layout = input.layout;
-  const epoch = layout.epoch;
-  const deadlineMs = performance.now() + takeoverReplicaWaitMs;
+  const epoch = layout.term;
+  const deadlineMs = input.clock.nowMs() + takeoverReplicaWaitMs;
   const nodeSegments = segmentsByNode(layout);
   const fenced = new Map<string, Map<number, number>>();
   await Promise.all([...nodeSegments].map(async ([node, segments]) => {
-    const result = await fenceNode(input.link(node), epoch, segments, deadlineMs);
+    const result = await fenceNode(input.link(node), epoch, segments, deadlineMs, input.clock);
     if (result) fenced.set(node, new Map(result.map((s) => [s.segment, s.maxVersion])));
     else input.log.warn(`volume ${input.name}: replica node ${node} did not answer the fence`);
   }));
@@ -216,15 +232,17 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   }
 
   if (stateChanges.length) {
-    let conflict = false;
-    const updated = await input.metadata.updateLayout(input.name, (current) => {
-      conflict = current.epoch !== layout.epoch;
-      return conflict ? null : setReplicaStates(current, stateChanges);
-    });
-    if (!updated || conflict) {
-      throw new CairnError("MOVED", `layout of ${input.name} changed during takeover`);
+    const claim: OwnerClaim = { volumeId: layout.volumeId, owner: layout.owner, term: layout.term };
+    const edit = await editLayout(
+      input.metadata,
+      input.name,
+      claim,
+      (current) => setReplicaStates(current, stateChanges),
+    );
+    if (edit.kind === "fenced") {
+      throw new FencedError(`layout of ${input.name} changed owner or term during takeover`);
     }
-    layout = updated.value;
+    layout = edit.layout.value;
   }
   const summary = `${fenced.size}/${nodeSegments.size} replica nodes answered, ` +
     `${copiedBlocks} blocks copied, ${stateChanges.length} replica state changes`;

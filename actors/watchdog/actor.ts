@@ -1,18 +1,19 @@
 /** The watchdog actor of a node: publishes heartbeats and tracks everyone else's. */
-import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import type { Clock } from "../ports.ts";
+import type { Clock, Transport, TransportSubscription } from "../ports.ts";
 import { subjectPrefix, subjects, subjectTail } from "../../protocol/subjects.ts";
 import { heartbeatIntervalMs } from "../../protocol/limits.ts";
 import { LivenessTracker } from "./core.ts";
 
+const encoder = new TextEncoder();
+
 export class Watchdog {
   readonly tracker: LivenessTracker;
-  private subscription: Subscription | null = null;
+  private subscription: TransportSubscription | null = null;
   private cancelTimer: (() => void) | null = null;
   private sequence = 0;
 
   constructor(
-    private readonly nc: NatsConnection,
+    private readonly transport: Transport,
     private readonly nodeId: string,
     private readonly clock: Clock,
   ) {
@@ -20,14 +21,12 @@ export class Watchdog {
   }
 
   start(): void {
-    this.subscription = this.nc.subscribe(subjects.heartbeatAll, {
-      callback: (_err, msg) => {
-        const node = subjectTail(msg.subject, `${subjectPrefix}.hb`);
-        if (node) this.tracker.heard(node, this.clock.nowMs());
-      },
+    this.subscription = this.transport.subscribe(subjects.heartbeatAll, (msg) => {
+      const node = subjectTail(msg.subject, `${subjectPrefix}.hb`);
+      if (node) this.tracker.heard(node, this.clock.nowMs());
     });
     const beat = () => {
-      this.nc.publish(subjects.heartbeat(this.nodeId), String(++this.sequence));
+      this.transport.publish(subjects.heartbeat(this.nodeId), encoder.encode(String(++this.sequence)));
       this.cancelTimer = this.clock.setTimer(heartbeatIntervalMs, beat);
     };
     beat();

@@ -123,7 +123,10 @@ Deno.test({
             "blockSize",
             "segmentBytes",
             "replicas",
-            "epoch",
+            "id",
+            "incarnation",
+            "term",
+            "layoutRevision",
             "owner",
           ]
         ) {

@@ -3,12 +3,12 @@ import {
   InflightWrites,
   inSyncNodes,
   markStale,
-  maxEpoch,
+  maxTerm,
   minInSyncCount,
   setReplicaStates,
   splitBySegment,
   VersionCounter,
-  versionsPerEpoch,
+  versionsPerTerm,
   writeTargets,
 } from "../../actors/volume/core.ts";
 import { NodeWriteBatcher } from "../../actors/volume/batcher.ts";
@@ -36,13 +36,13 @@ Deno.test("VersionCounter: increasing per segment, above every earlier epoch", (
   const a = versions.take(0, 1);
   const b = versions.take(0, 1);
   assert.ok(b > a);
-  assert.equal(versions.take(1, 1), versionsPerEpoch + 1, "segments count separately");
+  assert.equal(versions.take(1, 1), versionsPerTerm + 1, "segments count separately");
   // A later epoch always writes higher versions, even with a big counter before.
-  versions.seed(0, 5 * versionsPerEpoch + 1_000_000);
-  assert.equal(versions.take(0, 5), 5 * versionsPerEpoch + 1_000_001);
-  assert.equal(versions.take(0, 6), 6 * versionsPerEpoch + 1);
-  assert.ok(Number.isSafeInteger(versions.take(0, maxEpoch)));
-  assert.throws(() => versions.take(0, maxEpoch + 1), RangeError);
+  versions.seed(0, 5 * versionsPerTerm + 1_000_000);
+  assert.equal(versions.take(0, 5), 5 * versionsPerTerm + 1_000_001);
+  assert.equal(versions.take(0, 6), 6 * versionsPerTerm + 1);
+  assert.ok(Number.isSafeInteger(versions.take(0, maxTerm)));
+  assert.throws(() => versions.take(0, maxTerm + 1), RangeError);
 });
 
 Deno.test("InflightWrites: overlap by block range, removal", () => {
@@ -60,7 +60,8 @@ Deno.test("InflightWrites: overlap by block range, removal", () => {
 });
 
 const layout: VolumeLayout = {
-  epoch: 4,
+  volumeId: "0123456789abcdef",
+  term: 4,
   owner: "a",
   segments: [
     {

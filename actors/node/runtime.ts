@@ -1,0 +1,249 @@
+/**
+ * One Cairn node's logic over ports: the replica host, the supervisor and its
+ * volume actors, the watchdog, and a share of the control plane. The process
+ * shell (server/node.ts) gives it NATS, JetStream KV, node:fs and the system
+ * clock; the simulator gives it a simulated network, MemoryMetadata,
+ * MemoryDisk and a virtual clock.
+ */
+import type { Clock, Disk, Random, Transport, TransportSubscription, WallClock } from "../ports.ts";
+import type { MetadataPort } from "../metadata.ts";
+import { HostError, type Logger, ReplicaHost } from "../replica/host.ts";
+import { checkReplicaReply, type ReplicaLink, ReplicaReplyError } from "../volume/actor.ts";
+import type { VolumeActor } from "../volume/actor.ts";
+import { decodeReadReply, encodeReadRequest, encodeWriteBatch } from "../replica/wire.ts";
+import { StaleEpochError } from "../replica/replica.ts";
+import { PlacementActor } from "../placement/actor.ts";
+import { Watchdog } from "../watchdog/actor.ts";
+import { Supervisor } from "../supervisor/supervisor.ts";
+import { controlQueueGroup, subjectPrefix, subjects, subjectTail } from "../../protocol/subjects.ts";
+import {
+  createSegmentsRequestSchema,
+  deleteSegmentsRequestSchema,
+  handoffRequestSchema,
+  parseJson,
+  volumeNodeRequestSchema,
+} from "../../protocol/schemas.ts";
+import { CairnError } from "../../protocol/errors.ts";
+import { errorReply, okReply, replyForError, requestFailure } from "../../protocol/control.ts";
+import { replicaTimeoutMs } from "../../protocol/limits.ts";
+import { segmentsOfNode } from "../metadata.ts";
+
+export const cairnVersion = "0.2.0";
+
+export interface NodeRuntimeDeps {
+  nodeId: string;
+  zone: string;
+  capacityBytes: number;
+  dataDir: string;
+  disk: Disk;
+  transport: Transport;
+  metadata: MetadataPort;
+  clock: Clock & WallClock;
+  random: Random;
+  log: Logger;
+  /** Process id, for `node list` (0 in the simulator). */
+  pid: number;
+}
+
+/** The in-process replica's errors, in the shape a remote reply would have. */
+function replicaError(err: unknown): Error {
+  if (err instanceof HostError) return new ReplicaReplyError(err.code, err.message);
+  if (err instanceof StaleEpochError) return new ReplicaReplyError("STALE_EPOCH", err.message);
+  return new ReplicaReplyError("IO_ERROR", (err as Error).message);
+}
+
+export class NodeRuntime {
+  readonly id: string;
+  host!: ReplicaHost;
+  watchdog!: Watchdog;
+  placement!: PlacementActor;
+  supervisor!: Supervisor;
+  private readonly subscriptions: TransportSubscription[] = [];
+  private readonly weights = new Map<string, number>();
+  private stopped = false;
+
+  constructor(private readonly deps: NodeRuntimeDeps) {
+    this.id = deps.nodeId;
+  }
+
+  async start(): Promise<void> {
+    const { deps } = this;
+    this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log);
+    await this.host.loadAll();
+    await this.removeOrphanSegments();
+    this.watchdog = new Watchdog(deps.transport, this.id, deps.clock);
+    this.placement = new PlacementActor(
+      deps.transport,
+      deps.metadata,
+      this.watchdog,
+      deps.log,
+      deps.clock,
+      deps.random,
+    );
+    this.supervisor = new Supervisor({
+      nodeId: this.id,
+      metadata: deps.metadata,
+      transport: deps.transport,
+      clock: deps.clock,
+      random: deps.random,
+      log: deps.log,
+      link: (volumeId, node) => this.link(volumeId, node),
+      weights: () => this.weights,
+    });
+    this.subscriptions.push(
+      deps.transport.subscribe(subjects.replicaAll(this.id), (msg) => this.onReplica(msg)),
+      deps.transport.subscribe(subjects.nodeAll(this.id), (msg) => {
+        const op = subjectTail(msg.subject, `${subjectPrefix}.node.${this.id}`) ?? "";
+        this.nodeOp(op, msg.data).then(okReply, replyForError).then((reply) => msg.respond(reply));
+      }),
+      deps.transport.subscribe(subjects.controlAll, (msg) => {
+        const op = subjectTail(msg.subject, `${subjectPrefix}.ctl`);
+        if (!op) return msg.respond(errorReply("BAD_REQUEST", "no control op"));
+        this.placement.handle(op, msg.data).then((reply) => msg.respond(reply));
+      }, { queue: controlQueueGroup }),
+    );
+    this.watchdog.start();
+    await deps.metadata.putNode({
+      id: this.id,
+      zone: deps.zone,
+      capacityBytes: deps.capacityBytes,
+      state: "up",
+      startedAt: new Date(deps.clock.wallMs()).toISOString(),
+      pid: deps.pid,
+      version: cairnVersion,
+    });
+    for (const { value } of await deps.metadata.listNodes()) {
+      this.weights.set(value.id, value.capacityBytes);
+    }
+    await deps.transport.flush();
+    this.supervisor.start();
+  }
+
+  /**
+   * Segment files of volume incarnations that no longer exist (deleted while
+   * this node was down, or created again under the same name), by volume id.
+   */
+  private async removeOrphanSegments(): Promise<void> {
+    const live = new Set((await this.deps.metadata.listSpecs()).map((s) => s.id));
+    for (const volumeId of this.host.volumeNames()) {
+      if (live.has(volumeId)) continue;
+      this.deps.log.warn(`removing segments of deleted volume id ${volumeId}`);
+      await this.host.deleteVolume(volumeId);
+    }
+  }
+
+  link(volumeId: string, node: string): ReplicaLink {
+    if (node === this.id) {
+      return {
+        call: (op, body) => this.host.handle(volumeId, op, body),
+        write: (term, entries) =>
+          this.host.writeEntries(volumeId, term, entries).catch((err) => {
+            throw replicaError(err);
+          }),
+        read: (request) =>
+          this.host.readBlocks(volumeId, request).catch((err) => {
+            throw replicaError(err);
+          }),
+      };
+    }
+    const call = (op: string, body: Uint8Array) =>
+      this.deps.transport.request(
+        subjects.replica(node, volumeId, op as never),
+        body,
+        replicaTimeoutMs,
+      );
+    return {
+      call,
+      write: async (term, entries) => {
+        checkReplicaReply(await call("write", encodeWriteBatch(term, entries)));
+      },
+      read: async (request) =>
+        decodeReadReply(checkReplicaReply(await call("read", encodeReadRequest(request)))),
+    };
+  }
+
+  /** The in-process volume actor, if this node serves that volume now (for gateways). */
+  localVolume(name: string): VolumeActor | undefined {
+    return this.supervisor?.localVolume(name);
+  }
+
+  private onReplica(msg: { subject: string; data: Uint8Array; respond(d: Uint8Array): void }) {
+    const tail = subjectTail(msg.subject, `${subjectPrefix}.rep.${this.id}`);
+    const dot = tail?.indexOf(".") ?? -1;
+    if (!tail || dot < 0) return msg.respond(new Uint8Array([1]));
+    const volumeId = tail.slice(0, dot);
+    const op = tail.slice(dot + 1);
+    this.host.handle(volumeId, op, msg.data).then((reply) => msg.respond(reply));
+  }
+
+  private async nodeOp(op: string, body: Uint8Array): Promise<unknown> {
+    const parse = <T>(schema: Parameters<typeof parseJson<T>>[0]) => {
+      const parsed = parseJson(schema, body);
+      if (!parsed.ok) throw new CairnError("BAD_REQUEST", parsed.message);
+      return parsed.value;
+    };
+    switch (op) {
+      case "segments.create": {
+        const r = parse(createSegmentsRequestSchema);
+        const spec = await this.deps.metadata.getSpec(r.name);
+        if (spec?.value.id !== r.volumeId) {
+          throw new CairnError("NO_SUCH_VOLUME", `no volume ${r.name} with id ${r.volumeId}`);
+        }
+        await this.host.createSegments(r.volumeId, r.segmentBytes, r.segments, r.term);
+        return { created: r.segments.length };
+      }
+      case "segments.delete": {
+        const r = parse(deleteSegmentsRequestSchema);
+        await this.checkReplicasRemovable(r.name, r.volumeId);
+        if (this.supervisor.localVolume(r.name)?.volumeId === r.volumeId) {
+          await this.supervisor.check(r.name);
+        }
+        await this.host.deleteVolume(r.volumeId);
+        return { deleted: r.volumeId };
+      }
+      case "volume.check": {
+        await this.supervisor.check(parse(volumeNodeRequestSchema).name);
+        return { checked: true };
+      }
+      case "volume.handoff": {
+        const r = parse(handoffRequestSchema);
+        return await this.supervisor.handOff(r.name, r.to);
+      }
+      default:
+        throw new CairnError("BAD_REQUEST", `unknown node op ${op}`);
+    }
+  }
+
+  /**
+   * A destructive node op is checked against the metadata: the incarnation must be
+   * deleted, or this node no longer in its layout. Anything else is refused.
+   */
+  private async checkReplicasRemovable(name: string, volumeId: string): Promise<void> {
+    const spec = await this.deps.metadata.getSpec(name);
+    if (!spec || spec.value.id !== volumeId) return;
+    const layout = await this.deps.metadata.getLayout(name);
+    if (layout && segmentsOfNode(layout.value, this.id).length > 0) {
+      throw new CairnError(
+        "BAD_REQUEST",
+        `volume ${name} (id ${volumeId}) exists and its layout lists replicas on ${this.id}; ` +
+          `delete the volume or move the replicas first`,
+      );
+    }
+  }
+
+  /** Graceful stop: stop taking IO, finish what is in flight, fdatasync, close. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.supervisor?.stopAll();
+    for (const sub of this.subscriptions) sub.unsubscribe();
+    this.watchdog?.stop();
+    await this.host?.close();
+    try {
+      const record = await this.deps.metadata.getNode(this.id);
+      if (record) await this.deps.metadata.putNode({ ...record.value, state: "down" });
+    } catch (err) {
+      if (requestFailure(err) === "other") this.deps.log.warn(`cannot record shutdown: ${err}`);
+    }
+  }
+}

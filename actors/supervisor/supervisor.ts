@@ -1,0 +1,208 @@
+/**
+ * The supervisor of one node: decides (core.ts) which volume actors run here,
+ * starts and stops them, subscribes the IO subject of each serving one, and
+ * looks again whenever an actor finishes, a node op asks, or a periodic sweep
+ * runs, so no volume stays stuck answering MOVED while this node could serve it.
+ */
+import type { Clock, Random, Transport, TransportSubscription } from "../ports.ts";
+import type { MetadataPort, OwnerClaim } from "../metadata.ts";
+import type { VolumeSpec } from "../../protocol/schemas.ts";
+import type { Logger } from "../replica/host.ts";
+import { type ReplicaLink, VolumeActor } from "../volume/actor.ts";
+import { isFinal, type VolumeActorState } from "../volume/lifecycle.ts";
+import { Mailbox } from "../mailbox.ts";
+import { decideVolume, type LocalActorView, type VolumeRecordView } from "./core.ts";
+import { subjects } from "../../protocol/subjects.ts";
+import { CairnError } from "../../protocol/errors.ts";
+import { requestJson } from "../../protocol/control.ts";
+
+/** How often the supervisor re-reads every volume's metadata. */
+export const supervisorSweepMs = 2000;
+/** An actor that ended sooner than this after it started makes the next start wait. */
+export const quickFailureMs = 5000;
+export const restartBackoffFirstMs = 500;
+export const restartBackoffMaxMs = 30_000;
+
+export interface SupervisorDeps {
+  nodeId: string;
+  metadata: MetadataPort;
+  transport: Transport;
+  clock: Clock;
+  random: Random;
+  log: Logger;
+  link: (volumeId: string, node: string) => ReplicaLink;
+  weights: () => ReadonlyMap<string, number>;
+}
+
+interface Running {
+  actor: VolumeActor;
+  startedMs: number;
+  io: TransportSubscription | null;
+}
+
+export class Supervisor {
+  private readonly running = new Map<string, Running>();
+  /** One mailbox per volume: decisions about one volume never interleave. */
+  private readonly mailboxes = new Map<string, Mailbox>();
+  private readonly restartDelayMs = new Map<string, number>();
+  private readonly notBeforeMs = new Map<string, number>();
+  private cancelSweep: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(private readonly deps: SupervisorDeps) {}
+
+  start(): void {
+    const sweep = () => {
+      this.sweep()
+        .catch((err) => this.deps.log.warn(`supervisor sweep: ${(err as Error).message}`))
+        .finally(() => {
+          if (!this.stopped) this.cancelSweep = this.deps.clock.setTimer(supervisorSweepMs, sweep);
+        });
+    };
+    sweep();
+  }
+
+  /** Looks at every volume in the metadata and every actor running here. */
+  async sweep(): Promise<void> {
+    const names = new Set((await this.deps.metadata.listSpecs()).map((s) => s.name));
+    for (const name of this.running.keys()) names.add(name);
+    for (const name of names) await this.check(name);
+  }
+
+  /** The serving actor of a volume on this node, if any (for in-process gateways). */
+  localVolume(name: string): VolumeActor | undefined {
+    const actor = this.running.get(name)?.actor;
+    return actor?.serving ? actor : undefined;
+  }
+
+  actorStates(): { name: string; state: VolumeActorState; term: number }[] {
+    return [...this.running].map(([name, r]) => ({
+      name,
+      state: r.actor.state,
+      term: r.actor.ownerTerm,
+    }));
+  }
+
+  /** Re-reads one volume's metadata and acts on the decision; serialized per volume. */
+  check(name: string): Promise<void> {
+    let mailbox = this.mailboxes.get(name);
+    if (!mailbox) this.mailboxes.set(name, mailbox = new Mailbox());
+    return mailbox.post(() => this.decideAndAct(name));
+  }
+
+  private async decideAndAct(name: string): Promise<void> {
+    // A forget leads straight to another decision (a fenced actor may be replaced at once).
+    for (let round = 0; round < 3 && !this.stopped; round++) {
+      const spec = await this.deps.metadata.getSpec(name);
+      const layout = spec ? await this.deps.metadata.getLayout(name) : null;
+      const record: VolumeRecordView | null = spec && layout
+        ? {
+          name,
+          volumeId: spec.value.id,
+          owner: layout.value.owner,
+          term: layout.value.term,
+        }
+        : null;
+      const current = this.running.get(name);
+      const local: LocalActorView | null = current
+        ? { volumeId: current.actor.volumeId, state: current.actor.state, term: current.actor.ownerTerm }
+        : null;
+      const action = decideVolume(this.deps.nodeId, record ? record : null, local);
+      switch (action.kind) {
+        case "none":
+          return;
+        case "forget":
+          this.forget(name);
+          continue;
+        case "stop":
+          await current!.actor.stop(action.reason);
+          this.forget(name);
+          continue;
+        case "start": {
+          const waitMs = (this.notBeforeMs.get(name) ?? 0) - this.deps.clock.nowMs();
+          if (waitMs > 0) {
+            // Restarting too fast would write metadata in a loop: look again later.
+            this.deps.clock.setTimer(waitMs, () => void this.check(name));
+            return;
+          }
+          this.launch(spec!.value, action.expected);
+          return;
+        }
+      }
+    }
+  }
+
+  private launch(
+    spec: VolumeSpec,
+    expected: OwnerClaim,
+  ): void {
+    const { deps } = this;
+    const name = spec.name;
+    const actor = new VolumeActor({
+      spec,
+      nodeId: deps.nodeId,
+      metadata: deps.metadata,
+      link: (node) => deps.link(spec.id, node),
+      clock: deps.clock,
+      random: deps.random,
+      log: deps.log,
+      weights: deps.weights(),
+      onState: (a, state) => this.onActorState(name, a, state),
+    });
+    this.running.set(name, { actor, startedMs: deps.clock.nowMs(), io: null });
+    void actor.start(expected);
+  }
+
+  private onActorState(name: string, actor: VolumeActor, state: VolumeActorState): void {
+    const entry = this.running.get(name);
+    if (!entry || entry.actor !== actor) return;
+    if (state === "serving" && !entry.io) {
+      this.restartDelayMs.delete(name);
+      entry.io = this.deps.transport.subscribe(subjects.volumeIo(name), (msg) => {
+        actor.handleFrame(msg.data).then((reply) => msg.respond(reply));
+      });
+    }
+    if (state !== "serving" && entry.io) {
+      // Requests arriving now would be answered MOVED anyway; let clients find the new owner.
+      entry.io.unsubscribe();
+      entry.io = null;
+    }
+    if (isFinal(state)) {
+      const livedMs = this.deps.clock.nowMs() - entry.startedMs;
+      if (livedMs < quickFailureMs) {
+        const delayMs = Math.min(
+          restartBackoffMaxMs,
+          (this.restartDelayMs.get(name) ?? restartBackoffFirstMs / 2) * 2,
+        );
+        this.restartDelayMs.set(name, delayMs);
+        this.notBeforeMs.set(name, this.deps.clock.nowMs() + delayMs);
+      }
+      if (!this.stopped) void this.check(name);
+    }
+  }
+
+  private forget(name: string): void {
+    const entry = this.running.get(name);
+    entry?.io?.unsubscribe();
+    this.running.delete(name);
+  }
+
+  /** Planned handoff of a volume this node serves; then tells the new owner to take it. */
+  async handOff(name: string, to: string): Promise<{ term: number }> {
+    const entry = this.running.get(name);
+    if (!entry) throw new CairnError("MOVED", `volume ${name} is not served by ${this.deps.nodeId}`);
+    const result = await entry.actor.handOff(to);
+    // The new owner's sweep would find the record too; this just saves it the wait.
+    await requestJson(this.deps.transport, subjects.node(to, "volume.check"), { name })
+      .catch((err) => this.deps.log.warn(`volume ${name}: telling ${to} to take over: ${err.message}`));
+    return result;
+  }
+
+  /** Stops every actor (node shutdown): each finishes the IO it has in flight. */
+  async stopAll(): Promise<void> {
+    this.stopped = true;
+    this.cancelSweep?.();
+    await Promise.all([...this.running.values()].map((r) => r.actor.stop("node stopping")));
+    for (const name of [...this.running.keys()]) this.forget(name);
+  }
+}

@@ -1,0 +1,40 @@
+/** The Transport port over a NATS connection (production). */
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Transport, TransportMessage, TransportSubscription } from "../actors/ports.ts";
+import { RequestMux } from "./request_mux.ts";
+
+export class NatsTransport implements Transport {
+  readonly mux: RequestMux;
+
+  constructor(readonly nc: NatsConnection, mux?: RequestMux) {
+    this.mux = mux ?? new RequestMux(nc);
+  }
+
+  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    return this.mux.request(subject, data, timeoutMs);
+  }
+
+  publish(subject: string, data: Uint8Array): void {
+    this.nc.publish(subject, data);
+  }
+
+  subscribe(
+    subject: string,
+    handler: (msg: TransportMessage) => void,
+    options: { queue?: string } = {},
+  ): TransportSubscription {
+    return this.nc.subscribe(subject, {
+      queue: options.queue,
+      callback: (_err, msg) =>
+        handler({ subject: msg.subject, data: msg.data, respond: (data) => msg.respond(data) }),
+    });
+  }
+
+  async flush(): Promise<void> {
+    await this.nc.flush();
+  }
+
+  close(): void {
+    this.mux.close();
+  }
+}
