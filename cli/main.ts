@@ -23,6 +23,7 @@ const usage = `usage: deno task cairn [--nats URL] COMMAND
   volume info NAME [--json]
   volume delete NAME
   volume verify NAME [--json]
+  volume move NAME --to NODE       planned handoff of ownership (NODE must hold every segment in sync)
   node list [--json]
   import NAME FILE [--offset BYTES]
   export NAME FILE [--offset BYTES] [--length BYTES]
@@ -125,6 +126,15 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
       const name = need(args, 2, "volume name");
       await client.deleteVolume(name);
       console.log(`deleted ${name}`);
+      return 0;
+    }
+    case "move": {
+      const name = need(args, 2, "volume name");
+      const to = flagString(args, "to");
+      if (!to) throw new CairnError("BAD_REQUEST", "volume move needs --to NODE");
+      const info = await client.moveVolume(name, to);
+      if (json) printJson(info);
+      else console.log(`moved ${name}: owner ${info.owner} (term ${info.term})`);
       return 0;
     }
     case "verify": {

@@ -167,7 +167,7 @@ Deno.test({
         const owner = cluster.nodes.find((n) => n.id === layout.owner)!;
         const metaBytes = Math.ceil((segmentBytes / blockSize) * segmentMetaEntryBytes / 4096) *
           4096;
-        const path = `${owner.dataDir}/segments/data/000002.seg`;
+        const path = `${owner.dataDir}/segments/${layout.id}/000002.seg`;
         const fd = fs.openSync(path, "r+");
         fs.writeSync(
           fd,
@@ -296,7 +296,11 @@ Deno.test({
         const names = (await admin.listVolumes()).map((v) => v.name);
         assert.ok(!names.includes("toomany"));
         for (const node of cluster.nodes) {
-          assert.ok(!fs.existsSync(`${node.dataDir}/segments/toomany`));
+          // Nothing was created: the node holds only the segment directories of live volumes.
+          const live = new Set((await admin.listVolumes()).map((v) => v.id));
+          for (const dir of fs.readdirSync(`${node.dataDir}/segments`)) {
+            assert.ok(live.has(dir), `${node.id} holds segments of ${dir}, no live volume`);
+          }
         }
         const cli = await cluster.cli([
           "volume",
@@ -312,13 +316,14 @@ Deno.test({
       });
 
       await t.step("delete removes the segment files on every node", async () => {
+        const { id } = await admin.volumeInfo("files");
         for (const node of cluster.nodes) {
-          assert.ok(fs.existsSync(`${node.dataDir}/segments/files`));
+          assert.ok(fs.existsSync(`${node.dataDir}/segments/${id}`));
         }
         const cli = await cluster.cli(["volume", "delete", "files"]);
         assert.equal(cli.code, 0, cli.stderr);
         for (const node of cluster.nodes) {
-          assert.ok(!fs.existsSync(`${node.dataDir}/segments/files`), `${node.id} kept files`);
+          assert.ok(!fs.existsSync(`${node.dataDir}/segments/${id}`), `${node.id} kept files`);
         }
         await assert.rejects(() => admin.volumeInfo("files"), /NO_SUCH_VOLUME/);
       });
