@@ -9,12 +9,7 @@
  * changes only when ownership changes, and a takeover CAS states what it
  * expects ("from owner X at term T"), so two nodes racing cannot ping-pong.
  */
-import type {
-  NodeRecord,
-  SegmentReplica,
-  VolumeLayout,
-  VolumeSpec,
-} from "../protocol/schemas.ts";
+import type { NodeRecord, SegmentReplica, VolumeLayout, VolumeSpec } from "../protocol/schemas.ts";
 
 export interface Versioned<T> {
   value: T;

@@ -44,7 +44,9 @@ export class MemoryKv {
   cas(key: string, json: string, expected: number): number {
     const current = this.entries.get(key);
     if ((current?.revision ?? 0) !== expected) {
-      throw new CasConflictError(`${key}: revision ${current?.revision ?? 0}, expected ${expected}`);
+      throw new CasConflictError(
+        `${key}: revision ${current?.revision ?? 0}, expected ${expected}`,
+      );
     }
     return this.put(key, json);
   }

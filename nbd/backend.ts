@@ -56,6 +56,9 @@ export class VolumeBackend implements NbdBackend {
   get sizeBytes(): number {
     return this.volume.sizeBytes;
   }
+  get incarnation(): number {
+    return this.volume.incarnation;
+  }
   async read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array[]> {
     return [await this.volume.read(offsetBytes, lengthBytes)];
   }
@@ -134,6 +137,8 @@ export class LocalFirstBackend implements NbdBackend {
         requestId,
         offsetBytes,
         lengthBytes,
+        // The incarnation the connection opened: a volume created again under this name is refused.
+        incarnation: this.remote.incarnation,
         payload,
       });
       this.stats.local++;

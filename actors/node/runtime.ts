@@ -15,7 +15,12 @@ import { StaleEpochError } from "../replica/replica.ts";
 import { PlacementActor } from "../placement/actor.ts";
 import { Watchdog } from "../watchdog/actor.ts";
 import { Supervisor } from "../supervisor/supervisor.ts";
-import { controlQueueGroup, subjectPrefix, subjects, subjectTail } from "../../protocol/subjects.ts";
+import {
+  controlQueueGroup,
+  subjectPrefix,
+  subjects,
+  subjectTail,
+} from "../../protocol/subjects.ts";
 import {
   createSegmentsRequestSchema,
   deleteSegmentsRequestSchema,

@@ -58,7 +58,11 @@ export function decideVolume(
       };
     }
     if (local.state === "taking-over" || local.term === record.term) return { kind: "none" };
-    return { kind: "stop", name, reason: `layout shows term ${record.term}, actor holds ${local.term}` };
+    return {
+      kind: "stop",
+      name,
+      reason: `layout shows term ${record.term}, actor holds ${local.term}`,
+    };
   }
   // Owned elsewhere: a local actor that is not finishing its own handoff is deposed.
   if (local && local.state !== "handing-off" && local.state !== "stopping") {

@@ -105,7 +105,11 @@ export class Supervisor {
         : null;
       const current = this.running.get(name);
       const local: LocalActorView | null = current
-        ? { volumeId: current.actor.volumeId, state: current.actor.state, term: current.actor.ownerTerm }
+        ? {
+          volumeId: current.actor.volumeId,
+          state: current.actor.state,
+          term: current.actor.ownerTerm,
+        }
         : null;
       const action = decideVolume(this.deps.nodeId, record ? record : null, local);
       switch (action.kind) {
@@ -190,11 +194,15 @@ export class Supervisor {
   /** Planned handoff of a volume this node serves; then tells the new owner to take it. */
   async handOff(name: string, to: string): Promise<{ term: number }> {
     const entry = this.running.get(name);
-    if (!entry) throw new CairnError("MOVED", `volume ${name} is not served by ${this.deps.nodeId}`);
+    if (!entry) {
+      throw new CairnError("MOVED", `volume ${name} is not served by ${this.deps.nodeId}`);
+    }
     const result = await entry.actor.handOff(to);
     // The new owner's sweep would find the record too; this just saves it the wait.
     await requestJson(this.deps.transport, subjects.node(to, "volume.check"), { name })
-      .catch((err) => this.deps.log.warn(`volume ${name}: telling ${to} to take over: ${err.message}`));
+      .catch((err) =>
+        this.deps.log.warn(`volume ${name}: telling ${to} to take over: ${err.message}`)
+      );
     return result;
   }
 

@@ -198,7 +198,9 @@ export class VolumeActor {
     if (why) this.stopReason = why;
     if (!admitsIo(this.lifecycle)) this.stopCatchUp();
     this.deps.log.info(
-      `volume ${this.name}: ${from} -> ${this.lifecycle} (term ${this.term}${why ? `: ${why}` : ""})`,
+      `volume ${this.name}: ${from} -> ${this.lifecycle} (term ${this.term}${
+        why ? `: ${why}` : ""
+      })`,
     );
     this.deps.onState?.(this, this.lifecycle);
   }
@@ -304,7 +306,10 @@ export class VolumeActor {
         this.fence(`layout changed during handoff`);
         throw new CairnError("MOVED", `volume ${this.name} changed owner during handoff`);
       }
-      this.transition("handoff-recorded", `handed off to ${to} at term ${result.layout.value.term}`);
+      this.transition(
+        "handoff-recorded",
+        `handed off to ${to} at term ${result.layout.value.term}`,
+      );
       return { term: result.layout.value.term };
     });
   }

@@ -26,7 +26,10 @@ export class Watchdog {
       if (node) this.tracker.heard(node, this.clock.nowMs());
     });
     const beat = () => {
-      this.transport.publish(subjects.heartbeat(this.nodeId), encoder.encode(String(++this.sequence)));
+      this.transport.publish(
+        subjects.heartbeat(this.nodeId),
+        encoder.encode(String(++this.sequence)),
+      );
       this.cancelTimer = this.clock.setTimer(heartbeatIntervalMs, beat);
     };
     beat();
