@@ -1,0 +1,191 @@
+/**
+ * A simulated client of one volume: speaks the binary data path over the
+ * simulated network, retries like the client library (MOVED, BUSY, no
+ * responders, timeouts) and records every operation per block for the
+ * linearizability checker. Every write stamps each block with a unique
+ * write id, so a read tells exactly which write it saw.
+ */
+import type { Transport } from "../actors/ports.ts";
+import { decodeReply, encodeRequest, Op, replyError } from "../protocol/frames.ts";
+import { subjects } from "../protocol/subjects.ts";
+import { requestFailure } from "../protocol/control.ts";
+import { blockSizeBytes } from "../protocol/limits.ts";
+import type { HistoryOp } from "./linearizability.ts";
+import type { SimScheduler } from "./scheduler.ts";
+
+/** One attempt's timeout; far above the network's largest delay, so no stale attempt lands late. */
+export const attemptTimeoutMs = 1500;
+/** How long one operation keeps retrying before it gives up (outcome unknown). */
+export const operationDeadlineMs = 20_000;
+/** Blocks per stripe: each stripe has one writer, so retried writes cannot reorder writers. */
+export const stripeBlocks = 4;
+
+export interface SimVolume {
+  name: string;
+  incarnation: number;
+  blocks: number;
+}
+
+/** A block's bytes for write `writeId`: the id and the block number, repeated. */
+export function blockImage(writeId: number, block: number): Uint8Array {
+  const out = new Uint8Array(blockSizeBytes);
+  const view = new DataView(out.buffer);
+  for (let at = 0; at < blockSizeBytes; at += 8) {
+    view.setUint32(at, writeId, true);
+    view.setUint32(at + 4, block, true);
+  }
+  return out;
+}
+
+/** The write id a block's bytes carry: 0 for zeros, -1 for bytes no write produced. */
+export function decodeBlock(bytes: Uint8Array, block: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const writeId = view.getUint32(0, true);
+  if (writeId === 0 && bytes.every((b) => b === 0)) return 0;
+  for (let at = 0; at < blockSizeBytes; at += 8) {
+    if (view.getUint32(at, true) !== writeId || view.getUint32(at + 4, true) !== block) return -1;
+  }
+  return writeId;
+}
+
+export interface ClientStats {
+  ok: number;
+  failed: number;
+  retries: number;
+  errors: Map<string, number>;
+}
+
+export class SimClient {
+  readonly stats: ClientStats = { ok: 0, failed: 0, retries: 0, errors: new Map() };
+  private requestId = 1;
+  stopped = false;
+
+  constructor(
+    readonly id: string,
+    readonly index: number,
+    private readonly clients: number,
+    private readonly transport: Transport,
+    private readonly scheduler: SimScheduler,
+    private readonly volume: SimVolume,
+    private readonly history: HistoryOp[],
+    private readonly nextWriteId: () => number,
+  ) {}
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.scheduler.schedule(ms, resolve, this.id));
+  }
+
+  /** Sends one request, retrying retryable failures; the reply payload, or the final error. */
+  private async call(
+    op: number,
+    offsetBytes: number,
+    lengthBytes: number,
+    payload?: Uint8Array,
+  ): Promise<{ ok: true; payload: Uint8Array } | { ok: false; why: string }> {
+    const deadline = this.scheduler.nowMs + operationDeadlineMs;
+    const frame = encodeRequest({
+      op,
+      flags: 0,
+      requestId: this.requestId = (this.requestId + 1) >>> 0,
+      offsetBytes,
+      lengthBytes,
+      incarnation: this.volume.incarnation,
+      payload,
+    });
+    for (let attempt = 0;; attempt++) {
+      let why: string;
+      try {
+        const raw = await this.transport.request(
+          subjects.volumeIo(this.volume.name),
+          frame,
+          attemptTimeoutMs,
+        );
+        const reply = decodeReply(raw);
+        const error = replyError(reply);
+        if (!error) return { ok: true, payload: reply.payload };
+        why = error.code;
+        if (!error.retryable) return { ok: false, why };
+      } catch (err) {
+        const kind = requestFailure(err);
+        if (kind === "other") return { ok: false, why: (err as Error).message };
+        why = kind;
+      }
+      if (this.scheduler.nowMs > deadline || this.stopped) return { ok: false, why };
+      this.stats.retries++;
+      await this.sleep(Math.min(500, 10 * 2 ** Math.min(attempt, 6)));
+    }
+  }
+
+  private count(why: string): void {
+    this.stats.errors.set(why, (this.stats.errors.get(why) ?? 0) + 1);
+  }
+
+  /** Writes 1..stripeBlocks blocks of one of this client's stripes. */
+  async write(): Promise<void> {
+    const stripes = Math.floor(this.volume.blocks / stripeBlocks);
+    const mine = Math.floor(stripes / this.clients);
+    const stripe = this.index + this.clients * this.scheduler.int(0, mine - 1);
+    const count = this.scheduler.int(1, stripeBlocks);
+    const first = stripe * stripeBlocks + this.scheduler.int(0, stripeBlocks - count);
+    const writeId = this.nextWriteId();
+    const data = new Uint8Array(count * blockSizeBytes);
+    for (let i = 0; i < count; i++) data.set(blockImage(writeId, first + i), i * blockSizeBytes);
+    const startMs = this.scheduler.nowMs;
+    const result = await this.call(Op.WRITE, first * blockSizeBytes, data.length, data);
+    const endMs = this.scheduler.nowMs;
+    if (result.ok) this.stats.ok++;
+    else {
+      this.stats.failed++;
+      this.count(result.why);
+    }
+    for (let i = 0; i < count; i++) {
+      this.history.push({
+        client: this.id,
+        kind: "write",
+        block: first + i,
+        value: writeId,
+        startMs,
+        endMs,
+        // A write that failed may still have reached replicas: its effect is unknown.
+        outcome: result.ok ? "ok" : "unknown",
+      });
+    }
+  }
+
+  /** Reads 1..8 blocks anywhere in the volume (any client's stripes). */
+  async read(first = -1, count = 0): Promise<boolean> {
+    if (count === 0) count = this.scheduler.int(1, 8);
+    if (first < 0) first = this.scheduler.int(0, this.volume.blocks - count);
+    const startMs = this.scheduler.nowMs;
+    const result = await this.call(Op.READ, first * blockSizeBytes, count * blockSizeBytes);
+    const endMs = this.scheduler.nowMs;
+    if (!result.ok) {
+      this.stats.failed++;
+      this.count(result.why);
+      return false;
+    }
+    this.stats.ok++;
+    for (let i = 0; i < count; i++) {
+      const bytes = result.payload.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
+      this.history.push({
+        client: this.id,
+        kind: "read",
+        block: first + i,
+        value: decodeBlock(bytes, first + i),
+        startMs,
+        endMs,
+        outcome: "ok",
+      });
+    }
+    return true;
+  }
+
+  /** Reads and writes until stopped, with small think times. */
+  async run(writeFraction: number): Promise<void> {
+    while (!this.stopped) {
+      if (this.scheduler.chance(writeFraction)) await this.write();
+      else await this.read();
+      await this.sleep(this.scheduler.int(0, 5));
+    }
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * A whole Cairn cluster in one process: every node is a real NodeRuntime
+ * (replica host, supervisor, volume actors, watchdog, placement) on simulated
+ * ports: the SimNetwork for NATS, MemoryMetadata for JetStream KV, a
+ * MemoryDisk each, and the scheduler's virtual clock and seeded randomness.
+ */
+import { SimScheduler } from "./scheduler.ts";
+import { SimNetwork } from "./network.ts";
+import { MemoryDisk } from "../actors/memory_disk.ts";
+import { MemoryKv, MemoryMetadata } from "../actors/metadata_memory.ts";
+import { NodeRuntime } from "../actors/node/runtime.ts";
+import type { Logger } from "../actors/replica/host.ts";
+import { TransportError } from "../actors/ports.ts";
+
+/** The pseudo-node that stands for the NATS servers holding the KV bucket. */
+export const kvNode = "kv";
+/** Virtual time one metadata call takes (a KV round trip). */
+const kvDelayMs = { min: 1, max: 4 };
+/** How long a metadata call from a node cut off from the KV waits before it fails. */
+const kvTimeoutMs = 2000;
+
+export type SimNodeState = "up" | "crashed" | "paused";
+
+export interface SimNode {
+  id: string;
+  zone: string;
+  disk: MemoryDisk;
+  runtime: NodeRuntime | null;
+  state: SimNodeState;
+  /** Bumped on every start: a view of the ports from an older life stays dead. */
+  life: number;
+  /** Set when the node's replica host failed-stop (a failed fdatasync). */
+  failStopped: boolean;
+}
+
+export interface SimClusterOptions {
+  seed: number;
+  nodes: number;
+  /** Network delay range in virtual ms. */
+  minDelayMs?: number;
+  maxDelayMs?: number;
+  /** Log lines of the nodes go to the trace (verbose, for replaying one seed). */
+  traceLogs?: boolean;
+}
+
+export class SimCluster {
+  readonly scheduler: SimScheduler;
+  readonly network: SimNetwork;
+  readonly kv = new MemoryKv();
+  readonly nodes = new Map<string, SimNode>();
+
+  constructor(readonly options: SimClusterOptions) {
+    this.scheduler = new SimScheduler({ seed: options.seed });
+    this.network = new SimNetwork(this.scheduler, {
+      minDelayMs: options.minDelayMs ?? 0.2,
+      maxDelayMs: options.maxDelayMs ?? 3,
+    });
+    for (let i = 0; i < options.nodes; i++) {
+      const id = `n${i + 1}`;
+      this.nodes.set(id, {
+        id,
+        zone: `z${i + 1}`,
+        disk: new MemoryDisk({ seed: options.seed * 100 + i }),
+        runtime: null,
+        state: "crashed",
+        life: 0,
+        failStopped: false,
+      });
+    }
+  }
+
+  private logger(node: SimNode): Logger {
+    const trace = (kind: string) => (message: string) => {
+      if (kind === "error" || this.options.traceLogs) {
+        this.scheduler.trace(`log.${kind}`, message, node.id);
+      }
+    };
+    return { info: trace("info"), warn: trace("warn"), error: trace("error") };
+  }
+
+  /**
+   * The metadata port as one node sees it: every call takes a KV round trip,
+   * and hangs (then fails) while the node cannot reach the KV. A call from a
+   * dead life never returns, like a request from a killed process.
+   */
+  private metadataFor(node: SimNode): MemoryMetadata {
+    const life = node.life;
+    const { scheduler, network } = this;
+    const gate = () =>
+      new Promise<void>((resolve, reject) => {
+        const delay = kvDelayMs.min + scheduler.random() * (kvDelayMs.max - kvDelayMs.min);
+        scheduler.schedule(delay, () => {
+          if (node.life !== life) return; // the caller is dead: never answer
+          if (network.canReach(node.id, kvNode)) return resolve();
+          scheduler.schedule(kvTimeoutMs - delay, () => {
+            if (node.life === life) reject(new TransportError("timeout", "metadata unreachable"));
+          }, node.id);
+        }, node.id);
+      });
+    return new MemoryMetadata(this.kv, gate);
+  }
+
+  /** Starts (or restarts) a node's runtime over its disk, as a process start would. */
+  async start(id: string): Promise<void> {
+    const node = this.nodes.get(id)!;
+    node.life++;
+    node.state = "up";
+    node.failStopped = false;
+    this.scheduler.revive(id);
+    this.network.revive(id);
+    const runtime = new NodeRuntime({
+      nodeId: id,
+      zone: node.zone,
+      capacityBytes: 100 * 1024 ** 3,
+      dataDir: `/${id}`,
+      disk: node.disk,
+      transport: this.network.endpoint(id),
+      metadata: this.metadataFor(node),
+      clock: this.scheduler.clockFor(id),
+      random: this.scheduler.randomFor(id),
+      log: this.logger(node),
+      pid: 0,
+      onFailStop: () => {
+        node.failStopped = true;
+        this.scheduler.trace("fail-stop", `${id} failed-stop`, id);
+      },
+    });
+    node.runtime = runtime;
+    this.scheduler.trace("node", `${id} starting (life ${node.life})`, id);
+    try {
+      await runtime.start();
+    } catch (err) {
+      // A start can fail like a real one (metadata unreachable): the node is down until restarted.
+      this.scheduler.trace("node", `${id} failed to start: ${(err as Error).message}`, id);
+      this.kill(id);
+    }
+  }
+
+  /** kill -9: the process is gone; its disk keeps everything written (the page cache survives). */
+  kill(id: string): void {
+    const node = this.nodes.get(id)!;
+    node.life++;
+    node.state = "crashed";
+    node.runtime = null;
+    this.network.kill(id);
+    this.scheduler.kill(id);
+  }
+
+  /** Power loss: the process dies and unsynced writes are lost or torn. */
+  powerLoss(id: string): void {
+    this.kill(id);
+    const node = this.nodes.get(id)!;
+    node.disk.crash({
+      keepPendingProbability: this.scheduler.random(),
+      tearWrites: true,
+      random: () => this.scheduler.random(),
+    });
+  }
+
+  pause(id: string): void {
+    this.nodes.get(id)!.state = "paused";
+    this.scheduler.pause(id);
+  }
+
+  resume(id: string): void {
+    const node = this.nodes.get(id)!;
+    if (node.state === "paused") node.state = "up";
+    this.scheduler.resume(id);
+  }
+
+  upNodes(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.state === "up" && n.runtime);
+  }
+}

@@ -1,0 +1,348 @@
+/**
+ * One simulated run: a cluster of real node runtimes, clients writing unique
+ * values and reading them back, faults injected at random, and the checks:
+ * every read linearizable per block (so no acknowledged write is lost), at
+ * most one owner serving per volume term, replicas converge, no actor stuck.
+ * The same seed replays the same run exactly.
+ */
+import { SimCluster } from "./cluster.ts";
+import { SimClient, type SimVolume } from "./client.ts";
+import { checkLinearizable, describe, type HistoryOp } from "./linearizability.ts";
+import { subjects } from "../protocol/subjects.ts";
+import { encodeJson } from "../protocol/control.ts";
+import { segmentFileSizeBytes } from "../actors/replica/segment_file.ts";
+import { segmentFileName } from "../actors/replica/host.ts";
+import { blockSizeBytes } from "../protocol/limits.ts";
+import type { ControlReply, VolumeInfo } from "../protocol/schemas.ts";
+
+export interface SimOptions {
+  seed: number;
+  /** Virtual milliseconds of load with faults. */
+  durationMs: number;
+  nodes?: number;
+  clients?: number;
+  /** Print node logs into the trace (for replaying one seed). */
+  traceLogs?: boolean;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  failures: string[];
+  simulatedMs: number;
+  realMs: number;
+  operations: number;
+  failedOperations: number;
+  faults: Map<string, number>;
+  checks: Map<string, number>;
+  trace: string;
+}
+
+const segmentBytes = 256 * 1024;
+const segments = 4;
+/** Virtual time after the faults stop for the cluster to settle before the final checks. */
+const settleMs = 30_000;
+/** At most this many disruptive faults (down, paused, cut off) at once: a volume survives one. */
+const maxConcurrentDisruptions = 1;
+
+type FaultKind =
+  | "kill"
+  | "power-loss"
+  | "pause"
+  | "isolate"
+  | "partition"
+  | "drop-burst"
+  | "fsync-failure"
+  | "bit-rot"
+  | "handoff";
+
+const faultWeights: [FaultKind, number][] = [
+  ["kill", 3],
+  ["power-loss", 2],
+  ["pause", 3],
+  ["isolate", 2],
+  ["partition", 1],
+  ["drop-burst", 2],
+  ["fsync-failure", 1],
+  ["bit-rot", 2],
+  ["handoff", 3],
+];
+
+export async function runSeed(options: SimOptions): Promise<SimResult> {
+  const realStart = performance.now();
+  const nodeCount = options.nodes ?? 5;
+  const cluster = new SimCluster({
+    seed: options.seed,
+    nodes: nodeCount,
+    traceLogs: options.traceLogs,
+  });
+  const { scheduler, network } = cluster;
+  const failures: string[] = [];
+  const faults = new Map<string, number>();
+  const checks = new Map<string, number>();
+  const countFault = (kind: string) => faults.set(kind, (faults.get(kind) ?? 0) + 1);
+  const countCheck = (kind: string, n = 1) => checks.set(kind, (checks.get(kind) ?? 0) + n);
+  const history: HistoryOp[] = [];
+  let clients: SimClient[] = [];
+  const fail = (message: string) => {
+    failures.push(message);
+    scheduler.trace("VIOLATION", message);
+  };
+
+  // ---- start the nodes and create a volume ----
+  for (const id of cluster.nodes.keys()) scheduler.schedule(0, () => void cluster.start(id), id);
+  await scheduler.runFor(200);
+  const admin = network.endpoint("admin");
+  const control = async <T>(op: string, body: unknown): Promise<T> => {
+    const raw = await admin.request(subjects.control(op as never), encodeJson(body), 30_000);
+    const reply = JSON.parse(new TextDecoder().decode(raw)) as ControlReply<T>;
+    if (!reply.ok) throw new Error(`${op}: ${reply.error.code}: ${reply.error.message}`);
+    return reply.result;
+  };
+  let info: VolumeInfo | null = null;
+  const created = control<VolumeInfo>("volume.create", {
+    name: "sim",
+    sizeBytes: segmentBytes * segments,
+    segmentBytes,
+    replicas: 3,
+  }).then((v) => (info = v), (err) => fail(`volume create: ${err.message}`));
+  await scheduler.runUntil(() => info !== null || failures.length > 0, 60_000);
+  await created;
+  if (!info) {
+    return finish();
+  }
+  const volumeInfo: VolumeInfo = info;
+  const volume: SimVolume = {
+    name: volumeInfo.name,
+    incarnation: volumeInfo.incarnation,
+    blocks: (segmentBytes * segments) / blockSizeBytes,
+  };
+
+  // ---- clients ----
+  let writeIds = 0;
+  const clientCount = options.clients ?? 3;
+  clients = Array.from({ length: clientCount }, (_, i) =>
+    new SimClient(
+      `c${i + 1}`,
+      i,
+      clientCount,
+      network.endpoint(`c${i + 1}`),
+      scheduler,
+      volume,
+      history,
+      () => ++writeIds,
+    ));
+  const runs = clients.map((c) => c.run(0.6));
+
+  // ---- the single-owner-per-term monitor ----
+  const servingByTerm = new Map<number, string>();
+  let monitoring = true;
+  const monitor = () => {
+    for (const node of cluster.nodes.values()) {
+      if (!node.runtime || node.state === "crashed") continue;
+      for (const actor of node.runtime.supervisor?.actorStates() ?? []) {
+        if (actor.state !== "serving") continue;
+        const holder = servingByTerm.get(actor.term);
+        countCheck("single owner per term");
+        if (holder === undefined) servingByTerm.set(actor.term, node.id);
+        else if (holder !== node.id) {
+          fail(`two owners served volume ${actor.name} at term ${actor.term}: ${holder} and ${node.id}`);
+        }
+      }
+    }
+    if (monitoring) scheduler.schedule(25, monitor);
+  };
+  monitor();
+
+  // ---- faults ----
+  let disruptions = 0;
+  const nodeIds = [...cluster.nodes.keys()];
+  const rotten = new Set<string>();
+  const injectFault = () => {
+    const total = faultWeights.reduce((n, [, w]) => n + w, 0);
+    let pick = scheduler.random() * total;
+    const kind = faultWeights.find(([, w]) => (pick -= w) < 0)![0];
+    const node = scheduler.pick(nodeIds);
+    const sim = cluster.nodes.get(node)!;
+    const disruptive = ["kill", "power-loss", "pause", "isolate", "partition", "fsync-failure"];
+    if (disruptive.includes(kind)) {
+      if (disruptions >= maxConcurrentDisruptions || sim.state !== "up") return;
+      disruptions++;
+    }
+    const forMs = scheduler.int(100, 3000);
+    countFault(kind);
+    scheduler.trace("fault", `${kind} ${node} for ${forMs} ms`);
+    switch (kind) {
+      case "kill":
+      case "power-loss":
+        if (kind === "kill") cluster.kill(node);
+        else cluster.powerLoss(node);
+        scheduler.schedule(forMs, () => {
+          disruptions--;
+          void cluster.start(node);
+        });
+        return;
+      case "pause":
+        cluster.pause(node);
+        scheduler.schedule(forMs, () => {
+          disruptions--;
+          cluster.resume(node);
+        });
+        return;
+      case "isolate":
+        network.isolate(node);
+        scheduler.schedule(forMs, () => {
+          disruptions--;
+          network.heal();
+        });
+        return;
+      case "partition": {
+        // The node with the KV on the majority side; the other side is one node.
+        network.partition([[node], [...nodeIds.filter((n) => n !== node), "kv", "admin", "c1", "c2", "c3"]]);
+        scheduler.schedule(forMs, () => {
+          disruptions--;
+          network.heal();
+        });
+        return;
+      }
+      case "drop-burst":
+        network.setDropProbability(0.05);
+        scheduler.schedule(forMs, () => network.setDropProbability(0));
+        return;
+      case "fsync-failure":
+        // The next fdatasync on that node's disk fails; its host fail-stops; a person
+        // replaces the disk's fault and restarts the node later.
+        sim.disk.failDatasync(() => true, { times: 1 });
+        scheduler.schedule(forMs, () => {
+          disruptions--;
+          cluster.kill(node);
+          sim.disk.clearDatasyncFaults?.();
+          scheduler.schedule(100, () => void cluster.start(node));
+        });
+        return;
+      case "bit-rot": {
+        const segment = scheduler.int(0, segments - 1);
+        const block = scheduler.int(0, segmentBytes / blockSizeBytes - 1);
+        const key = `${segment}/${block}`;
+        if (rotten.has(key)) return; // one rotten copy of a block at most
+        const path = `/${node}/segments/${volumeInfo.id}/${segmentFileName(segment)}`;
+        if (!sim.disk.exists(path)) return;
+        rotten.add(key);
+        const dataStart = segmentFileSizeBytes(segmentBytes, blockSizeBytes) - segmentBytes;
+        sim.disk.corrupt(path, dataStart + block * blockSizeBytes + 100, 8);
+        return;
+      }
+      case "handoff": {
+        const to = scheduler.pick(nodeIds);
+        control("volume.move", { name: "sim", to }).catch(() => {});
+        return;
+      }
+    }
+  };
+  const faultLoop = () => {
+    if (scheduler.nowMs > options.durationMs) return;
+    injectFault();
+    scheduler.schedule(scheduler.int(100, 1500), faultLoop);
+  };
+  scheduler.schedule(500, faultLoop);
+
+  await scheduler.runFor(options.durationMs);
+
+  // ---- heal everything and let the cluster settle ----
+  for (const c of clients) c.stopped = true;
+  network.heal();
+  network.setDropProbability(0);
+  for (const node of cluster.nodes.values()) {
+    if (node.state === "paused") cluster.resume(node.id);
+  }
+  await scheduler.runFor(5000); // restarts scheduled by faults happen
+  for (const node of cluster.nodes.values()) {
+    if (node.state === "crashed" || node.failStopped) {
+      if (node.failStopped) cluster.kill(node.id);
+      scheduler.schedule(0, () => void cluster.start(node.id));
+    }
+  }
+  const settled = Promise.all(runs);
+  await scheduler.runFor(settleMs);
+  await settled;
+  monitoring = false;
+
+  // ---- final reads of every block, recorded in the history ----
+  const reader = new SimClient("final", 0, 1, network.endpoint("final"), scheduler, volume, history, () => 0);
+  let readsDone = false;
+  const finalReads = (async () => {
+    for (let block = 0; block < volume.blocks; block += 16) {
+      if (!await reader.read(block, 16)) fail(`final read of blocks ${block}..${block + 15} failed`);
+    }
+    readsDone = true;
+  })();
+  await scheduler.runUntil(() => readsDone, 120_000);
+  if (!readsDone) fail("final reads did not finish within 120 s of virtual time: an actor is stuck");
+  else await finalReads;
+
+  // ---- checks ----
+  const result = checkLinearizable(history);
+  countCheck("linearizable blocks", result.blocksChecked);
+  for (const v of result.violations.slice(0, 5)) {
+    fail(`${v.kind}: ${v.message}\n      ${v.ops.map(describe).join("\n      ")}`);
+  }
+  checkConverged();
+  checkNotStuck();
+  return finish();
+
+  function checkConverged(): void {
+    // In-sync replicas of every segment hold the same versions and bytes, block by block.
+    const layout = cluster.kv.get(`vol.sim.layout`);
+    if (!layout) return fail("volume layout is gone");
+    const parsed = JSON.parse(layout.json) as { segments: { replicas: { node: string; state: string }[] }[] };
+    parsed.segments.forEach((segment, index) => {
+      const inSync = segment.replicas.filter((r) => r.state === "in-sync").map((r) => r.node);
+      if (inSync.length < 2) fail(`segment ${index} has ${inSync.length} in-sync replicas after settling`);
+      const images = inSync.map((node) => {
+        const sim = cluster.nodes.get(node)!;
+        return { node, bytes: sim.disk.fileBytes(`/${node}/segments/${volumeInfo.id}/${segmentFileName(index)}`) };
+      });
+      for (let i = 1; i < images.length; i++) {
+        countCheck("replica convergence");
+        const a = images[0];
+        const b = images[i];
+        const dataStart = a.bytes.length - segmentBytes;
+        for (let block = 0; block < segmentBytes / blockSizeBytes; block++) {
+          if (rotten.has(`${index}/${block}`)) continue; // scrub is not built yet: rot may stay
+          const at = dataStart + block * blockSizeBytes;
+          const same = a.bytes.subarray(at, at + blockSizeBytes).every((x, k) => x === b.bytes[at + k]);
+          if (!same) {
+            fail(`segment ${index} block ${block}: in-sync replicas ${a.node} and ${b.node} differ`);
+            return;
+          }
+        }
+      }
+    });
+  }
+
+  function checkNotStuck(): void {
+    const layout = cluster.kv.get(`vol.sim.layout`);
+    if (!layout) return;
+    const { owner } = JSON.parse(layout.json) as { owner: string };
+    countCheck("owner serving");
+    const node = cluster.nodes.get(owner);
+    if (!node?.runtime?.localVolume("sim")) {
+      fail(`after settling, owner ${owner} does not serve the volume (actor stuck)`);
+    }
+  }
+
+  function finish(): SimResult {
+    return {
+      seed: options.seed,
+      ok: failures.length === 0,
+      failures,
+      simulatedMs: scheduler.nowMs,
+      realMs: performance.now() - realStart,
+      operations: clients.reduce((n, c) => n + c.stats.ok + c.stats.failed, 0),
+      failedOperations: clients.reduce((n, c) => n + c.stats.failed, 0),
+      faults,
+      checks,
+      trace: failures.length ? scheduler.formatTrace() : "",
+    };
+  }
+}
