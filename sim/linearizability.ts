@@ -308,13 +308,25 @@ function buildModel(
 // ---------------------------------------------------------------------------------------------
 // Deciding
 
+/** Why an op could not go next at the deepest point of the search. */
+const enum Why {
+  HidesPendingRead,
+  NothingFitsAfter,
+  Overwritten,
+  NotWrittenYet,
+}
+
 interface Snapshot {
   placed: number;
+  /** Slot of the value the block held. */
   cur: number;
-  /** Ops that could have gone next by real time. */
+  /** Ops that could have gone next by real time, and why each could not. */
   next: number[];
-  /** For each op in next: why it could not. */
-  why: string[];
+  why: Why[];
+  /** Up to two reads still to return the held value. */
+  waiting: number[];
+  /** The last ops placed. */
+  path: number[];
 }
 
 type SearchVerdict =
@@ -354,6 +366,15 @@ function search(m: Model, budget: number): SearchVerdict {
   let minEnd = Infinity;
   let deepest: Snapshot | undefined;
   const seen = new Set<string>();
+  const readsOf: number[][] = m.slotValue.map(() => []);
+  for (let i = 0; i < n; i++) if (!isWrite[i]) readsOf[slot[i]].push(i);
+  interface Frame {
+    moves: number[];
+    next: number;
+    applied: number;
+    prevCur: number;
+  }
+  const stack: Frame[] = [];
 
   /** Computes the window and returns the memo key of the current state. */
   const expand = (): string => {
@@ -393,26 +414,23 @@ function search(m: Model, budget: number): SearchVerdict {
 
   const snapshot = (): Snapshot => {
     const next: number[] = [];
-    const why: string[] = [];
+    const why: Why[] = [];
     for (let i = p; i < winEnd; i++) {
       if (lin[i] || start[i] > minEnd) continue;
       next.push(i);
-      const s = slot[i];
-      if (isWrite[i]) {
-        why.push(
-          pending[cur] > 0
-            ? `it would overwrite ${showValue(m.slotValue[cur])}, which ${
-              pending[cur]
-            } read(s) still return`
-            : "no read order fits after it",
-        );
-      } else if (slotLin[s]) {
-        why.push(`${showValue(m.slotValue[s])} was already overwritten`);
-      } else {
-        why.push(`${m.slotValue[s]} has not been written yet at this point`);
-      }
+      if (isWrite[i]) why.push(pending[cur] > 0 ? Why.HidesPendingRead : Why.NothingFitsAfter);
+      else why.push(slotLin[slot[i]] ? Why.Overwritten : Why.NotWrittenYet);
     }
-    return { placed, cur, next, why };
+    const waiting: number[] = [];
+    for (const i of readsOf[cur]) {
+      if (!lin[i]) waiting.push(i);
+      if (waiting.length === 2) break;
+    }
+    const path: number[] = [];
+    for (let k = Math.max(0, stack.length - 3); k < stack.length; k++) {
+      if (stack[k].applied >= 0) path.push(stack[k].applied);
+    }
+    return { placed, cur, next, why, waiting, path };
   };
 
   const apply = (i: number): void => {
@@ -436,14 +454,8 @@ function search(m: Model, budget: number): SearchVerdict {
     if (i < p) p = i;
   };
 
-  interface Frame {
-    moves: number[];
-    next: number;
-    applied: number;
-    prevCur: number;
-  }
   seen.add(expand());
-  const stack: Frame[] = [{ moves: moves(), next: 0, applied: -1, prevCur: 0 }];
+  stack.push({ moves: moves(), next: 0, applied: -1, prevCur: 0 });
   while (stack.length > 0) {
     const f = stack[stack.length - 1];
     if (f.applied >= 0) {
@@ -568,7 +580,7 @@ function overwrittenByWrite(m: Model, r: number, w2: number): Violation {
   if (endBy && endBy !== writeV && endBy !== read) ops.push(endBy);
   ops.sort(byStart);
   const older = s === 0
-    ? `${showValue(0)}, which every write replaces`
+    ? showValue(0)
     : `${m.slotValue[s]}, which ${tookEffectText(m, s)}, before write ${u} started at ${
       ms(m.start[w2])
     } ms`;
@@ -651,29 +663,41 @@ function tookEffectBy(m: Model, w: number): string {
 function notLinearizable(m: Model, verdict: { deepest: Snapshot | undefined }): Violation {
   const d = verdict.deepest;
   const block = m.block;
-  if (!d) {
-    return {
-      block,
-      kind: "not-linearizable",
-      message:
-        `block ${block}: not linearizable: no order of its ${m.n} ops respects real time with every read returning the latest write before it`,
-      ops: m.op.slice(0, 10),
-    };
-  }
+  const head =
+    `block ${block}: not linearizable: no order of its ${m.n} ops respects real time with every read returning the latest write before it`;
+  if (!d) return { block, kind: "not-linearizable", message: head, ops: m.op.slice(0, 10) };
+  const held = showValue(m.slotValue[d.cur]);
+  const waiting = d.waiting.map((i) => describe(m.op[i])).join(" and ");
+  const reason = (i: number, why: Why): string => {
+    const v = m.slotValue[m.slot[i]];
+    switch (why) {
+      case Why.HidesPendingRead:
+        return `it would overwrite ${held}, which ${waiting} must still return`;
+      case Why.NothingFitsAfter:
+        return "no order of the remaining ops fits after it";
+      case Why.Overwritten:
+        return `${showValue(v)} was already overwritten`;
+      case Why.NotWrittenYet:
+        return `write ${v} has not taken effect yet, and cannot go first`;
+    }
+  };
   const shown = d.next.slice(0, 8);
+  const stuck = shown.map((i, k) => `${describeRead(m.op[i])}: ${reason(i, d.why[k])}`).join("; ");
+  const prefix = d.placed === 0
+    ? "no op can go first"
+    : `the longest valid prefix has ${d.placed} op${d.placed > 1 ? "s" : ""} (ending with ${
+      d.path.map((i) => describeRead(m.op[i])).join(", ")
+    }), after which the block holds ${held}`;
+  const ops = new Set<HistoryOp>();
+  for (const i of [...d.path, ...shown, ...d.waiting]) ops.add(m.op[i]);
   const curWrite = m.slotWrite[d.cur];
-  const ops = shown.map((i) => m.op[i]);
-  if (curWrite && !ops.includes(curWrite)) ops.push(curWrite);
-  ops.sort(byStart);
-  const held = curWrite ? `${m.slotValue[d.cur]} (from ${describe(curWrite)})` : showValue(0);
-  const stuck = shown.map((i, k) => `${describe(m.op[i])}: ${d.why[k]}`).join("; ");
+  if (curWrite) ops.add(curWrite);
   return {
     block,
     kind: "not-linearizable",
-    message:
-      `block ${block}: not linearizable: no order of its ${m.n} ops respects real time with every read returning the latest write before it; the longest valid prefix has ${d.placed} ops, after which the block holds ${held} and none of the ops that may go next fits: ${stuck}` +
+    message: `${head}; ${prefix}, and none of the ops that may go next fits: ${stuck}` +
       (d.next.length > shown.length ? `; and ${d.next.length - shown.length} more` : ""),
-    ops,
+    ops: [...ops].sort(byStart),
   };
 }
 
@@ -692,8 +716,10 @@ function neverWritten(
     if (!latest || op.endMs > latest.endMs) latest = op;
   }
   const expected = latest
-    ? `the latest write completed before the read started was ${describe(latest)}`
-    : `no write to block ${block} completed before the read started, so 0 or a value of a concurrent write was expected`;
+    ? `expected ${latest.value} (from ${
+      describe(latest)
+    }, the latest write completed before the read started) or the value of a write concurrent with the read`
+    : `expected 0 (no write to block ${block} completed before the read started) or the value of a write concurrent with the read`;
   let why: string;
   const involved = [read];
   if (write) {
@@ -774,6 +800,11 @@ function ms(t: number): string {
 
 function showValue(v: number): string {
   return v === 0 ? "0 (the initial zeros)" : String(v);
+}
+
+/** describe(), with the value a read returned. */
+function describeRead(op: HistoryOp): string {
+  return op.kind === "read" ? `${describe(op)} (returned ${op.value})` : describe(op);
 }
 
 /** e.g. "write 7 by A [10..20 ms]", "read by B [30..35 ms]". */
