@@ -13,15 +13,19 @@
  * The search is Wing & Gong / Lowe (WGL, as in Porcupine): a depth-first search over which op is
  * linearized next, memoized on (set of linearized ops, current value), with a step budget per
  * block. Unique write values allow strong pruning: a read is placed as soon as its value is
- * current, a value that has been overwritten can never be read again, and no write can be placed
- * while a read of the current value is still pending. Unknown writes nobody read are dropped (they
- * can always be left out), and a write's end is tightened to the end of its earliest read. Fully
- * sequential blocks are checked in linear time without a search.
+ * current, a write nobody read is placed as soon as writes may go, a value that has been
+ * overwritten can never be read again, and no write can be placed while a read of the current value
+ * is still pending. Unknown writes nobody read are dropped (they can always be left out), and a
+ * write's end is tightened to the end of its earliest read. Fully sequential blocks are checked in
+ * linear time without a search.
  *
- * When a block fails, the checker looks for a short proof to report: a read of a value never
- * written, a stale read (a value already overwritten by a write or a read that completed before the
- * read started), a lost write (a completed write nobody ever saw, with only older values read after
- * it), and otherwise reports where the search got stuck.
+ * Every block gets a short search first. If that does not settle it, the checker looks for a short
+ * proof of a violation, in O(n log n): a stale read (a value already overwritten by a write or by a
+ * read that completed before the read started), reported as a lost write when nobody ever saw the
+ * newer write and only older values were read after it. Only without a proof does the full search
+ * run; if it fails, the violation reports where it got stuck. Reads of a value never written to the
+ * block (or written only after the read completed) are reported without any search. Proofs are
+ * reported even for a block whose search would run out of budget.
  *
  * Pure: no IO, no clock, no randomness.
  */
@@ -187,7 +191,9 @@ function checkBlock(
       throw new TypeError(
         `linearizability: block ${block}: value ${op.value} is written twice (${
           describe(other)
-        } and ${describe(op)}); write values must be unique per block`,
+        } and ${
+          describe(op)
+        }); write values must be unique per block (give every attempt, retries included, its own write id)`,
       );
     }
     writeOf.set(op.value, op);
