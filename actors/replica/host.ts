@@ -55,6 +55,11 @@ function isDirect(entry: WriteEntry): boolean {
   return entry.kind === EntryKind.data && entry.blockCount * blockSizeBytes >= directWriteMinBytes;
 }
 
+export interface ReplicaHostOptions {
+  /** Journal size at which a write starts a checkpoint; default journalCheckpointBytes. */
+  journalCheckpointBytes?: number;
+}
+
 export function segmentFileName(segment: number): string {
   return `${String(segment).padStart(6, "0")}.seg`;
 }
@@ -64,16 +69,22 @@ export class ReplicaHost {
   private journal!: NodeJournal;
   /** Replicas written per journal generation: synced before that generation is removed. */
   private readonly dirty = new Map<number, Set<Replica>>();
+  /** Highest generation a checkpoint took the dirty replicas of: no record may go to it now. */
+  private checkpointedThrough = 0;
   private checkpointing: Promise<void> | null = null;
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
   private closing = false;
+  private readonly checkpointBytes: number;
 
   constructor(
     private readonly dataDir: string,
     private readonly disk: Disk,
     private readonly log: Logger,
-  ) {}
+    options: ReplicaHostOptions = {},
+  ) {
+    this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
+  }
 
   private volumeDir(volume: string): string {
     return `${this.dataDir}/segments/${volume}`;
@@ -247,7 +258,9 @@ export class ReplicaHost {
     await durable;
     // A new epoch lives in the segment header, not the journal: sync those files too.
     await Promise.all(advanced.map((replica) => replica.sync()));
-    if (this.journal.sizeBytes > journalCheckpointBytes) void this.checkpoint();
+    if (this.journal.sizeBytes > this.checkpointBytes) {
+      this.checkpoint().catch((err) => this.log.error(`checkpoint: ${err.message}`));
+    }
   }
 
   /**
@@ -284,25 +297,24 @@ export class ReplicaHost {
     }
     const journaled = effective.some(isDirect) ? effective.filter((e) => !isDirect(e)) : effective;
     if (journaled !== effective) encoded = undefined;
-    let generation = -1;
     const syncs: Promise<void>[] = [];
     if (journaled.length) {
       const batch = encoded ?? encodeWriteBatch(epoch, journaled);
-      generation = await this.journal.append(encodeRecord(volume, batch));
+      const file = await this.journal.append(encodeRecord(volume, batch));
+      // The segment files this record writes, under the generation of the file it is
+      // in: a checkpoint syncs them before it removes that file.
+      this.markDirty(file.generation, journaled.map((e) => this.replica(volume, e.segment)));
       // Started before the segment writes below, so the two overlap.
-      const synced = this.journal.sync();
+      const synced = file.sync();
       // Awaited through durable; this keeps it from going unhandled if a segment write throws first.
       synced.catch(() => {});
       syncs.push(synced);
     }
     const direct = new Set<Replica>();
-    // Segment files written under a journal generation are synced before it is removed.
-    const dirty = this.dirty.get(generation) ?? new Set<Replica>();
-    if (journaled.length) this.dirty.set(generation, dirty);
     // In arrival order, so a later entry for a block lands after an earlier one.
     for (const entry of effective) {
       const replica = this.replica(volume, entry.segment);
-      (isDirect(entry) ? direct : dirty).add(replica);
+      if (isDirect(entry)) direct.add(replica);
       await this.applyEntry(replica, entry);
     }
     for (const replica of direct) syncs.push(replica.sync());
@@ -318,16 +330,31 @@ export class ReplicaHost {
     }
   }
 
+  private markDirty(generation: number, replicas: Replica[]): void {
+    if (generation <= this.checkpointedThrough) {
+      throw new Error(
+        `journal invariant: a record went to generation ${generation} after a checkpoint took it`,
+      );
+    }
+    const dirty = this.dirty.get(generation) ?? new Set<Replica>();
+    this.dirty.set(generation, dirty);
+    for (const replica of replicas) dirty.add(replica);
+  }
+
   /**
-   * Syncs the segment files written under the current journal generation and
-   * removes it, so the journal stays small and replay short.
+   * Starts a new journal generation, syncs the segment files written by the
+   * records of the old ones and removes the old file, so the journal stays small
+   * and replay short.
    */
   checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const run = (async () => {
+      // Once this resolves no record goes to `generation` or older, and every one
+      // of theirs is durable in the journal.
       const generation = await this.journal.rotate();
-      // Every record of the old generation was appended by a chain that has started by now.
+      // Their segment pwrites run in write chains that have started by now.
       await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
+      this.checkpointedThrough = generation;
       for (const [g, replicas] of [...this.dirty]) {
         if (g > generation) continue;
         for (const replica of replicas) await replica.sync();
@@ -419,6 +446,7 @@ export class ReplicaHost {
   async close(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
+    await this.checkpointing?.catch(() => {});
     // A clean stop leaves every write in synced segment files and an empty journal.
     for (const replicas of this.volumes.values()) {
       for (const replica of replicas.values()) await replica.sync().catch(() => {});
