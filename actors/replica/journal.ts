@@ -83,9 +83,17 @@ export class JournalFile {
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly groupSync: GroupSync;
   private retired: Promise<void> | null = null;
+  /**
+   * Once the file is closed: the outcome of its last fdatasync, which started
+   * after the last append ended. A sync still queued then gets that outcome.
+   */
+  private lastSync: Promise<void> | null = null;
 
   constructor(readonly generation: number, private readonly file: DiskFile) {
-    this.groupSync = new GroupSync(() => this.track(file.datasync()), journalConcurrentSyncs);
+    this.groupSync = new GroupSync(
+      () => this.lastSync ?? this.track(file.datasync()),
+      journalConcurrentSyncs,
+    );
   }
 
   get sizeBytes(): number {
@@ -123,13 +131,13 @@ export class JournalFile {
    */
   retire(): Promise<void> {
     this.retired ??= (async () => {
-      try {
-        await this.settle();
-        await this.groupSync.sync();
-      } finally {
-        await this.settle();
-        await this.file.close();
-      }
+      await this.settle(); // appends end; no more can start
+      const last = this.groupSync.sync(); // starts after them: covers every record
+      await last.catch(() => {});
+      await this.settle(); // fdatasyncs that started before it ended
+      this.lastSync = last; // set in the same step settle() found none running
+      await this.file.close();
+      await last;
     })();
     return this.retired;
   }
