@@ -28,6 +28,9 @@ async function yields(random: () => number, max: number): Promise<void> {
  * before each call, so calls interleave differently per seed, and that can be
  * killed: once `dead`, every call throws, as if the process lost power with
  * the disk (the old host can then touch nothing the crash left).
+ * Except write(): the system disk's pwrites run synchronously, so a segment
+ * write's data and meta pwrites reach the page cache together, before any
+ * fdatasync can run between them. (Journal appends, writev, are delayed.)
  */
 class JitterDisk implements Disk {
   dead = false;
@@ -71,9 +74,9 @@ class JitterFile implements DiskFile {
     await this.disk.step();
     return await this.inner.read(buf, position);
   }
-  async write(buf: Uint8Array, position: number): Promise<void> {
-    await this.disk.step();
-    await this.inner.write(buf, position);
+  write(buf: Uint8Array, position: number): Promise<void> {
+    if (this.disk.dead) return Promise.reject(new Error("process died with the power loss"));
+    return this.inner.write(buf, position);
   }
   async writev(buffers: Uint8Array[], position: number): Promise<void> {
     await this.disk.step();
@@ -112,6 +115,8 @@ function holdsVersion(data: Uint8Array, version: number): boolean {
 /**
  * One seeded run; returns what went wrong, or null. Even seeds let every write
  * and checkpoint finish before the power loss, odd ones cut them mid-flight.
+ * In every third run one fdatasync (journal, segment file or directory) fails
+ * on the way: the host fails-stop, and acknowledged writes must survive that too.
  */
 async function raceOnce(seed: number): Promise<string | null> {
   const random = mulberry32(seed);
@@ -173,8 +178,22 @@ async function raceOnce(seed: number): Promise<string | null> {
     }
   };
 
+  const faultTargets = [
+    "/data/journal/",
+    "/data/segments/a/",
+    "/data/segments/b/0",
+    "/data/journal",
+  ];
+  let clearFault = () => {};
+  const faulter = async () => {
+    await yields(random, 1500);
+    const target = faultTargets[Math.floor(random() * faultTargets.length)];
+    clearFault = memory.failDatasync((path) => path.startsWith(target), { times: 1 });
+  };
+
   const writers = Array.from({ length: 6 }, writer);
   const checkpoints = checkpointer();
+  const faulted = seed % 3 === 0 ? faulter() : Promise.resolve();
   if (seed % 2 === 0) {
     await Promise.all(writers);
     writing = false;
@@ -189,6 +208,8 @@ async function raceOnce(seed: number): Promise<string | null> {
   writing = false;
   await checkpoints;
 
+  await faulted;
+  clearFault(); // a fault the old host never hit is not for the new one
   const after = new ReplicaHost("/data", memory, silent);
   await after.loadAll();
   for (const [k, versions] of issued) {
