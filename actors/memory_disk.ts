@@ -13,6 +13,14 @@
  *   unsynced removal) unless that pending name change is kept, with the same
  *   probability. A real file system may lose them too.
  * - Directories made by mkdirp are durable at once (a simplification).
+ * - A failed fdatasync (injected with failDatasync) models Linux after a
+ *   writeback error: the kernel reports the error once and marks the pages
+ *   clean, so the file's pending writes are dropped from what a crash keeps
+ *   (they are not applied to the durable image, and pending is cleared) while
+ *   reads still see them until the crash. A later fdatasync then succeeds
+ *   without making them durable ("fsyncgate"): whoever saw the failure must
+ *   not retry and carry on. A failed syncDir leaves the directory's pending
+ *   name changes as they were (a crash may still drop them).
  * Every open handle is invalid after crash(): further calls throw.
  * Everything is synchronous underneath, so a seeded run replays exactly.
  */
@@ -113,6 +121,22 @@ export interface MemoryDiskStats {
   datasyncs: number;
   truncates: number;
   syncDirs: number;
+  /** fdatasyncs and syncDirs that failed by an injected fault (counted in datasyncs/syncDirs too). */
+  failedSyncs: number;
+}
+
+/** Which fdatasyncs and directory fsyncs an injected fault hits. */
+export interface DatasyncFaultOptions {
+  /** How many matching syncs fail before the fault is spent; default every one. */
+  times?: number;
+  /** The error to fail with; default an EIO error naming the path. */
+  error?: (path: string) => Error;
+}
+
+interface DatasyncFault {
+  matches: (path: string) => boolean;
+  remaining: number;
+  error: (path: string) => Error;
 }
 
 function fsError(code: string, message: string, path: string): Error {
@@ -172,8 +196,13 @@ class MemFileHandle implements DiskFile {
   async datasync(): Promise<void> {
     this.#check();
     this.disk.stats.datasyncs++;
-    for (const op of this.file.pending) this.file.apply(this.file.durable, op);
+    const fault = this.disk.takeDatasyncFault(this.path);
+    if (!fault) {
+      for (const op of this.file.pending) this.file.apply(this.file.durable, op);
+    }
+    // On a failure too: the kernel marked the pages clean (see the module comment).
     this.file.pending = [];
+    if (fault) throw fault;
   }
 
   // deno-lint-ignore require-await
@@ -211,6 +240,7 @@ export class MemoryDisk implements Disk {
     datasyncs: 0,
     truncates: 0,
     syncDirs: 0,
+    failedSyncs: 0,
   };
   /** Bumped by crash(); handles from an older generation refuse every call. */
   generation = 0;
@@ -219,6 +249,7 @@ export class MemoryDisk implements Disk {
   /** Files unlinked since their parent's last syncDir: a crash may bring them back. */
   #pendingRemovals = new Map<string, MemFile>();
   #random: () => number;
+  #faults: DatasyncFault[] = [];
 
   constructor(options: { seed?: number; random?: () => number } = {}) {
     this.#random = options.random ?? mulberry32(options.seed ?? 1);
@@ -293,10 +324,44 @@ export class MemoryDisk implements Disk {
     const d = normalize(dir);
     if (!this.#dirs.has(d)) throw fsError("ENOENT", "no such file or directory", dir);
     this.stats.syncDirs++;
+    const fault = this.takeDatasyncFault(d);
+    if (fault) throw fault;
     for (const [p, file] of this.#files) if (posix.dirname(p) === d) file.nameDurable = true;
     for (const p of [...this.#pendingRemovals.keys()]) {
       if (posix.dirname(p) === d) this.#pendingRemovals.delete(p);
     }
+  }
+
+  /**
+   * Makes fdatasyncs of files, and syncDirs of directories, whose path matches
+   * fail (by default with EIO), `times` times or until the returned function
+   * is called. `match` is a substring of the normalized path or a predicate.
+   * A failed fdatasync drops the file's pending writes from the durable image
+   * (see the module comment).
+   */
+  failDatasync(
+    match: string | ((path: string) => boolean),
+    options: DatasyncFaultOptions = {},
+  ): () => void {
+    const fault: DatasyncFault = {
+      matches: typeof match === "string" ? (path) => path.includes(match) : match,
+      remaining: options.times ?? Infinity,
+      error: options.error ??
+        ((path) => fsError("EIO", "input/output error (injected fdatasync fault)", path)),
+    };
+    this.#faults.push(fault);
+    return () => {
+      this.#faults = this.#faults.filter((f) => f !== fault);
+    };
+  }
+
+  /** The error of the first fault matching path, spending one of its times; null if none. */
+  takeDatasyncFault(path: string): Error | null {
+    const fault = this.#faults.find((f) => f.remaining > 0 && f.matches(path));
+    if (!fault) return null;
+    if (--fault.remaining <= 0) this.#faults = this.#faults.filter((f) => f !== fault);
+    this.stats.failedSyncs++;
+    return fault.error(path);
   }
 
   /**

@@ -6,6 +6,7 @@ import type { Disk } from "../ports.ts";
 import { SegmentFile, SegmentFileError } from "./segment_file.ts";
 import { Replica, StaleEpochError } from "./replica.ts";
 import { encodeRecord, journalCheckpointBytes, NodeJournal } from "./journal.ts";
+import { FailStop, FailStopError } from "./fail_stop.ts";
 import {
   decodeReadRequest,
   decodeWriteBatch,
@@ -55,6 +56,16 @@ function isDirect(entry: WriteEntry): boolean {
   return entry.kind === EntryKind.data && entry.blockCount * blockSizeBytes >= directWriteMinBytes;
 }
 
+export interface ReplicaHostOptions {
+  /** Journal size at which a write starts a checkpoint; default journalCheckpointBytes. */
+  journalCheckpointBytes?: number;
+  /**
+   * Called once when the host fails-stop after a failed fdatasync (or a failed
+   * checkpoint): the node should stop itself. The reason names what failed.
+   */
+  onFailStop?: (reason: string) => void;
+}
+
 export function segmentFileName(segment: number): string {
   return `${String(segment).padStart(6, "0")}.seg`;
 }
@@ -64,16 +75,50 @@ export class ReplicaHost {
   private journal!: NodeJournal;
   /** Replicas written per journal generation: synced before that generation is removed. */
   private readonly dirty = new Map<number, Set<Replica>>();
+  /** Highest generation a checkpoint took the dirty replicas of: no record may go to it now. */
+  private checkpointedThrough = 0;
   private checkpointing: Promise<void> | null = null;
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
   private closing = false;
+  private closed: Promise<void> | null = null;
+  private readonly failStop: FailStop;
+  /** Every disk call goes through the fail-stop gate (see fail_stop.ts). */
+  private readonly disk: Disk;
+  private readonly checkpointBytes: number;
 
   constructor(
     private readonly dataDir: string,
-    private readonly disk: Disk,
+    disk: Disk,
     private readonly log: Logger,
-  ) {}
+    options: ReplicaHostOptions = {},
+  ) {
+    this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
+    this.failStop = new FailStop((reason) => {
+      log.error(
+        `fail-stop: ${reason}; this node takes no more writes; journal kept for replay; ` +
+          `restart the node after fixing the disk`,
+      );
+      try {
+        options.onFailStop?.(reason);
+      } catch (err) {
+        log.error(`onFailStop: ${(err as Error).stack ?? err}`);
+      }
+    });
+    this.disk = this.failStop.guard(disk);
+  }
+
+  /** Whether the host failed-stop (see fail_stop.ts): it then refuses every request. */
+  get failed(): boolean {
+    return this.failStop.failure !== null;
+  }
+
+  /** Throws unless the host takes requests: not failed-stop, not shutting down. */
+  private checkUsable(): void {
+    const failure = this.failStop.failure;
+    if (failure) throw new HostError("IO_ERROR", failure.message);
+    if (this.closing) throw new HostError("MOVED", "node is shutting down");
+  }
 
   private volumeDir(volume: string): string {
     return `${this.dataDir}/segments/${volume}`;
@@ -141,6 +186,7 @@ export class ReplicaHost {
     segments: number[],
     epoch: number,
   ): Promise<void> {
+    this.failStop.check();
     const dir = this.volumeDir(volume);
     await this.disk.mkdirp(dir);
     const replicas = this.volumes.get(volume) ?? new Map<number, Replica>();
@@ -160,6 +206,7 @@ export class ReplicaHost {
   }
 
   async deleteVolume(volume: string): Promise<void> {
+    this.failStop.check();
     // No journal record of this volume may outlive it (a new volume could take its name).
     await this.writeChains.get(volume)?.catch(() => {});
     await this.checkpoint();
@@ -187,7 +234,7 @@ export class ReplicaHost {
   /** Handles one replica message; never throws: errors become error replies. */
   async handle(volume: string, op: ReplicaOp | string, body: Uint8Array): Promise<Uint8Array> {
     try {
-      if (this.closing) throw new HostError("MOVED", "node is shutting down");
+      this.checkUsable();
       switch (op) {
         case "write":
           return await this.write(volume, body);
@@ -207,6 +254,8 @@ export class ReplicaHost {
       if (err instanceof StaleEpochError) return encodeError("STALE_EPOCH", err.message);
       if (err instanceof WireError) return encodeError("BAD_FRAME", err.message);
       if (err instanceof SegmentFileError) return encodeError("BAD_FRAME", err.message);
+      // Logged once, when the host failed-stop.
+      if (err instanceof FailStopError) return encodeError("IO_ERROR", err.message);
       this.log.error(`replica ${volume} ${op}: ${(err as Error).stack ?? err}`);
       return encodeError("IO_ERROR", (err as Error).message);
     }
@@ -231,7 +280,7 @@ export class ReplicaHost {
     /** The entries as the wire encoded them, if they came that way: journaled without a copy. */
     encoded?: Uint8Array,
   ): Promise<void> {
-    if (this.closing) throw new HostError("MOVED", "node is shutting down");
+    this.checkUsable();
     const touched = new Set<Replica>();
     for (const entry of entries) touched.add(this.replica(volume, entry.segment));
     // Fence check for the whole batch before any byte is written.
@@ -247,7 +296,11 @@ export class ReplicaHost {
     await durable;
     // A new epoch lives in the segment header, not the journal: sync those files too.
     await Promise.all(advanced.map((replica) => replica.sync()));
-    if (this.journal.sizeBytes > journalCheckpointBytes) void this.checkpoint();
+    // Nothing is acknowledged once the host failed-stop (a sync that succeeded after a
+    // failed one vouches for nothing; the gate already refuses those, this is cheap).
+    this.failStop.check();
+    // A failed checkpoint fails the host; there is nothing more to do with its error here.
+    if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
   }
 
   /**
@@ -284,25 +337,24 @@ export class ReplicaHost {
     }
     const journaled = effective.some(isDirect) ? effective.filter((e) => !isDirect(e)) : effective;
     if (journaled !== effective) encoded = undefined;
-    let generation = -1;
     const syncs: Promise<void>[] = [];
     if (journaled.length) {
       const batch = encoded ?? encodeWriteBatch(epoch, journaled);
-      generation = await this.journal.append(encodeRecord(volume, batch));
+      const file = await this.journal.append(encodeRecord(volume, batch));
+      // The segment files this record writes, under the generation of the file it is
+      // in: a checkpoint syncs them before it removes that file.
+      this.markDirty(file.generation, journaled.map((e) => this.replica(volume, e.segment)));
       // Started before the segment writes below, so the two overlap.
-      const synced = this.journal.sync();
+      const synced = file.sync();
       // Awaited through durable; this keeps it from going unhandled if a segment write throws first.
       synced.catch(() => {});
       syncs.push(synced);
     }
     const direct = new Set<Replica>();
-    // Segment files written under a journal generation are synced before it is removed.
-    const dirty = this.dirty.get(generation) ?? new Set<Replica>();
-    if (journaled.length) this.dirty.set(generation, dirty);
     // In arrival order, so a later entry for a block lands after an earlier one.
     for (const entry of effective) {
       const replica = this.replica(volume, entry.segment);
-      (isDirect(entry) ? direct : dirty).add(replica);
+      if (isDirect(entry)) direct.add(replica);
       await this.applyEntry(replica, entry);
     }
     for (const replica of direct) syncs.push(replica.sync());
@@ -318,22 +370,43 @@ export class ReplicaHost {
     }
   }
 
+  private markDirty(generation: number, replicas: Replica[]): void {
+    if (generation <= this.checkpointedThrough) {
+      throw new Error(
+        `journal invariant: a record went to generation ${generation} after a checkpoint took it`,
+      );
+    }
+    const dirty = this.dirty.get(generation) ?? new Set<Replica>();
+    this.dirty.set(generation, dirty);
+    for (const replica of replicas) dirty.add(replica);
+  }
+
   /**
-   * Syncs the segment files written under the current journal generation and
-   * removes it, so the journal stays small and replay short.
+   * Starts a new journal generation, syncs the segment files written by the
+   * records of the old ones and removes the old file, so the journal stays small
+   * and replay short. Any failure fails the host (see fail_stop.ts): the
+   * journal is then kept whole.
    */
   checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const run = (async () => {
-      const generation = await this.journal.rotate();
-      // Every record of the old generation was appended by a chain that has started by now.
-      await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
-      for (const [g, replicas] of [...this.dirty]) {
-        if (g > generation) continue;
-        for (const replica of replicas) await replica.sync();
-        this.dirty.delete(g);
+      try {
+        this.failStop.check();
+        // Once this resolves no record goes to `generation` or older, and every one
+        // of theirs is durable in the journal.
+        const generation = await this.journal.rotate();
+        // Their segment pwrites run in write chains that have started by now.
+        await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
+        this.checkpointedThrough = generation;
+        for (const [g, replicas] of [...this.dirty]) {
+          if (g > generation) continue;
+          for (const replica of replicas) await replica.sync();
+          this.dirty.delete(g);
+        }
+        await this.journal.remove(generation);
+      } catch (err) {
+        throw this.failStop.fail(`checkpoint failed (${(err as Error).message})`);
       }
-      await this.journal.remove(generation);
     })().finally(() => (this.checkpointing = null));
     this.checkpointing = run;
     return run;
@@ -374,7 +447,7 @@ export class ReplicaHost {
 
   /** Reads blocks of one segment; the owner's own replica is read through this directly. */
   async readBlocks(volume: string, request: ReadRequest): Promise<ReadResult> {
-    if (this.closing) throw new HostError("MOVED", "node is shutting down");
+    this.checkUsable();
     const replica = this.replica(volume, request.segment);
     replica.check(request.epoch);
     return await replica.file.readBlocks(request.firstBlock, request.blockCount);
@@ -416,15 +489,32 @@ export class ReplicaHost {
     return parsed.value;
   }
 
-  /** Stop taking writes, let the ones in flight finish, sync and close every file. */
-  async close(): Promise<void> {
+  /**
+   * Stop taking writes, let the ones in flight finish, sync and close every
+   * file. After a failed sync the journal is kept as it is, for replay at start.
+   */
+  close(): Promise<void> {
+    this.closed ??= this.closeOnce();
+    return this.closed;
+  }
+
+  private async closeOnce(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.writeChains.values()].map((p) => p.catch(() => {})));
-    // A clean stop leaves every write in synced segment files and an empty journal.
-    for (const replicas of this.volumes.values()) {
-      for (const replica of replicas.values()) await replica.sync().catch(() => {});
+    await this.checkpointing?.catch(() => {});
+    if (this.journal && !this.failed) {
+      // A clean stop leaves every write in synced segment files and an empty journal.
+      try {
+        for (const replicas of this.volumes.values()) {
+          for (const replica of replicas.values()) await replica.sync();
+        }
+        await this.journal.reset();
+      } catch (err) {
+        // A failed sync has failed-stop the host; else the journal replays at start.
+        if (!this.failed) this.log.warn(`journal kept for replay: ${(err as Error).message}`);
+      }
     }
-    await this.journal?.reset().catch((err) => this.log.warn(`journal reset: ${err.message}`));
+    // After a failure its sync is refused untried; the file is closed all the same.
     await this.journal?.close().catch(() => {});
     for (const replicas of this.volumes.values()) {
       for (const replica of replicas.values()) await replica.close().catch(() => {});

@@ -72,20 +72,96 @@ export function decodeRecords(bytes: Uint8Array): { records: JournalRecord[]; va
   return { records, validBytes: at };
 }
 
-export class NodeJournal {
-  private file!: DiskFile;
-  private generation = 0;
+/**
+ * One journal file. Records go to it until it is retired; a record's
+ * generation is that of the file it was written to, by construction: append()
+ * hands back the file itself.
+ */
+export class JournalFile {
   private tailBytes = 0;
-  private groupSync!: GroupSync;
-  /** Set while a rotation makes the previous file durable; syncs wait for it. */
-  private rotation: Promise<void> = Promise.resolve();
+  /** Appends and fdatasyncs under way: retire() lets them end before it closes the file. */
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly groupSync: GroupSync;
+  private retired: Promise<void> | null = null;
+  /**
+   * Once the file is closed: the outcome of its last fdatasync, which started
+   * after the last append ended. A sync still queued then gets that outcome.
+   */
+  private lastSync: Promise<void> | null = null;
+
+  constructor(readonly generation: number, private readonly file: DiskFile) {
+    this.groupSync = new GroupSync(
+      () => this.lastSync ?? this.track(file.datasync()),
+      journalConcurrentSyncs,
+    );
+  }
+
+  get sizeBytes(): number {
+    return this.tailBytes;
+  }
+
+  private track<T>(op: Promise<T>): Promise<T> {
+    this.inFlight.add(op);
+    const done = () => this.inFlight.delete(op);
+    op.then(done, done);
+    return op;
+  }
+
+  private async settle(): Promise<void> {
+    while (this.inFlight.size) await Promise.allSettled([...this.inFlight]);
+  }
+
+  append(record: Uint8Array[]): Promise<void> {
+    if (this.retired) {
+      throw new Error(`journal invariant: a record went to retired generation ${this.generation}`);
+    }
+    const at = this.tailBytes;
+    for (const part of record) this.tailBytes += part.length;
+    return this.track(this.file.writev(record, at));
+  }
+
+  /** Resolves once every record appended to this file so far is durable. */
+  sync(): Promise<void> {
+    return this.retired ?? this.groupSync.sync();
+  }
+
+  /**
+   * Takes no more records; resolves once every record it has is durable. The
+   * file is closed either way, after the appends and syncs under way end.
+   */
+  retire(): Promise<void> {
+    this.retired ??= (async () => {
+      await this.settle(); // appends end; no more can start
+      const last = this.groupSync.sync(); // starts after them: covers every record
+      await last.catch(() => {});
+      await this.settle(); // fdatasyncs that started before it ended
+      this.lastSync = last; // set in the same step settle() found none running
+      await this.file.close();
+      await last;
+    })();
+    return this.retired;
+  }
+}
+
+/**
+ * The journal files of a node: appends go to the newest; rotate() starts a new
+ * one. The Disk must fail-stop after a failed fdatasync (ReplicaHost guards
+ * it): a sync here after a failed one must be refused, never retried.
+ */
+export class NodeJournal {
+  /** Undefined until reset() starts the first file. */
+  private current?: JournalFile;
+  /** Highest generation on disk or started. */
+  private lastGeneration = 0;
+  /** File switches run one at a time, so generations go up in the order files are used. */
+  private switching: Promise<unknown> = Promise.resolve();
 
   private constructor(private readonly disk: Disk, private readonly dir: string) {}
 
   /**
    * Opens the journal directory: returns every record of the existing files
    * (oldest first) for replay. Call `reset()` once they are applied and the
-   * segment files synced.
+   * segment files synced; appends start after that.
    */
   static async open(
     disk: Disk,
@@ -95,7 +171,7 @@ export class NodeJournal {
     const journal = new NodeJournal(disk, dir);
     const records: JournalRecord[] = [];
     for (const generation of await journal.generations()) {
-      journal.generation = Math.max(journal.generation, generation);
+      journal.lastGeneration = Math.max(journal.lastGeneration, generation);
       const file = await disk.open(journal.path(generation), { create: false });
       try {
         const bytes = new Uint8Array(await file.sizeBytes());
@@ -119,73 +195,74 @@ export class NodeJournal {
       .sort((a, b) => a - b);
   }
 
-  /** Starts a fresh file and removes every older one (their writes are in synced segment files). */
+  /**
+   * Starts a fresh file and removes every older one. Only with no append under
+   * way and every record's writes in synced segment files (replay, clean stop).
+   */
   async reset(): Promise<void> {
     const old = await this.generations();
-    await (await this.startFile())?.close();
+    await this.switchFile();
     for (const generation of old) await this.disk.remove(this.path(generation));
     await this.disk.syncDir(this.dir);
   }
 
-  private async startFile(): Promise<DiskFile | undefined> {
-    const previous = this.file;
-    this.generation++;
-    const file = await this.disk.open(this.path(this.generation), { create: true });
-    await file.truncate(0);
-    await this.disk.syncDir(this.dir);
-    this.file = file;
-    this.tailBytes = 0;
-    this.groupSync = new GroupSync(() => file.datasync(), journalConcurrentSyncs);
-    return previous;
+  /**
+   * Opens the next generation's file, then makes it the one appends go to in
+   * one step, and retires the previous one. Returns the previous one, if any.
+   */
+  private switchFile(): Promise<JournalFile | undefined> {
+    const run = this.switching.catch(() => {}).then(async () => {
+      const generation = this.lastGeneration + 1;
+      const file = await this.disk.open(this.path(generation), { create: true });
+      await file.truncate(0);
+      await this.disk.syncDir(this.dir);
+      this.lastGeneration = generation;
+      const previous = this.current;
+      this.current = new JournalFile(generation, file);
+      await previous?.retire();
+      return previous;
+    });
+    this.switching = run;
+    return run;
   }
 
   get sizeBytes(): number {
-    return this.tailBytes;
-  }
-
-  /** Appends one record at the tail (not yet durable); returns the generation it went to. */
-  async append(record: Uint8Array[]): Promise<number> {
-    const generation = this.generation;
-    const at = this.tailBytes;
-    for (const part of record) this.tailBytes += part.length;
-    await this.file.writev(record, at);
-    return generation;
-  }
-
-  /** Makes every record appended so far durable, in whichever file it went to. */
-  async sync(): Promise<void> {
-    // Captured together: a record went either to this group's file or to the
-    // file a running rotation is making durable.
-    const rotation = this.rotation;
-    await Promise.all([this.groupSync.sync(), rotation]);
+    return this.current?.sizeBytes ?? 0;
   }
 
   /**
-   * Switches appends to a new file. Resolves with the previous generation
-   * once it is durable; it may be removed when the segment files are synced.
+   * Appends one record at the tail (not yet durable: call sync() on the file
+   * returned). Resolves with the file the record is in, once written.
    */
-  rotate(): Promise<number> {
-    const previousFile = this.file;
-    const previousSync = this.groupSync;
-    const previousGeneration = this.generation;
-    const done = (async () => {
-      await this.startFile();
-      await previousSync.sync();
-      await previousFile.close();
-      return previousGeneration;
-    })();
-    this.rotation = done.then(() => {}, () => {});
-    return done;
+  async append(record: Uint8Array[]): Promise<JournalFile> {
+    const file = this.current;
+    if (!file) throw new Error("journal: append before reset()");
+    await file.append(record);
+    return file;
+  }
+
+  /**
+   * Switches appends to a new file. Resolves with the previous generation once
+   * every record in it is durable; no record goes to it or an older one after
+   * that. It may be removed once the segment files its records wrote are synced.
+   */
+  async rotate(): Promise<number> {
+    const previous = await this.switchFile();
+    if (!previous) throw new Error("journal: rotate before reset()");
+    return previous.generation;
   }
 
   async remove(generation: number): Promise<void> {
+    if (!this.current || generation >= this.current.generation) {
+      throw new Error(`journal invariant: removing generation ${generation}, which takes appends`);
+    }
     await this.disk.remove(this.path(generation));
     await this.disk.syncDir(this.dir);
   }
 
+  /** Makes every record durable and closes the file. */
   async close(): Promise<void> {
-    await this.rotation;
-    await this.groupSync?.sync();
-    await this.file?.close();
+    await this.switching.catch(() => {});
+    await this.current?.retire();
   }
 }
