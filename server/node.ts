@@ -83,6 +83,13 @@ export class CairnNode {
       random: systemRandom,
       log: this.log,
       pid: Deno.pid,
+      onFailStop: (reason) => {
+        // The replica host logged the details; exit without a graceful close, which would sync.
+        this.log.error(
+          `exiting after fail-stop (${reason}); restart the node once the disk is fixed`,
+        );
+        Deno.exit(70);
+      },
     });
     await this.runtime.start();
     this.log.info(

@@ -101,9 +101,13 @@ if (import.meta.main) {
       console.log(`seed ${result.seed}: FAILED`);
       for (const failure of result.failures) console.log(`  ${failure}`);
       console.log(`  trace (last events):\n${result.trace}`);
-      console.log(`  replay: deno task sim --seed ${result.seed} --seeds 1 --seconds ${seconds} --verbose`);
+      console.log(
+        `  replay: deno task sim --seed ${result.seed} --seeds 1 --seconds ${seconds} --verbose`,
+      );
     } else if (Deno.stdout.isTerminal()) {
-      Deno.stdout.writeSync(new TextEncoder().encode(`\rseed ${result.seed} ok (${done}/${count})`));
+      Deno.stdout.writeSync(
+        new TextEncoder().encode(`\rseed ${result.seed} ok (${done}/${count})`),
+      );
     }
   });
   if (Deno.stdout.isTerminal()) console.log();

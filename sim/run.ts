@@ -146,7 +146,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         countCheck("single owner per term");
         if (holder === undefined) servingByTerm.set(actor.term, node.id);
         else if (holder !== node.id) {
-          fail(`two owners served volume ${actor.name} at term ${actor.term}: ${holder} and ${node.id}`);
+          fail(
+            `two owners served volume ${actor.name} at term ${actor.term}: ${holder} and ${node.id}`,
+          );
         }
       }
     }
@@ -198,7 +200,14 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         return;
       case "partition": {
         // The node with the KV on the majority side; the other side is one node.
-        network.partition([[node], [...nodeIds.filter((n) => n !== node), "kv", "admin", "c1", "c2", "c3"]]);
+        network.partition([[node], [
+          ...nodeIds.filter((n) => n !== node),
+          "kv",
+          "admin",
+          "c1",
+          "c2",
+          "c3",
+        ]]);
         scheduler.schedule(forMs, () => {
           disruptions--;
           network.heal();
@@ -212,11 +221,11 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       case "fsync-failure":
         // The next fdatasync on that node's disk fails; its host fail-stops; a person
         // replaces the disk's fault and restarts the node later.
-        sim.disk.failDatasync(() => true, { times: 1 });
+        const removeFault = sim.disk.failDatasync(() => true, { times: 1 });
         scheduler.schedule(forMs, () => {
           disruptions--;
           cluster.kill(node);
-          sim.disk.clearDatasyncFaults?.();
+          removeFault();
           scheduler.schedule(100, () => void cluster.start(node));
         });
         return;
@@ -268,17 +277,29 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   monitoring = false;
 
   // ---- final reads of every block, recorded in the history ----
-  const reader = new SimClient("final", 0, 1, network.endpoint("final"), scheduler, volume, history, () => 0);
+  const reader = new SimClient(
+    "final",
+    0,
+    1,
+    network.endpoint("final"),
+    scheduler,
+    volume,
+    history,
+    () => 0,
+  );
   let readsDone = false;
   const finalReads = (async () => {
     for (let block = 0; block < volume.blocks; block += 16) {
-      if (!await reader.read(block, 16)) fail(`final read of blocks ${block}..${block + 15} failed`);
+      if (!await reader.read(block, 16)) {
+        fail(`final read of blocks ${block}..${block + 15} failed`);
+      }
     }
     readsDone = true;
   })();
   await scheduler.runUntil(() => readsDone, 120_000);
-  if (!readsDone) fail("final reads did not finish within 120 s of virtual time: an actor is stuck");
-  else await finalReads;
+  if (!readsDone) {
+    fail("final reads did not finish within 120 s of virtual time: an actor is stuck");
+  } else await finalReads;
 
   // ---- checks ----
   const result = checkLinearizable(history);
@@ -294,13 +315,20 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     // In-sync replicas of every segment hold the same versions and bytes, block by block.
     const layout = cluster.kv.get(`vol.sim.layout`);
     if (!layout) return fail("volume layout is gone");
-    const parsed = JSON.parse(layout.json) as { segments: { replicas: { node: string; state: string }[] }[] };
+    const parsed = JSON.parse(layout.json) as {
+      segments: { replicas: { node: string; state: string }[] }[];
+    };
     parsed.segments.forEach((segment, index) => {
       const inSync = segment.replicas.filter((r) => r.state === "in-sync").map((r) => r.node);
-      if (inSync.length < 2) fail(`segment ${index} has ${inSync.length} in-sync replicas after settling`);
+      if (inSync.length < 2) {
+        fail(`segment ${index} has ${inSync.length} in-sync replicas after settling`);
+      }
       const images = inSync.map((node) => {
         const sim = cluster.nodes.get(node)!;
-        return { node, bytes: sim.disk.fileBytes(`/${node}/segments/${volumeInfo.id}/${segmentFileName(index)}`) };
+        return {
+          node,
+          bytes: sim.disk.fileBytes(`/${node}/segments/${volumeInfo.id}/${segmentFileName(index)}`),
+        };
       });
       for (let i = 1; i < images.length; i++) {
         countCheck("replica convergence");
@@ -310,9 +338,13 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         for (let block = 0; block < segmentBytes / blockSizeBytes; block++) {
           if (rotten.has(`${index}/${block}`)) continue; // scrub is not built yet: rot may stay
           const at = dataStart + block * blockSizeBytes;
-          const same = a.bytes.subarray(at, at + blockSizeBytes).every((x, k) => x === b.bytes[at + k]);
+          const same = a.bytes.subarray(at, at + blockSizeBytes).every((x, k) =>
+            x === b.bytes[at + k]
+          );
           if (!same) {
-            fail(`segment ${index} block ${block}: in-sync replicas ${a.node} and ${b.node} differ`);
+            fail(
+              `segment ${index} block ${block}: in-sync replicas ${a.node} and ${b.node} differ`,
+            );
             return;
           }
         }

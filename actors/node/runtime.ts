@@ -48,6 +48,11 @@ export interface NodeRuntimeDeps {
   log: Logger;
   /** Process id, for `node list` (0 in the simulator). */
   pid: number;
+  /**
+   * Called once when the replica host failed-stop (a failed fdatasync): the node must take
+   * no more writes. The process shell exits; the journal is kept for replay at restart.
+   */
+  onFailStop?: (reason: string) => void;
 }
 
 /** The in-process replica's errors, in the shape a remote reply would have. */
@@ -73,7 +78,13 @@ export class NodeRuntime {
 
   async start(): Promise<void> {
     const { deps } = this;
-    this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log);
+    this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log, {
+      onFailStop: (reason) => {
+        // Serve nothing more from here: volume actors stop, so clients move on.
+        void this.supervisor?.stopAll();
+        deps.onFailStop?.(reason);
+      },
+    });
     await this.host.loadAll();
     await this.removeOrphanSegments();
     this.watchdog = new Watchdog(deps.transport, this.id, deps.clock);
