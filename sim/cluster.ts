@@ -54,6 +54,8 @@ export class SimCluster {
     this.network = new SimNetwork(this.scheduler, {
       minDelayMs: options.minDelayMs ?? 0.2,
       maxDelayMs: options.maxDelayMs ?? 3,
+      // NATS keeps the order of messages from one connection to one subscriber; Cairn relies on it.
+      reorder: false,
     });
     for (let i = 0; i < options.nodes; i++) {
       const id = `n${i + 1}`;
