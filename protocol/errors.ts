@@ -33,6 +33,11 @@ export const ErrorCode = {
   BUSY: 15,
   /** Anything else; the message says what. */
   INTERNAL: 16,
+  /**
+   * Internal (owner to replica): a write batch arrived out of sequence in its owner's write
+   * stream (one before it was lost); the replica refuses writes until the owner fences again.
+   */
+  WRITE_GAP: 17,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

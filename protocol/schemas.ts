@@ -138,6 +138,8 @@ export const moveVolumeRequestSchema = z.object({ name: nameSchema, to: nameSche
 export const fenceRequestSchema = z.object({
   epoch: z.number().int().nonnegative(),
   segments: z.array(z.number().int().nonnegative()),
+  /** The seq of the owner's next write batch to this replica: its write stream restarts. */
+  nextSeq: z.number().int().min(1).max(0xffff_ffff).optional(),
 });
 /** Read-only: `epoch` (the caller's owner term) is optional; a scrub never changes anything. */
 export const scrubRequestSchema = z.object({

@@ -10,7 +10,7 @@ import { SimClient, type SimVolume } from "./client.ts";
 import { checkLinearizable, describe, type HistoryOp } from "./linearizability.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { encodeJson } from "../protocol/control.ts";
-import { segmentFileSizeBytes } from "../actors/replica/segment_file.ts";
+import { segmentFileSizeBytes, segmentHeaderBytes } from "../actors/replica/segment_file.ts";
 import { segmentFileName } from "../actors/replica/host.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
 import type { ControlReply, VolumeInfo } from "../protocol/schemas.ts";
@@ -166,7 +166,15 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     const kind = faultWeights.find(([, w]) => (pick -= w) < 0)![0];
     const node = scheduler.pick(nodeIds);
     const sim = cluster.nodes.get(node)!;
-    const disruptive = ["kill", "power-loss", "pause", "isolate", "partition", "fsync-failure"];
+    const disruptive = [
+      "kill",
+      "power-loss",
+      "pause",
+      "isolate",
+      "partition",
+      "fsync-failure",
+      "drop-burst",
+    ];
     if (disruptive.includes(kind)) {
       if (disruptions >= maxConcurrentDisruptions || sim.state !== "up") return;
       disruptions++;
@@ -215,8 +223,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         return;
       }
       case "drop-burst":
-        network.setDropProbability(0.05);
-        scheduler.schedule(forMs, () => network.setDropProbability(0));
+        // Messages lost as on a NATS reconnect; every lost write batch costs a replica a catch-up.
+        network.setDropProbability(0.02);
+        scheduler.schedule(forMs, () => {
+          disruptions--;
+          network.setDropProbability(0);
+        });
         return;
       case "fsync-failure":
         // The next fdatasync on that node's disk fails; its host fail-stops; a person
@@ -342,8 +354,20 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
             x === b.bytes[at + k]
           );
           if (!same) {
+            const meta = (bytes: Uint8Array) => {
+              const view = new DataView(
+                bytes.buffer,
+                bytes.byteOffset + segmentHeaderBytes + block * 16,
+              );
+              const version = view.getUint32(4, true) * 2 ** 32 + view.getUint32(0, true);
+              return `version ${version} (term ${view.getUint32(4, true)}) flags ${
+                view.getUint32(12, true)
+              }`;
+            };
             fail(
-              `segment ${index} block ${block}: in-sync replicas ${a.node} and ${b.node} differ`,
+              `segment ${index} block ${block}: in-sync replicas differ: ${a.node} has ${
+                meta(a.bytes)
+              }, ${b.node} has ${meta(b.bytes)}`,
             );
             return;
           }

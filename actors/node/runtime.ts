@@ -152,8 +152,8 @@ export class NodeRuntime {
     if (node === this.id) {
       return {
         call: (op, body) => this.host.handle(volumeId, op, body),
-        write: (term, entries) =>
-          this.host.writeEntries(volumeId, term, entries).catch((err) => {
+        write: (term, entries, seq) =>
+          this.host.writeEntries(volumeId, term, entries, undefined, seq).catch((err) => {
             throw replicaError(err);
           }),
         read: (request) =>
@@ -170,8 +170,8 @@ export class NodeRuntime {
       );
     return {
       call,
-      write: async (term, entries) => {
-        checkReplicaReply(await call("write", encodeWriteBatch(term, entries)));
+      write: async (term, entries, seq) => {
+        checkReplicaReply(await call("write", encodeWriteBatch(term, entries, seq)));
       },
       read: async (request) =>
         decodeReadReply(checkReplicaReply(await call("read", encodeReadRequest(request)))),

@@ -80,6 +80,8 @@ export class ReplicaHost {
   private checkpointing: Promise<void> | null = null;
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
+  /** Per volume: the owner write stream this replica follows (set by fences, in memory only). */
+  private readonly streams = new Map<string, { term: number; nextSeq: number }>();
   private closing = false;
   private closed: Promise<void> | null = null;
   private readonly failStop: FailStop;
@@ -262,9 +264,34 @@ export class ReplicaHost {
   }
 
   private async write(volume: string, body: Uint8Array): Promise<Uint8Array> {
-    const { epoch, entries } = decodeWriteBatch(body);
-    await this.writeEntries(volume, epoch, entries, body);
+    const { epoch, seq, entries } = decodeWriteBatch(body);
+    await this.writeEntries(volume, epoch, entries, body, seq);
     return encodeOk();
+  }
+
+  /**
+   * Checks a batch's place in its owner's write stream, on arrival (before any await, so
+   * in arrival order). A batch after a gap is refused, and so is everything after it until
+   * the owner fences again: this replica then never holds a later write of a term while
+   * missing an earlier one, which is what lets a takeover trust equal highest versions.
+   */
+  private checkSequence(volume: string, term: number, seq: number): void {
+    if (seq === 0) return;
+    const stream = this.streams.get(volume);
+    if (stream && stream.term === term && stream.nextSeq === seq) {
+      stream.nextSeq++;
+      return;
+    }
+    const expected = !stream || stream.term !== term
+      ? `no fence at term ${term} in this node's life`
+      : stream.nextSeq === 0
+      ? `a gap was seen earlier`
+      : `expected ${stream.nextSeq}`;
+    if (stream && stream.term === term) stream.nextSeq = 0; // refuse everything until a fence
+    throw new HostError(
+      "WRITE_GAP",
+      `write batch ${seq} of term ${term} for ${volume} out of sequence (${expected}); fence again`,
+    );
   }
 
   /**
@@ -279,6 +306,8 @@ export class ReplicaHost {
     entries: WriteEntry[],
     /** The entries as the wire encoded them, if they came that way: journaled without a copy. */
     encoded?: Uint8Array,
+    /** The batch's place in the owner's write stream (see checkSequence); 0 = unsequenced. */
+    seq = 0,
   ): Promise<void> {
     this.checkUsable();
     const touched = new Set<Replica>();
@@ -287,6 +316,7 @@ export class ReplicaHost {
     for (const replica of touched) {
       if (epoch < replica.epoch) await replica.admit(epoch);
     }
+    this.checkSequence(volume, epoch, seq);
     const previous = this.writeChains.get(volume) ?? Promise.resolve();
     const applied = previous.catch(() => {}).then(() =>
       this.applyEntries(volume, epoch, entries, touched, encoded)
@@ -456,6 +486,11 @@ export class ReplicaHost {
   /** A new owner's first contact: persist its epoch and report each segment's highest version. */
   private async fence(volume: string, body: Uint8Array): Promise<Uint8Array> {
     const request = this.parse(fenceRequestSchema, body);
+    // The write stream restarts here, decided on arrival so later batches meet it in order.
+    const refused = request.segments.some((s) => request.epoch < this.replica(volume, s).epoch);
+    if (!refused && request.nextSeq !== undefined) {
+      this.streams.set(volume, { term: request.epoch, nextSeq: request.nextSeq });
+    }
     const segments = [];
     for (const segment of request.segments) {
       const replica = this.replica(volume, segment);

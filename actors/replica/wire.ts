@@ -2,10 +2,13 @@
  * Binary messages between a volume actor and a replica host (internal; not
  * for clients). Little-endian. Every request carries the sender's epoch.
  *
- * Write batch:  u8 version=1, u8 0, u16 entryCount, u32 0, u64 epoch,
+ * Write batch:  u8 version=1, u8 0, u16 entryCount, u32 seq, u64 epoch (the owner term),
  *               then per entry: u32 segment, u32 firstBlock, u32 blockCount,
  *               u32 kind (0 data, 1 zero, 2 repair), u64 version, data (data and repair).
  * Read:         u8 version=1, u8 0, u16 0, u32 segment, u64 epoch, u32 firstBlock, u32 blockCount.
+ *               seq numbers the owner's write stream to this replica (1, 2, ... after each
+ *               fence; 0 = not sequenced, for tests and tools): a replica refuses a batch
+ *               after a gap, so it never holds a later write while missing an earlier one.
  * Reply:        u8 status (ErrorCode), then the op's body or a UTF-8 error message.
  * Read reply:   u8 status, u8[3] 0, u32 count, f64 version[count], u8 state[count], data.
  */
@@ -42,13 +45,18 @@ export function entryWireBytes(entry: WriteEntry): number {
   return entryHeaderBytes + (carriesData(entry.kind) ? entry.blockCount * blockSizeBytes : 0);
 }
 
-export function encodeWriteBatch(epoch: number, entries: readonly WriteEntry[]): Uint8Array {
+export function encodeWriteBatch(
+  epoch: number,
+  entries: readonly WriteEntry[],
+  seq = 0,
+): Uint8Array {
   let total = batchHeaderBytes;
   for (const e of entries) total += entryWireBytes(e);
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   view.setUint8(0, replicaWireVersion);
   view.setUint16(2, entries.length, true);
+  view.setUint32(4, seq, true);
   view.setBigUint64(8, BigInt(epoch), true);
   let at = batchHeaderBytes;
   for (const e of entries) {
@@ -68,11 +76,14 @@ export function encodeWriteBatch(epoch: number, entries: readonly WriteEntry[]):
 
 export class WireError extends Error {}
 
-export function decodeWriteBatch(bytes: Uint8Array): { epoch: number; entries: WriteEntry[] } {
+export function decodeWriteBatch(
+  bytes: Uint8Array,
+): { epoch: number; seq: number; entries: WriteEntry[] } {
   if (bytes.length < batchHeaderBytes) throw new WireError("write batch shorter than its header");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint8(0) !== replicaWireVersion) throw new WireError("unknown write batch version");
   const count = view.getUint16(2, true);
+  const seq = view.getUint32(4, true);
   const epoch = Number(view.getBigUint64(8, true));
   const entries: WriteEntry[] = [];
   let at = batchHeaderBytes;
@@ -97,7 +108,7 @@ export function decodeWriteBatch(bytes: Uint8Array): { epoch: number; entries: W
     entries.push(entry);
   }
   if (at !== bytes.length) throw new WireError("write batch has trailing bytes");
-  return { epoch, entries };
+  return { epoch, seq, entries };
 }
 
 export interface ReadRequest {

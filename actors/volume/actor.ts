@@ -48,6 +48,7 @@ import {
   type WriteEntry,
 } from "../replica/wire.ts";
 import { NodeWriteBatcher } from "./batcher.ts";
+import { type ReplicaLink, ReplicaStream } from "./stream.ts";
 import {
   InflightWrites,
   inSyncNodes,
@@ -71,15 +72,7 @@ export const takeoverRetryMaxMs = 10_000;
 
 const jsonBytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
-/** How a volume actor reaches the replica host of one node (in-process or over NATS). */
-export interface ReplicaLink {
-  /** Sends one replica message; resolves with the raw reply (status byte first). */
-  call(op: string, body: Uint8Array): Promise<Uint8Array>;
-  /** Applies a batch of write entries durably; rejects (ReplicaReplyError or transport) otherwise. */
-  write(term: number, entries: WriteEntry[]): Promise<void>;
-  /** Reads blocks of one segment; rejects like write. */
-  read(request: ReadRequest): Promise<ReadResult>;
-}
+export type { ReplicaLink } from "./stream.ts";
 
 export interface VolumeActorDeps {
   spec: VolumeSpec;
@@ -117,7 +110,7 @@ export function checkReplicaReply(reply: Uint8Array): Uint8Array {
 
 /** Calls a replica; a non-OK status becomes ReplicaReplyError. */
 export async function callReplica(
-  link: ReplicaLink,
+  link: Pick<ReplicaLink, "call">,
   op: string,
   body: Uint8Array,
 ): Promise<Uint8Array> {
@@ -145,6 +138,8 @@ export class VolumeActor {
   private readonly versions = new VersionCounter();
   private readonly inflight = new InflightWrites();
   private readonly batchers = new Map<string, NodeWriteBatcher>();
+  /** One write stream per replica node, for this actor's life (see stream.ts). */
+  private readonly streams = new Map<string, ReplicaStream>();
   private readonly nodeStats = new Map<string, NodeStats>();
   private readonly picker: ReadPicker;
   private requestsInFlight = 0;
@@ -239,7 +234,7 @@ export class VolumeActor {
           revision: this.layoutRevision,
           segmentBytes: this.deps.spec.segmentBytes,
           metadata,
-          link: (node) => this.deps.link(node),
+          link: (node) => this.stream(node),
           log,
           clock,
         });
@@ -402,9 +397,9 @@ export class VolumeActor {
   }
 
   private async catchUpNode(node: string, segments: number[]): Promise<void> {
-    const link = this.deps.link(node);
+    const link = this.stream(node);
     try {
-      await callReplica(link, "fence", jsonBytes({ epoch: this.term, segments }));
+      await callReplica(link, "fence", link.fenceBody(this.term, segments));
     } catch (err) {
       if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
         throw new FencedError(err.message);
@@ -420,20 +415,22 @@ export class VolumeActor {
     await Promise.all(this.inflight.all());
     const blockCount = this.deps.spec.segmentBytes / blockSizeBytes;
     let copied = 0;
+    /** Only segments copied from an in-sync source may become in-sync. */
+    const caughtUp: number[] = [];
     for (const segment of segments) {
       if (this.lifecycle !== "serving") return;
-      const sources = inSyncNodes(this.layout.segments[segment].replicas);
+      const sources = inSyncNodes(this.layout.segments[segment].replicas).filter((n) => n !== node);
       const sourceVersions = new Map<string, Float64Array>();
       for (const source of sources) {
         sourceVersions.set(
           source,
-          await fetchVersions(this.deps.link(source), this.term, segment, blockCount),
+          await fetchVersions(this.stream(source), this.term, segment, blockCount),
         );
       }
       if (sourceVersions.size === 0) continue;
       const targetVersions = await fetchVersions(link, this.term, segment, blockCount);
       copied += await catchUp(
-        { name: this.name, link: (n) => this.deps.link(n), log: this.deps.log },
+        { name: this.name, link: (n) => this.stream(n), log: this.deps.log },
         this.term,
         segment,
         blockCount,
@@ -442,19 +439,20 @@ export class VolumeActor {
         targetVersions,
         true,
       );
+      caughtUp.push(segment);
     }
     const changed = await this.mailbox.post(async () => {
       if ((this.rebuildMisses.get(node) ?? 0) !== missesBefore) {
         throw new Error(`a write to ${node} failed during the copy; starting over`);
       }
       return await this.editReplicaStatesNow(
-        segments.map((segment) => ({ segment, node, state: "in-sync" as const })),
+        caughtUp.map((segment) => ({ segment, node, state: "in-sync" as const })),
         (r) => r.state === "rebuilding",
       );
     });
     if (changed) {
       this.deps.log.info(
-        `volume ${this.name}: ${node} caught up (${segments.length} segments, ${copied} blocks copied)`,
+        `volume ${this.name}: ${node} caught up (${caughtUp.length} segments, ${copied} blocks copied)`,
       );
     }
   }
@@ -595,9 +593,20 @@ export class VolumeActor {
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
     // A failed in-sync replica is marked stale before the client hears ok, so it is never read.
-    for (const node of failed) await this.replicaWriteFailed(node, piece.segment);
+    let keptLastCopy = false;
+    for (const node of failed) {
+      if (await this.replicaWriteFailed(node, piece.segment) === "kept-last-copy") {
+        keptLastCopy = true;
+      }
+    }
     if (this.stateNow() === "fenced") {
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
+    }
+    if (keptLastCopy) {
+      throw new CairnError(
+        "UNAVAILABLE",
+        `segment ${piece.segment}: the write failed on its last in-sync replica, which stays in sync; not acknowledged`,
+      );
     }
     const inSync = inSyncNodes(this.layout.segments[piece.segment].replicas).length;
     if (inSync < this.deps.spec.minInSync) {
@@ -613,13 +622,25 @@ export class VolumeActor {
    * write is acknowledged); a rebuilding one only spoils the catch-up running for it,
    * with no metadata write. One mailbox message, so it orders with catch-up's in-sync edit.
    */
-  private replicaWriteFailed(node: string, segment: number): Promise<void> {
+  private replicaWriteFailed(
+    node: string,
+    segment: number,
+  ): Promise<"marked" | "not-in-sync" | "kept-last-copy"> {
     return this.mailbox.post(async () => {
-      const replica = this.layout.segments[segment].replicas.find((r) => r.node === node);
-      if (!replica || replica.state === "stale") return;
+      const replicas = this.layout.segments[segment].replicas;
+      const replica = replicas.find((r) => r.node === node);
+      if (!replica || replica.state === "stale") return "not-in-sync";
       if (replica.state === "rebuilding") {
         this.rebuildMisses.set(node, (this.rebuildMisses.get(node) ?? 0) + 1);
-        return;
+        return "not-in-sync";
+      }
+      if (inSyncNodes(replicas).length === 1) {
+        // Never demote the last in-sync copy (DRBD keeps its last UpToDate disk): it holds
+        // every acknowledged write, and with no in-sync replica no owner could take over.
+        this.deps.log.warn(
+          `volume ${this.name}: write to ${node}, the last in-sync replica of segment ${segment}, failed; it stays in sync`,
+        );
+        return "kept-last-copy";
       }
       if (
         await this.editReplicaStatesNow(
@@ -631,13 +652,14 @@ export class VolumeActor {
           `volume ${this.name}: marked ${node} stale for segment ${segment} (term ${this.term})`,
         );
       }
+      return "marked";
     });
   }
 
   private batcher(node: string): NodeWriteBatcher {
     let batcher = this.batchers.get(node);
     if (!batcher) {
-      const link = this.deps.link(node);
+      const link = this.stream(node);
       batcher = new NodeWriteBatcher(
         (term, entries) => link.write(term, entries),
         () => this.term,
@@ -645,6 +667,12 @@ export class VolumeActor {
       this.batchers.set(node, batcher);
     }
     return batcher;
+  }
+
+  private stream(node: string): ReplicaStream {
+    let stream = this.streams.get(node);
+    if (!stream) this.streams.set(node, stream = new ReplicaStream(node, this.deps.link(node)));
+    return stream;
   }
 
   private editReplicaStates(
@@ -735,7 +763,7 @@ export class VolumeActor {
       const startedMs = this.deps.clock.nowMs();
       stats.outstanding++;
       try {
-        const result = await this.deps.link(node).read(request);
+        const result = await this.stream(node).read(request);
         stats.latencyEwmaMs = updateEwma(stats.latencyEwmaMs, this.deps.clock.nowMs() - startedMs);
         if (!result.states.includes("corrupt")) {
           if (rotten) this.repair(piece, rotten, result);

@@ -12,7 +12,8 @@ import type { VolumeLayout } from "../../protocol/schemas.ts";
 import { CairnError } from "../../protocol/errors.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
 import { EntryKind, type WriteEntry } from "../replica/wire.ts";
-import { callReplica, type ReplicaLink } from "./actor.ts";
+import { callReplica } from "./actor.ts";
+import type { ReplicaStream } from "./stream.ts";
 import { setReplicaStates } from "./core.ts";
 
 /** How long a new owner waits for replica nodes to answer before marking them stale. */
@@ -29,7 +30,8 @@ export interface ReconcileInput {
   revision: number;
   segmentBytes: number;
   metadata: MetadataPort;
-  link: (node: string) => ReplicaLink;
+  /** The actor's write stream to each node (fences restart it). */
+  link: (node: string) => ReplicaStream;
   log: Logger;
   clock: Clock;
 }
@@ -65,7 +67,7 @@ export function sleep(clock: Clock, delayMs: number): Promise<void> {
 }
 
 async function fenceNode(
-  link: ReplicaLink,
+  link: ReplicaStream,
   epoch: number,
   segments: number[],
   deadlineMs: number,
@@ -73,7 +75,7 @@ async function fenceNode(
 ): Promise<FencedSegment[] | null> {
   for (;;) {
     try {
-      const reply = await callReplica(link, "fence", json({ epoch, segments }));
+      const reply = await callReplica(link, "fence", link.fenceBody(epoch, segments));
       return JSON.parse(new TextDecoder().decode(reply.subarray(1))).segments;
     } catch (err) {
       if ((err as { code?: string }).code === "STALE_EPOCH") {
@@ -86,7 +88,7 @@ async function fenceNode(
 }
 
 export async function fetchVersions(
-  link: ReplicaLink,
+  link: Pick<ReplicaStream, "call">,
   epoch: number,
   segment: number,
   blockCount: number,
