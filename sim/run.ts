@@ -230,17 +230,19 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
           network.setDropProbability(0);
         });
         return;
-      case "fsync-failure":
+      case "fsync-failure": {
         // The next fdatasync on that node's disk fails; its host fail-stops; a person
         // replaces the disk's fault and restarts the node later.
         const removeFault = sim.disk.failDatasync(() => true, { times: 1 });
         scheduler.schedule(forMs, () => {
           disruptions--;
-          cluster.kill(node);
+          // The machine is rebooted: what the failed fdatasync did not make durable is gone.
+          cluster.powerLoss(node);
           removeFault();
           scheduler.schedule(100, () => void cluster.start(node));
         });
         return;
+      }
       case "bit-rot": {
         const segment = scheduler.int(0, segments - 1);
         const block = scheduler.int(0, segmentBytes / blockSizeBytes - 1);

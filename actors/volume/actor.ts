@@ -70,8 +70,6 @@ export const maxCatchUpBackoffMs = 60_000;
 export const takeoverRetryFirstMs = 250;
 export const takeoverRetryMaxMs = 10_000;
 
-const jsonBytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
-
 export type { ReplicaLink } from "./stream.ts";
 
 export interface VolumeActorDeps {
