@@ -19,6 +19,9 @@ const kvDelayMs = { min: 1, max: 4 };
 /** How long a metadata call from a node cut off from the KV waits before it fails. */
 const kvTimeoutMs = 2000;
 
+/** The simulated nodes' journal checkpoint size: small, so rotations race with writes often. */
+export const simJournalCheckpointBytes = 256 * 1024;
+
 export type SimNodeState = "up" | "crashed" | "paused";
 
 export interface SimNode {
@@ -122,6 +125,8 @@ export class SimCluster {
       random: this.scheduler.randomFor(id),
       log: this.logger(node),
       pid: 0,
+      // Checkpoints (journal rotation, segment syncs) every few hundred writes, not every 64 MiB.
+      journalCheckpointBytes: simJournalCheckpointBytes,
       onFailStop: () => {
         node.failStopped = true;
         this.scheduler.trace("fail-stop", `${id} failed-stop`, id);

@@ -323,7 +323,31 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   }
   checkConverged();
   checkNotStuck();
+  checkMetadataBudget();
   return finish();
+
+  /**
+   * No retry loop writes metadata on every attempt, and terms change only with ownership:
+   * the layout's term and its writes stay within a budget set by the faults that move or
+   * disturb ownership (each costs at most a few terms and a few state edits per segment).
+   */
+  function checkMetadataBudget(): void {
+    const layout = cluster.kv.get(`vol.sim.layout`);
+    if (!layout) return;
+    const { term } = JSON.parse(layout.json) as { term: number };
+    const events = [...faults.values()].reduce((a, b) => a + b, 0) + nodeCount;
+    countCheck("metadata budget");
+    const termBudget = 3 * events + 4;
+    if (term > termBudget) {
+      fail(`owner term reached ${term}, above ${termBudget} for ${events} faults: terms churn`);
+    }
+    const writeBudget = 12 * segments * events + 20;
+    if (layout.revision > writeBudget) {
+      fail(
+        `the KV took ${layout.revision} writes, above ${writeBudget} for ${events} faults: a retry loop writes metadata`,
+      );
+    }
+  }
 
   function checkConverged(): void {
     // In-sync replicas of every segment hold the same versions and bytes, block by block.

@@ -53,6 +53,8 @@ export interface NodeRuntimeDeps {
    * no more writes. The process shell exits; the journal is kept for replay at restart.
    */
   onFailStop?: (reason: string) => void;
+  /** Journal size that starts a checkpoint (the simulator checkpoints often); default 64 MiB. */
+  journalCheckpointBytes?: number;
 }
 
 /** The in-process replica's errors, in the shape a remote reply would have. */
@@ -79,6 +81,7 @@ export class NodeRuntime {
   async start(): Promise<void> {
     const { deps } = this;
     this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log, {
+      journalCheckpointBytes: deps.journalCheckpointBytes,
       onFailStop: (reason) => {
         // Serve nothing more from here: volume actors stop, so clients move on.
         void this.supervisor?.stopAll();
