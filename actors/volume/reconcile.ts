@@ -149,15 +149,22 @@ export async function catchUp(
     });
     const entries: WriteEntry[] = [];
     for (let i = 0; i < end - block; i++) {
-      const state = read.states[i];
+      let state = read.states[i];
+      let data = read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
       if (state === "corrupt") {
+        // Never skip it: the target would claim a version it does not hold. Versions are
+        // unique, so another source with the same version holds the same bytes.
         input.log.error(
           `reconcile ${input.name}/${segment}: block ${block + i} rotten on ${bestNode}`,
         );
-        continue;
+        const good = await readGoodCopy(input, epoch, segment, block + i, source[block + i], {
+          sources,
+          except: bestNode,
+        });
+        state = good.state;
+        data = good.data;
       }
       const base = { segment, firstBlock: block + i, blockCount: 1, version: read.versions[i] };
-      const data = read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
       if (online) entries.push({ ...base, kind: EntryKind.repair, data });
       else if (state === "written") entries.push({ ...base, kind: EntryKind.data, data });
       else entries.push({ ...base, kind: EntryKind.zero });
@@ -169,6 +176,40 @@ export async function catchUp(
     block = end;
   }
   return copied;
+}
+
+/**
+ * One block at exactly `version` from a source other than `except` whose copy passes its
+ * checksum; CORRUPT if none has one (the copy fails, and the target stays out of sync).
+ */
+async function readGoodCopy(
+  input: Pick<ReconcileInput, "name" | "link">,
+  epoch: number,
+  segment: number,
+  block: number,
+  version: number,
+  where: { sources: Map<string, Float64Array>; except: string },
+): Promise<{ state: string; data: Uint8Array }> {
+  for (const [node, versions] of where.sources) {
+    if (node === where.except || versions[block] !== version) continue;
+    try {
+      const read = await input.link(node).read({
+        segment,
+        epoch,
+        firstBlock: block,
+        blockCount: 1,
+      });
+      if (read.states[0] !== "corrupt" && read.versions[0] === version) {
+        return { state: read.states[0], data: read.data };
+      }
+    } catch {
+      // try the next source
+    }
+  }
+  throw new CairnError(
+    "CORRUPT",
+    `volume ${input.name} segment ${segment} block ${block}: no source holds a good copy of version ${version}; not copied`,
+  );
 }
 
 export async function reconcileVolume(input: ReconcileInput): Promise<{
