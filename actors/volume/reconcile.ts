@@ -11,7 +11,7 @@ import type { Logger } from "../replica/host.ts";
 import type { VolumeLayout } from "../../protocol/schemas.ts";
 import { CairnError } from "../../protocol/errors.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
-import { EntryKind, type WriteEntry } from "../replica/wire.ts";
+import { EntryKind, type ReadResult, type WriteEntry } from "../replica/wire.ts";
 import { callReplica } from "./actor.ts";
 import type { ReplicaStream } from "./stream.ts";
 import { setReplicaStates } from "./core.ts";
@@ -189,7 +189,7 @@ async function readGoodCopy(
   block: number,
   version: number,
   where: { sources: Map<string, Float64Array>; except: string },
-): Promise<{ state: string; data: Uint8Array }> {
+): Promise<{ state: ReadResult["states"][number]; data: Uint8Array }> {
   for (const [node, versions] of where.sources) {
     if (node === where.except || versions[block] !== version) continue;
     try {
