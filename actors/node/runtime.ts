@@ -214,9 +214,8 @@ export class NodeRuntime {
       case "segments.delete": {
         const r = parse(deleteSegmentsRequestSchema);
         await this.checkReplicasRemovable(r.name, r.volumeId);
-        if (this.supervisor.localVolume(r.name)?.volumeId === r.volumeId) {
-          await this.supervisor.check(r.name);
-        }
+        // Any actor of this incarnation (serving, taking over, handing off) stops first.
+        if (this.supervisor.hasActor(r.name, r.volumeId)) await this.supervisor.check(r.name);
         await this.host.deleteVolume(r.volumeId);
         return { deleted: r.volumeId };
       }

@@ -69,6 +69,11 @@ export class Supervisor {
     for (const name of names) await this.check(name);
   }
 
+  /** Whether any actor (in any state) runs here for this volume incarnation. */
+  hasActor(name: string, volumeId: string): boolean {
+    return this.running.get(name)?.actor.volumeId === volumeId;
+  }
+
   /** The serving actor of a volume on this node, if any (for in-process gateways). */
   localVolume(name: string): VolumeActor | undefined {
     const actor = this.running.get(name)?.actor;
@@ -154,7 +159,9 @@ export class Supervisor {
       onState: (a, state) => this.onActorState(name, a, state),
     });
     this.running.set(name, { actor, startedMs: deps.clock.nowMs(), io: null });
-    void actor.start(expected);
+    actor.start(expected).catch((err) =>
+      deps.log.error(`volume ${name}: takeover ended with ${(err as Error).stack ?? err}`)
+    );
   }
 
   private onActorState(name: string, actor: VolumeActor, state: VolumeActorState): void {

@@ -210,12 +210,12 @@ export class VolumeActor {
     try {
       won = await takeOver(metadata, this.name, expected, nodeId);
     } catch (err) {
-      this.transition("term-lost", `takeover CAS failed: ${(err as Error).message}`);
+      this.transitionIfPossible("term-lost", `takeover CAS failed: ${(err as Error).message}`);
       return;
     }
     if (won.kind === "lost") {
       const now = won.layout?.value;
-      this.transition(
+      this.transitionIfPossible(
         "term-lost",
         now ? `layout shows ${now.owner} at term ${now.term}` : "volume is gone",
       );
@@ -257,6 +257,11 @@ export class VolumeActor {
     }
   }
 
+  /** For events that can race with a stop (a takeover that ends after stop() was called). */
+  private transitionIfPossible(event: LifecycleEvent, why: string): void {
+    if (canHappen(this.lifecycle, event)) this.transition(event, why);
+  }
+
   private adopt(layout: VolumeLayout, revision: number): void {
     this.layout = layout;
     this.layoutRevision = revision;
@@ -287,10 +292,19 @@ export class VolumeActor {
       if (this.lifecycle !== "handing-off") {
         throw new CairnError("MOVED", `volume ${this.name} was ${this.lifecycle} during handoff`);
       }
+      if (!inSyncEverywhere(this.layout, to)) {
+        // A write that failed while draining marked a replica of `to` stale.
+        this.transition("handoff-failed", `${to} fell out of sync while IO drained`);
+        this.scheduleCatchUp();
+        throw new CairnError("UNAVAILABLE", `${to} fell out of sync during the handoff; try again`);
+      }
       let result;
       try {
         result = await takeOver(this.deps.metadata, this.name, this.claim, to);
       } catch (err) {
+        if (!canHappen(this.lifecycle, "handoff-failed")) {
+          throw new CairnError("MOVED", `volume ${this.name} is ${this.lifecycle}`);
+        }
         this.transition("handoff-failed", (err as Error).message);
         this.scheduleCatchUp();
         throw new CairnError("UNAVAILABLE", `handoff not recorded: ${(err as Error).message}`);
@@ -629,7 +643,13 @@ export class VolumeActor {
       const replica = replicas.find((r) => r.node === node);
       if (!replica || replica.state === "stale") return "not-in-sync";
       if (replica.state === "rebuilding") {
+        // Spoils the copy running for it, and stops sending it writes (one CAS): a hung
+        // node must not hold every write to this segment up for the replica timeout.
         this.rebuildMisses.set(node, (this.rebuildMisses.get(node) ?? 0) + 1);
+        await this.editReplicaStatesNow(
+          [{ segment, node, state: "stale" }],
+          (r) => r.state === "rebuilding",
+        );
         return "not-in-sync";
       }
       if (inSyncNodes(replicas).length === 1) {

@@ -1,0 +1,211 @@
+/**
+ * Ownership cores: the lifecycle table, the supervisor's decisions, owner term vs layout
+ * revision in the metadata rules, and a volume actor over in-process replica hosts:
+ * a stale marking fences no one (defect: the owner fenced itself), a stop during a
+ * takeover ends cleanly.
+ */
+import assert from "node:assert/strict";
+import { canHappen, IllegalTransitionError, nextState } from "../../actors/volume/lifecycle.ts";
+import { decideVolume } from "../../actors/supervisor/core.ts";
+import { editLayout, takeOver } from "../../actors/metadata.ts";
+import { MemoryKv, MemoryMetadata } from "../../actors/metadata_memory.ts";
+import { MemoryDisk } from "../../actors/memory_disk.ts";
+import { ReplicaHost } from "../../actors/replica/host.ts";
+import { type ReplicaLink, VolumeActor } from "../../actors/volume/actor.ts";
+import { Op } from "../../protocol/frames.ts";
+import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
+import type { Clock } from "../../actors/ports.ts";
+import { HostError } from "../../actors/replica/host.ts";
+import { ReplicaReplyError } from "../../actors/volume/actor.ts";
+
+const quiet = { info() {}, warn() {}, error() {} };
+const volumeId = "00112233445566aa";
+
+Deno.test("lifecycle: only listed edges exist; fenced and stopped are final", () => {
+  assert.equal(nextState("taking-over", "reconciled"), "serving");
+  assert.equal(nextState("serving", "handoff-begun"), "handing-off");
+  assert.equal(nextState("handing-off", "handoff-recorded"), "stopped");
+  assert.equal(nextState("handing-off", "handoff-failed"), "serving");
+  assert.equal(nextState("serving", "fenced"), "fenced");
+  assert.throws(() => nextState("stopped", "reconciled"), IllegalTransitionError);
+  assert.throws(() => nextState("fenced", "handoff-failed"), IllegalTransitionError);
+  assert.throws(() => nextState("serving", "reconciled"), IllegalTransitionError);
+  assert.ok(!canHappen("stopped", "term-lost"));
+});
+
+Deno.test("supervisor decisions: restart own volume at a new term, stop deposed or deleted", () => {
+  const record = { name: "v", volumeId, owner: "a", term: 4 };
+  assert.deepEqual(decideVolume("a", record, null), {
+    kind: "start",
+    name: "v",
+    expected: { volumeId, owner: "a", term: 4 },
+  });
+  assert.deepEqual(decideVolume("a", record, { volumeId, state: "serving", term: 4 }), {
+    kind: "none",
+  });
+  // A fenced actor is forgotten, and the next decision starts a new one (no volume stays stuck).
+  assert.equal(decideVolume("a", record, { volumeId, state: "fenced", term: 3 }).kind, "forget");
+  assert.equal(decideVolume("b", record, { volumeId, state: "serving", term: 3 }).kind, "stop");
+  assert.equal(decideVolume("a", null, { volumeId, state: "serving", term: 4 }).kind, "stop");
+  assert.equal(
+    decideVolume("a", record, { volumeId: "ffffffffffffffff", state: "serving", term: 4 }).kind,
+    "stop",
+  );
+  assert.equal(decideVolume("b", record, null).kind, "none");
+});
+
+function layout(owner: string, term: number): VolumeLayout {
+  return {
+    volumeId,
+    term,
+    owner,
+    segments: [{
+      replicas: ["a", "b", "c"].map((node) => ({ node, state: "in-sync" as const })),
+    }],
+  };
+}
+
+Deno.test("metadata: replica-state edits keep the term; takeovers state what they expect", async () => {
+  const metadata = new MemoryMetadata(new MemoryKv());
+  const revision0 = await metadata.createLayout("v", layout("a", 3));
+  const claim = { volumeId, owner: "a", term: 3 };
+  const edit = await editLayout(metadata, "v", claim, (l) => ({
+    ...l,
+    segments: [{
+      replicas: l.segments[0].replicas.map((r) => ({ ...r, state: "stale" as const })),
+    }],
+  }));
+  assert.equal(edit.kind, "done");
+  if (edit.kind !== "done") return;
+  assert.equal(edit.layout.value.term, 3, "a stale marking fences no one");
+  assert.ok(edit.layout.revision > revision0, "but the layout revision moves");
+  // Two nodes race to take over from a at term 3: exactly one wins, the other re-decides.
+  const [b, c] = await Promise.all([
+    takeOver(metadata, "v", claim, "b"),
+    takeOver(metadata, "v", claim, "c"),
+  ]);
+  assert.deepEqual([b.kind, c.kind].sort(), ["lost", "won"]);
+  const now = (await metadata.getLayout("v"))!.value;
+  assert.equal(now.term, 4);
+  // The loser's claim is stale now: editing with it is refused as fenced.
+  const stale = await editLayout(metadata, "v", claim, (l) => l);
+  assert.equal(stale.kind, "fenced");
+});
+
+/** A clock whose timers never fire (the test drives everything through awaits). */
+const stillClock: Clock = { nowMs: () => 0, setTimer: () => () => {} };
+
+interface Harness {
+  actor: VolumeActor;
+  hosts: Map<string, ReplicaHost>;
+  metadata: MemoryMetadata;
+  failWrites: Set<string>;
+}
+
+async function harness(spec: Partial<VolumeSpec> = {}): Promise<Harness> {
+  const metadata = new MemoryMetadata(new MemoryKv());
+  const hosts = new Map<string, ReplicaHost>();
+  const failWrites = new Set<string>();
+  for (const node of ["a", "b", "c"]) {
+    const host = new ReplicaHost(`/${node}`, new MemoryDisk({ seed: node.charCodeAt(0) }), quiet);
+    await host.loadAll();
+    await host.createSegments(volumeId, 64 * 1024, [0], 0);
+    hosts.set(node, host);
+  }
+  const full: VolumeSpec = {
+    name: "v",
+    id: volumeId,
+    incarnation: 0x00112233,
+    sizeBytes: 64 * 1024,
+    blockSize: 4096,
+    segmentBytes: 64 * 1024,
+    replicas: 3,
+    minInSync: 2,
+    readPolicy: "round-robin",
+    createdAt: "now",
+    ...spec,
+  };
+  await metadata.createSpec(full);
+  await metadata.createLayout("v", layout("a", 0));
+  const link = (node: string): ReplicaLink => {
+    const host = hosts.get(node)!;
+    return {
+      call: (op, body) => host.handle(volumeId, op, body),
+      write: async (term, entries, seq) => {
+        if (failWrites.has(node)) throw new ReplicaReplyError("IO_ERROR", `${node} write fails`);
+        await host.writeEntries(volumeId, term, entries, undefined, seq).catch((err) => {
+          if (err instanceof HostError) throw new ReplicaReplyError(err.code, err.message);
+          throw err;
+        });
+      },
+      read: (request) => host.readBlocks(volumeId, request),
+    };
+  };
+  const actor = new VolumeActor({
+    spec: full,
+    nodeId: "a",
+    metadata,
+    link,
+    clock: stillClock,
+    random: { next: () => 0.5 },
+    log: quiet,
+  });
+  return { actor, hosts, metadata, failWrites };
+}
+
+const request = (op: number, offsetBytes: number, lengthBytes: number, payload?: Uint8Array) => ({
+  op,
+  flags: 0,
+  requestId: 1,
+  offsetBytes,
+  lengthBytes,
+  incarnation: 0x00112233,
+  payload: payload ?? new Uint8Array(0),
+});
+
+Deno.test("a stale marking racing reads fences no one: the owner keeps serving at its term", async () => {
+  const { actor, metadata, failWrites } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  assert.equal(actor.state, "serving");
+  const term = actor.ownerTerm;
+  await actor.serve(request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(1)));
+  // c starts failing: the next write marks it stale while reads (round-robin, so some
+  // go to c) are in flight. On the old code this bumped the epoch and the reads met
+  // STALE_EPOCH, the actor fenced itself and answered MOVED until its node restarted.
+  failWrites.add("c");
+  const reads = Array.from({ length: 12 }, () => actor.serve(request(Op.READ, 0, 4096)));
+  await actor.serve(request(Op.WRITE, 4096, 4096, new Uint8Array(4096).fill(2)));
+  for (const read of await Promise.all(reads)) assert.equal(read[0], 1);
+  const now = (await metadata.getLayout("v"))!.value;
+  assert.equal(now.segments[0].replicas.find((r) => r.node === "c")!.state, "stale");
+  assert.equal(now.term, term, "the stale marking kept the term");
+  assert.equal(actor.state, "serving");
+  const more = await actor.serve(request(Op.READ, 4096, 4096));
+  assert.equal(more[0], 2);
+});
+
+Deno.test("a stop during a takeover ends it cleanly (no illegal transition, nothing thrown)", async () => {
+  const { actor, metadata } = await harness();
+  await metadata.deleteVolume("v"); // the takeover CAS will find the volume gone...
+  const started = actor.start({ volumeId, owner: "a", term: 0 });
+  await actor.stop("volume deleted"); // ...after a stop arrived while it was under way
+  await started;
+  assert.equal(actor.state, "stopped");
+});
+
+Deno.test("a request for another incarnation is refused before anything is applied", async () => {
+  const { actor, hosts } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  await assert.rejects(
+    () =>
+      actor.serve({ ...request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(9)), incarnation: 7 }),
+    /NO_SUCH_VOLUME/,
+  );
+  const read = await hosts.get("a")!.readBlocks(volumeId, {
+    segment: 0,
+    epoch: actor.ownerTerm,
+    firstBlock: 0,
+    blockCount: 1,
+  });
+  assert.equal(read.states[0], "unwritten");
+});
