@@ -1,6 +1,8 @@
 /**
  * `deno task sim [--seed N] [--seeds K] [--seconds S] [--nodes N] [--verbose]`
  *
+ * `--stop-on-failure` ends at the first failing seed (used by sim/mutants.ts).
+ *
  * Runs K seeds (from N, default 1) of the deterministic cluster simulation,
  * each with S virtual seconds of load under random faults, then prints a
  * summary. A failing seed prints its failures and the event trace that led
@@ -22,7 +24,7 @@ export interface SimSummary {
 
 export async function runSeeds(
   seeds: number[],
-  options: { seconds: number; nodes?: number; verbose?: boolean },
+  options: { seconds: number; nodes?: number; verbose?: boolean; stopOnFailure?: boolean },
   onResult: (result: SimResult, done: number) => void = () => {},
 ): Promise<SimSummary> {
   const summary: SimSummary = {
@@ -50,6 +52,10 @@ export async function runSeeds(
     for (const [k, n] of result.checks) summary.checks.set(k, (summary.checks.get(k) ?? 0) + n);
     if (!result.ok) summary.failedSeeds.push(seed);
     onResult(result, i + 1);
+    if (!result.ok && options.stopOnFailure) {
+      summary.seeds = i + 1;
+      break;
+    }
   }
   return summary;
 }
@@ -89,6 +95,7 @@ if (import.meta.main) {
   const seconds = Number(flag(args, "seconds") ?? 20);
   const nodes = flag(args, "nodes") ? Number(flag(args, "nodes")) : undefined;
   const verbose = args.includes("--verbose");
+  const stopOnFailure = args.includes("--stop-on-failure");
   if (![first, count, seconds].every((n) => Number.isInteger(n) && n >= 0) || count < 1) {
     console.error(
       "usage: deno task sim [--seed N] [--seeds K] [--seconds S] [--nodes N] [--verbose]",
@@ -96,7 +103,10 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const seeds = Array.from({ length: count }, (_, i) => first + i);
-  const summary = await runSeeds(seeds, { seconds, nodes, verbose }, (result, done) => {
+  const summary = await runSeeds(seeds, { seconds, nodes, verbose, stopOnFailure }, (
+    result,
+    done,
+  ) => {
     if (!result.ok) {
       console.log(`seed ${result.seed}: FAILED`);
       for (const failure of result.failures) console.log(`  ${failure}`);
