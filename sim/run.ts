@@ -13,7 +13,7 @@ import { encodeJson } from "../protocol/control.ts";
 import { segmentFileSizeBytes, segmentHeaderBytes } from "../actors/replica/segment_file.ts";
 import { segmentFileName } from "../actors/replica/host.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
-import type { ControlReply, VolumeInfo } from "../protocol/schemas.ts";
+import type { ControlReply, VolumeInfo, VolumeLayout } from "../protocol/schemas.ts";
 
 export interface SimOptions {
   seed: number;
@@ -248,6 +248,16 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         const block = scheduler.int(0, segmentBytes / blockSizeBytes - 1);
         const key = `${segment}/${block}`;
         if (rotten.has(key)) return; // one rotten copy of a block at most
+        // Only while the segment has every replica in sync: rotting a block's last good copy
+        // is real data loss (scrub, not built yet, is what prevents it), not a test of Cairn.
+        const current = cluster.kv.get("vol.sim.layout");
+        const replicas = current
+          ? (JSON.parse(current.json) as VolumeLayout).segments[segment].replicas
+          : [];
+        if (
+          replicas.length < 3 || replicas.some((r) => r.state !== "in-sync") ||
+          !replicas.some((r) => r.node === node)
+        ) return;
         const path = `/${node}/segments/${volumeInfo.id}/${segmentFileName(segment)}`;
         if (!sim.disk.exists(path)) return;
         rotten.add(key);

@@ -260,15 +260,26 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
     }
     const sourceVersions = new Map(sources.map((r) => [r.node, versions.get(r.node)!]));
     for (const r of reachable) {
-      const copied = await catchUp(
-        input,
-        epoch,
-        segment,
-        blockCount,
-        sourceVersions,
-        r.node,
-        versions.get(r.node)!,
-      );
+      let copied: number;
+      try {
+        copied = await catchUp(
+          input,
+          epoch,
+          segment,
+          blockCount,
+          sourceVersions,
+          r.node,
+          versions.get(r.node)!,
+        );
+      } catch (err) {
+        if (!(err instanceof CairnError && err.code === "CORRUPT")) throw err;
+        // The newest copy of some block rotted on every source: that block reads CORRUPT
+        // (its only copies are bad), and this replica, which lacks it, is not in sync. The
+        // takeover goes on; one lost block must not take the whole volume down.
+        input.log.error(`${err.message}; ${r.node} stays out of sync for segment ${segment}`);
+        if (r.state !== "stale") stateChanges.push({ segment, node: r.node, state: "stale" });
+        continue;
+      }
       copiedBlocks += copied;
       if (r.state !== "in-sync") stateChanges.push({ segment, node: r.node, state: "in-sync" });
     }
