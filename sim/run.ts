@@ -10,7 +10,7 @@ import { SimClient, type SimVolume } from "./client.ts";
 import { checkLinearizable, describe, type HistoryOp } from "./linearizability.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { encodeJson } from "../protocol/control.ts";
-import { segmentFileSizeBytes, segmentHeaderBytes } from "../actors/replica/segment_file.ts";
+import { segmentFileSizeBytes } from "../actors/replica/segment_file.ts";
 import { segmentFileName } from "../actors/replica/host.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
 import type { ControlReply, VolumeInfo, VolumeLayout } from "../protocol/schemas.ts";
@@ -331,7 +331,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   for (const v of result.violations.slice(0, 5)) {
     fail(`${v.kind}: ${v.message}\n      ${v.ops.map(describe).join("\n      ")}`);
   }
-  checkConverged();
+  await checkConverged();
   checkNotStuck();
   checkMetadataBudget();
   return finish();
@@ -359,57 +359,61 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     }
   }
 
-  function checkConverged(): void {
-    // In-sync replicas of every segment hold the same versions and bytes, block by block.
+  /**
+   * In-sync replicas of every segment serve the same version and bytes for every block,
+   * read through each node's replica host. A block that fails its checksum (rot, or an
+   * unacknowledged write torn by a power loss) is counted, not compared: reads repair
+   * those from another copy, and scrub (not built yet) would find the rest.
+   */
+  async function checkConverged(): Promise<void> {
     const layout = cluster.kv.get(`vol.sim.layout`);
     if (!layout) return fail("volume layout is gone");
-    const parsed = JSON.parse(layout.json) as {
-      segments: { replicas: { node: string; state: string }[] }[];
-    };
-    parsed.segments.forEach((segment, index) => {
+    const parsed = JSON.parse(layout.json) as VolumeLayout;
+    const blocks = segmentBytes / blockSizeBytes;
+    for (const [index, segment] of parsed.segments.entries()) {
       const inSync = segment.replicas.filter((r) => r.state === "in-sync").map((r) => r.node);
       if (inSync.length < 2) {
         fail(`segment ${index} has ${inSync.length} in-sync replicas after settling`);
       }
-      const images = inSync.map((node) => {
-        const sim = cluster.nodes.get(node)!;
-        return {
-          node,
-          bytes: sim.disk.fileBytes(`/${node}/segments/${volumeInfo.id}/${segmentFileName(index)}`),
-        };
-      });
+      const images = [];
+      for (const node of inSync) {
+        const host = cluster.nodes.get(node)!.runtime?.host;
+        if (!host) return fail(`in-sync replica node ${node} is not running after settling`);
+        const read = await host.readBlocks(volumeInfo.id, {
+          segment: index,
+          // An observer's read: reads only check the term (never advance it), so any high one.
+          epoch: Number.MAX_SAFE_INTEGER,
+          firstBlock: 0,
+          blockCount: blocks,
+        });
+        images.push({ node, read });
+      }
       for (let i = 1; i < images.length; i++) {
         countCheck("replica convergence");
-        const a = images[0];
-        const b = images[i];
-        const dataStart = a.bytes.length - segmentBytes;
-        for (let block = 0; block < segmentBytes / blockSizeBytes; block++) {
-          if (rotten.has(`${index}/${block}`)) continue; // scrub is not built yet: rot may stay
-          const at = dataStart + block * blockSizeBytes;
-          const same = a.bytes.subarray(at, at + blockSizeBytes).every((x, k) =>
-            x === b.bytes[at + k]
-          );
-          if (!same) {
-            const meta = (bytes: Uint8Array) => {
-              const view = new DataView(
-                bytes.buffer,
-                bytes.byteOffset + segmentHeaderBytes + block * 16,
-              );
-              const version = view.getUint32(4, true) * 2 ** 32 + view.getUint32(0, true);
-              return `version ${version} (term ${view.getUint32(4, true)}) flags ${
-                view.getUint32(12, true)
-              }`;
-            };
-            fail(
-              `segment ${index} block ${block}: in-sync replicas differ: ${a.node} has ${
-                meta(a.bytes)
-              }, ${b.node} has ${meta(b.bytes)}`,
+        const [a, b] = [images[0], images[i]];
+        for (let block = 0; block < blocks; block++) {
+          if (a.read.states[block] === "corrupt" || b.read.states[block] === "corrupt") {
+            countCheck("blocks failing their checksum, left for read repair");
+            continue;
+          }
+          const at = block * blockSizeBytes;
+          const same = a.read.versions[block] === b.read.versions[block] &&
+            a.read.data.subarray(at, at + blockSizeBytes).every((x, k) =>
+              x === b.read.data[at + k]
             );
-            return;
+          if (!same) {
+            fail(
+              `segment ${index} block ${block}: in-sync replicas differ: ${a.node} has version ${
+                a.read.versions[block]
+              } (${a.read.states[block]}), ${b.node} has version ${b.read.versions[block]} (${
+                b.read.states[block]
+              })`,
+            );
+            break;
           }
         }
       }
-    });
+    }
   }
 
   function checkNotStuck(): void {
