@@ -11,6 +11,7 @@ import { MemoryKv, MemoryMetadata } from "../actors/metadata_memory.ts";
 import { NodeRuntime } from "../actors/node/runtime.ts";
 import type { Logger } from "../actors/replica/host.ts";
 import { TransportError } from "../actors/ports.ts";
+import { slowDisk } from "./slow_disk.ts";
 
 /** The pseudo-node that stands for the NATS servers holding the KV bucket. */
 export const kvNode = "kv";
@@ -118,7 +119,7 @@ export class SimCluster {
       zone: node.zone,
       capacityBytes: 100 * 1024 ** 3,
       dataDir: `/${id}`,
-      disk: node.disk,
+      disk: slowDisk(node.disk, this.scheduler, id),
       transport: this.network.endpoint(id),
       metadata: this.metadataFor(node),
       clock: this.scheduler.clockFor(id),
