@@ -21,7 +21,7 @@ const kvDelayMs = { min: 1, max: 4 };
 const kvTimeoutMs = 2000;
 
 /** The simulated nodes' journal checkpoint size: small, so rotations race with writes often. */
-export const simJournalCheckpointBytes = 256 * 1024;
+export const simJournalCheckpointBytes = 64 * 1024;
 
 export type SimNodeState = "up" | "crashed" | "paused";
 
@@ -48,6 +48,15 @@ export interface SimClusterOptions {
 }
 
 export class SimCluster {
+  /**
+   * The durability oracle: per node, the highest version of each block its replica host
+   * acknowledged as durable. After any crash and restart the node must still hold it.
+   */
+  readonly acknowledged = new Map<string, Map<string, number>>();
+  /** Nodes armed to lose power at their next segment-file fdatasync. */
+  readonly powerLossAtSync = new Set<string>();
+  /** Set by the run: where durability violations go. */
+  onViolation: (message: string) => void = () => {};
   readonly scheduler: SimScheduler;
   readonly network: SimNetwork;
   readonly kv = new MemoryKv();
@@ -119,7 +128,22 @@ export class SimCluster {
       zone: node.zone,
       capacityBytes: 100 * 1024 ** 3,
       dataDir: `/${id}`,
-      disk: slowDisk(node.disk, this.scheduler, id),
+      disk: slowDisk(node.disk, this.scheduler, id, (path) => {
+        if (!path.endsWith(".seg") || !this.powerLossAtSync.delete(id)) return false;
+        this.scheduler.trace("fault", `power loss of ${id} during fdatasync of ${path}`);
+        this.powerLoss(id);
+        return true;
+      }),
+      onReplicaDurable: (volume, entries) => {
+        let acked = this.acknowledged.get(id);
+        if (!acked) this.acknowledged.set(id, acked = new Map());
+        for (const e of entries) {
+          for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
+            const key = `${volume}/${e.segment}/${b}`;
+            if ((acked.get(key) ?? 0) < e.version) acked.set(key, e.version);
+          }
+        }
+      },
       transport: this.network.endpoint(id),
       metadata: this.metadataFor(node),
       clock: this.scheduler.clockFor(id),
@@ -137,10 +161,45 @@ export class SimCluster {
     this.scheduler.trace("node", `${id} starting (life ${node.life})`, id);
     try {
       await runtime.start();
+      await this.checkDurable(node, runtime);
     } catch (err) {
       // A start can fail like a real one (metadata unreachable): the node is down until restarted.
       this.scheduler.trace("node", `${id} failed to start: ${(err as Error).message}`, id);
       this.kill(id);
+    }
+  }
+
+  /** Every write this node's replica host acknowledged is still there after its restart. */
+  private async checkDurable(node: SimNode, runtime: NodeRuntime): Promise<void> {
+    const acked = this.acknowledged.get(node.id);
+    if (!acked) return;
+    const bySegment = new Map<string, number[]>();
+    for (const key of acked.keys()) {
+      const [volume, segment] = key.split("/");
+      const k = `${volume}/${segment}`;
+      if (!bySegment.has(k)) bySegment.set(k, []);
+      bySegment.get(k)!.push(Number(key.split("/")[2]));
+    }
+    for (const [k, blocks] of bySegment) {
+      const [volume, segment] = k.split("/");
+      if (!runtime.host.segmentsOf(volume).includes(Number(segment))) continue;
+      const last = Math.max(...blocks);
+      const read = await runtime.host.readBlocks(volume, {
+        segment: Number(segment),
+        epoch: Number.MAX_SAFE_INTEGER,
+        firstBlock: 0,
+        blockCount: last + 1,
+      });
+      for (const block of blocks) {
+        const want = acked.get(`${k}/${block}`)!;
+        if (read.versions[block] < want) {
+          this.onViolation(
+            `durability: ${node.id} acknowledged version ${want} of segment ${segment} block ${block} as durable, but holds version ${
+              read.versions[block]
+            } after its restart`,
+          );
+        }
+      }
     }
   }
 

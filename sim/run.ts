@@ -77,6 +77,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     traceLogs: options.traceLogs,
   });
   const { scheduler, network } = cluster;
+  cluster.onViolation = (message) => fail(message);
   const failures: string[] = [];
   const faults = new Map<string, number>();
   const checks = new Map<string, number>();
@@ -186,14 +187,26 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     scheduler.trace("fault", `${kind} ${node} for ${forMs} ms`);
     switch (kind) {
       case "kill":
-      case "power-loss":
-        if (kind === "kill") cluster.kill(node);
-        else cluster.powerLoss(node);
+        cluster.kill(node);
         scheduler.schedule(forMs, () => {
           disruptions--;
           void cluster.start(node);
         });
         return;
+      case "power-loss": {
+        // Half at once, half during the node's next segment-file fdatasync (a checkpoint's
+        // or a large write's), where a power loss finds the most windows.
+        if (scheduler.chance(0.5)) cluster.powerLoss(node);
+        else cluster.powerLossAtSync.add(node);
+        scheduler.schedule(Math.max(forMs, 500), () => {
+          if (cluster.powerLossAtSync.delete(node)) cluster.powerLoss(node);
+          scheduler.schedule(100, () => {
+            disruptions--;
+            void cluster.start(node);
+          });
+        });
+        return;
+      }
       case "pause":
         cluster.pause(node);
         scheduler.schedule(forMs, () => {

@@ -13,7 +13,13 @@ import type { SimScheduler } from "./scheduler.ts";
 /** Virtual time of one fdatasync, uniform in this range (ms). */
 export const simSyncLatencyMs = { min: 0.1, max: 2 };
 
-export function slowDisk(inner: MemoryDisk, scheduler: SimScheduler, node: string): Disk {
+export function slowDisk(
+  inner: MemoryDisk,
+  scheduler: SimScheduler,
+  node: string,
+  /** Asked as each fdatasync starts: true means the node loses power right now (it never returns). */
+  dieAtSync: (path: string) => boolean = () => false,
+): Disk {
   const later = () =>
     new Promise<void>((resolve) =>
       scheduler.schedule(
@@ -22,12 +28,13 @@ export function slowDisk(inner: MemoryDisk, scheduler: SimScheduler, node: strin
         node,
       )
     );
-  const wrap = (file: DiskFile): DiskFile => ({
+  const wrap = (file: DiskFile, path: string): DiskFile => ({
     read: (buf, position) => file.read(buf, position),
     write: (buf, position) => file.write(buf, position),
     writev: (buffers, position) => file.writev(buffers, position),
     datasync: async () => {
       await later();
+      if (dieAtSync(path)) return new Promise<void>(() => {});
       await file.datasync();
     },
     truncate: (lengthBytes) => file.truncate(lengthBytes),
@@ -35,7 +42,7 @@ export function slowDisk(inner: MemoryDisk, scheduler: SimScheduler, node: strin
     close: () => file.close(),
   });
   return {
-    open: async (path, options) => wrap(await inner.open(path, options)),
+    open: async (path, options) => wrap(await inner.open(path, options), path),
     remove: (path) => inner.remove(path),
     removeDir: (path) => inner.removeDir(path),
     list: (dir) => inner.list(dir),

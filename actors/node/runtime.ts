@@ -7,7 +7,7 @@
  */
 import type { Clock, Disk, Random, Transport, TransportSubscription, WallClock } from "../ports.ts";
 import type { MetadataPort } from "../metadata.ts";
-import { HostError, type Logger, ReplicaHost } from "../replica/host.ts";
+import { HostError, type Logger, ReplicaHost, type ReplicaHostOptions } from "../replica/host.ts";
 import { checkReplicaReply, type ReplicaLink, ReplicaReplyError } from "../volume/actor.ts";
 import type { VolumeActor } from "../volume/actor.ts";
 import { decodeReadReply, encodeReadRequest, encodeWriteBatch } from "../replica/wire.ts";
@@ -55,6 +55,8 @@ export interface NodeRuntimeDeps {
   onFailStop?: (reason: string) => void;
   /** Journal size that starts a checkpoint (the simulator checkpoints often); default 64 MiB. */
   journalCheckpointBytes?: number;
+  /** See ReplicaHostOptions.onDurable (the simulator's durability oracle). */
+  onReplicaDurable?: ReplicaHostOptions["onDurable"];
 }
 
 /** The in-process replica's errors, in the shape a remote reply would have. */
@@ -82,6 +84,7 @@ export class NodeRuntime {
     const { deps } = this;
     this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log, {
       journalCheckpointBytes: deps.journalCheckpointBytes,
+      onDurable: deps.onReplicaDurable,
       onFailStop: (reason) => {
         // Serve nothing more from here: volume actors stop, so clients move on.
         void this.supervisor?.stopAll();

@@ -64,6 +64,11 @@ export interface ReplicaHostOptions {
    * checkpoint): the node should stop itself. The reason names what failed.
    */
   onFailStop?: (reason: string) => void;
+  /**
+   * Told of every write batch at the moment it is acknowledged as durable (for the
+   * simulator's oracle: a replica holds every write it acknowledged, after any crash).
+   */
+  onDurable?: (volume: string, entries: readonly WriteEntry[]) => void;
 }
 
 export function segmentFileName(segment: number): string {
@@ -88,6 +93,7 @@ export class ReplicaHost {
   /** Every disk call goes through the fail-stop gate (see fail_stop.ts). */
   private readonly disk: Disk;
   private readonly checkpointBytes: number;
+  private readonly onDurable: ReplicaHostOptions["onDurable"];
 
   constructor(
     private readonly dataDir: string,
@@ -96,6 +102,7 @@ export class ReplicaHost {
     options: ReplicaHostOptions = {},
   ) {
     this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
+    this.onDurable = options.onDurable;
     this.failStop = new FailStop((reason) => {
       log.error(
         `fail-stop: ${reason}; this node takes no more writes; journal kept for replay; ` +
@@ -329,6 +336,7 @@ export class ReplicaHost {
     // Nothing is acknowledged once the host failed-stop (a sync that succeeded after a
     // failed one vouches for nothing; the gate already refuses those, this is cheap).
     this.failStop.check();
+    this.onDurable?.(volume, entries);
     // A failed checkpoint fails the host; there is nothing more to do with its error here.
     if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
   }
