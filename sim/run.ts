@@ -290,7 +290,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const faultLoop = () => {
     if (scheduler.nowMs > options.durationMs) return;
     injectFault();
-    scheduler.schedule(scheduler.int(100, 1500), faultLoop);
+    scheduler.schedule(scheduler.int(50, 700), faultLoop);
   };
   scheduler.schedule(500, faultLoop);
 
