@@ -427,7 +427,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         const [a, b] = [images[0], images[i]];
         for (let block = 0; block < blocks; block++) {
           if (a.read.states[block] === "corrupt" || b.read.states[block] === "corrupt") {
-            countCheck("blocks failing their checksum, left for read repair");
+            countCheck(
+              "(observed, not a check) blocks failing their checksum, left for read repair",
+            );
             continue;
           }
           const at = block * blockSizeBytes;

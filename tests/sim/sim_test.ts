@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { formatSummary, runSeeds } from "../../sim/main.ts";
 
 /** Seeds 1..fixedSeeds run in every CI run; a random one is added. */
-const fixedSeeds = 140;
+const fixedSeeds = 160;
 const simulatedSecondsPerSeed = 60;
 const minFaultsPerRun = 10_000;
 
