@@ -474,7 +474,13 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       failedOperations: clients.reduce((n, c) => n + c.stats.failed, 0),
       faults,
       checks,
-      trace: failures.length ? scheduler.formatTrace() : "",
+      // Shortened to what explains a failure: faults, node starts, warnings, errors, violations.
+      trace: failures.length
+        ? scheduler.formatTrace({
+          kind: ["fault", "node", "fail-stop", "log.warn", "log.error", "VIOLATION"],
+          last: 80,
+        })
+        : "",
     };
   }
 }

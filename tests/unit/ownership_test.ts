@@ -209,3 +209,28 @@ Deno.test("a request for another incarnation is refused before anything is appli
   });
   assert.equal(read.states[0], "unwritten");
 });
+
+Deno.test("read-only replica ops (scrub, meta, read) never advance a replica's term", async () => {
+  const host = new ReplicaHost("/r", new MemoryDisk({ seed: 5 }), quiet);
+  await host.loadAll();
+  await host.createSegments(volumeId, 64 * 1024, [0], 3);
+  const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  const higher = 9;
+  // A verify (no term) and observers with a higher term: answered, nothing changes.
+  for (
+    const [op, body] of [
+      ["scrub", { segment: 0 }],
+      ["scrub", { segment: 0, epoch: higher }],
+      ["meta", { segment: 0, epoch: higher, firstBlock: 0, blockCount: 4 }],
+    ] as const
+  ) {
+    const reply = await host.handle(volumeId, op, json(body));
+    assert.equal(reply[0], 0, `${op} answered OK`);
+  }
+  await host.readBlocks(volumeId, { segment: 0, epoch: higher, firstBlock: 0, blockCount: 1 });
+  // The owner at term 3 is still accepted: nothing above fenced it.
+  const fence = await host.handle(volumeId, "fence", json({ epoch: 3, segments: [0] }));
+  assert.equal(fence[0], 0, "the owner's term 3 is still current");
+  const reply = JSON.parse(new TextDecoder().decode(fence.subarray(1)));
+  assert.equal(reply.segments[0].epoch, 3);
+});
