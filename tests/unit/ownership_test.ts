@@ -234,3 +234,18 @@ Deno.test("read-only replica ops (scrub, meta, read) never advance a replica's t
   const reply = JSON.parse(new TextDecoder().decode(fence.subarray(1)));
   assert.equal(reply.segments[0].epoch, 3);
 });
+
+Deno.test("handoff is refused with a reason unless the target holds every segment in sync", async () => {
+  const { actor, failWrites } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  await assert.rejects(() => actor.handOff("zz"), /zz does not hold an in-sync replica/);
+  await assert.rejects(() => actor.handOff("a"), /already owned by a/);
+  failWrites.add("c");
+  await actor.serve(request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(3))); // c goes stale
+  await assert.rejects(() => actor.handOff("c"), /c does not hold an in-sync replica/);
+  assert.equal(actor.state, "serving", "a refused handoff leaves the owner serving");
+  const moved = await actor.handOff("b");
+  assert.equal(moved.term, actor.ownerTerm + 1);
+  assert.equal(actor.state, "stopped");
+  await assert.rejects(() => actor.serve(request(Op.READ, 0, 4096)), /MOVED/);
+});
