@@ -25,6 +25,8 @@ export class CasConflictError extends Error {
 export interface MetadataPort {
   getNode(id: string): Promise<Versioned<NodeRecord> | null>;
   putNode(record: NodeRecord): Promise<void>;
+  /** Writes a node record only if its revision is still `revision`; CasConflictError otherwise. */
+  casNode(record: NodeRecord, revision: number): Promise<number>;
   listNodes(): Promise<Versioned<NodeRecord>[]>;
 
   getSpec(name: string): Promise<Versioned<VolumeSpec> | null>;

@@ -55,6 +55,17 @@ export class JetStreamMetadata implements MetadataPort {
   };
   listNodes = () => this.list("node", nodeRecordSchema);
 
+  async casNode(record: NodeRecord, revision: number): Promise<number> {
+    try {
+      return await this.kv.update(metadataKeys.node(record.id), this.encode(record), revision);
+    } catch (err) {
+      if (/wrong last sequence/i.test((err as Error).message)) {
+        throw new CasConflictError(`node record ${record.id} changed under us`);
+      }
+      throw err;
+    }
+  }
+
   getSpec = (name: string) => this.read(metadataKeys.volumeSpec(name), volumeSpecSchema);
   listSpecs = () =>
     this.list("vol", volumeSpecSchema, (key) => key.endsWith(".layout")).then((specs) =>

@@ -80,6 +80,11 @@ export class MemoryMetadata implements MetadataPort {
     this.kv.put(metadataKeys.node(record.id), JSON.stringify(record));
   }
 
+  async casNode(record: NodeRecord, revision: number): Promise<number> {
+    await this.gate();
+    return this.kv.cas(metadataKeys.node(record.id), JSON.stringify(record), revision);
+  }
+
   async listNodes(): Promise<Versioned<NodeRecord>[]> {
     await this.gate();
     return this.kv.keys("node.").map((key) => {

@@ -26,9 +26,14 @@ export const maxVolumeQueueDepth = 1024;
 export const maxReplicaBatchBytes = 768 * 1024;
 /** How long the volume actor waits for a replica before marking it stale. */
 export const replicaTimeoutMs = 5000;
-/** Heartbeat period and the silence after which a node is judged down. */
-export const heartbeatIntervalMs = 1000;
-export const nodeDownAfterMs = 5000;
+/**
+ * Heartbeat period, and the silences after which a peer is suspect and judged down (the
+ * detector raises both for a peer whose heartbeats arrive slowly; see actors/watchdog/core.ts).
+ * On loopback a dead node is recorded down within about 1.5-2 s.
+ */
+export const heartbeatIntervalMs = 250;
+export const nodeSuspectAfterMs = 750;
+export const nodeDownAfterMs = 1500;
 
 /** Names of volumes and nodes: safe as one NATS subject token and as a file name. */
 export const namePattern = /^[a-z0-9][a-z0-9_-]{0,62}$/;

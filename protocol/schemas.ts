@@ -100,8 +100,13 @@ export interface VolumeInfo {
   segments: { index: number; replicas: SegmentReplica[] }[];
 }
 
-export interface NodeInfo extends NodeRecord {
-  /** Whether this node's heartbeats are arriving. */
+export interface NodeInfo extends Omit<NodeRecord, "state"> {
+  /**
+   * `draining` or `down` as recorded in the metadata; otherwise `up` or `suspect` as the
+   * answering node's failure detector sees it (or `down` before the record catches up).
+   */
+  state: "up" | "suspect" | "draining" | "down";
+  /** Whether this node's heartbeats are arriving and it is not recorded down. */
   live: boolean;
   lastHeartbeatAgoMs: number | null;
 }

@@ -93,7 +93,7 @@ export class NodeRuntime {
     });
     await this.host.loadAll();
     await this.removeOrphanSegments();
-    this.watchdog = new Watchdog(deps.transport, this.id, deps.clock);
+    this.watchdog = new Watchdog(deps.transport, this.id, deps.clock, deps.metadata, deps.log);
     this.placement = new PlacementActor(
       deps.transport,
       deps.metadata,

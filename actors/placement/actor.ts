@@ -154,11 +154,16 @@ export class PlacementActor {
 
   async listNodes(): Promise<NodeInfo[]> {
     const records = await this.metadata.listNodes();
-    return records.map(({ value }) => ({
-      ...value,
-      live: value.state !== "down" && this.watchdog.isLive(value.id),
-      lastHeartbeatAgoMs: this.watchdog.silenceMs(value.id),
-    }));
+    return records.map(({ value }) => {
+      const liveness = this.watchdog.liveness(value.id);
+      return {
+        ...value,
+        // What an operator reads: draining or down as recorded, else what the detector sees.
+        state: value.state === "up" ? liveness : value.state,
+        live: value.state !== "down" && liveness !== "down",
+        lastHeartbeatAgoMs: this.watchdog.silenceMs(value.id),
+      };
+    });
   }
 
   private async liveNodes(): Promise<PlacementNode[]> {

@@ -1,2 +1,2 @@
 export { Watchdog } from "./actor.ts";
-export { LivenessTracker } from "./core.ts";
+export { defaultDetectorSettings, FailureDetector, type PeerLiveness } from "./core.ts";
