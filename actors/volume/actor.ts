@@ -775,7 +775,11 @@ export class VolumeActor {
       blockCount: piece.blockCount,
     };
     let lastError: Error | null = null;
-    let rotten: { node: string; result: ReadResult } | null = null;
+    /** The piece as assembled so far: the first answer, with rotten blocks filled in later. */
+    let merged: ReadResult | null = null;
+    /** Blocks of `merged` still without a good copy. */
+    let missing: number[] = [];
+    const rotten: { node: string; result: ReadResult }[] = [];
     for (const node of order) {
       const stats = this.stats(node);
       const startedMs = this.deps.clock.nowMs();
@@ -783,14 +787,39 @@ export class VolumeActor {
       try {
         const result = await this.stream(node).read(request);
         stats.latencyEwmaMs = updateEwma(stats.latencyEwmaMs, this.deps.clock.nowMs() - startedMs);
-        if (!result.states.includes("corrupt")) {
-          if (rotten) this.repair(piece, rotten, result);
-          return result;
+        const corrupt = result.states.includes("corrupt");
+        if (!merged) {
+          if (!corrupt) return result;
+          // Keep this copy's good blocks; only the rotten ones are looked for elsewhere.
+          merged = {
+            versions: [...result.versions],
+            states: [...result.states],
+            data: new Uint8Array(result.data),
+          };
+          missing = result.states.flatMap((state, i) => state === "corrupt" ? [i] : []);
+        } else {
+          // Block by block: each rotten block takes the first good copy any replica has.
+          missing = missing.filter((i) => {
+            if (result.states[i] === "corrupt") return true;
+            merged!.states[i] = result.states[i];
+            merged!.versions[i] = result.versions[i];
+            merged!.data.set(
+              result.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes),
+              i * blockSizeBytes,
+            );
+            return false;
+          });
         }
-        this.deps.log.error(
-          `volume ${this.name} segment ${piece.segment}: checksum mismatch on ${node}; reading another replica`,
-        );
-        rotten ??= { node, result };
+        if (corrupt) {
+          this.deps.log.error(
+            `volume ${this.name} segment ${piece.segment}: checksum mismatch on ${node}; reading another replica`,
+          );
+          rotten.push({ node, result });
+        }
+        if (missing.length === 0) {
+          for (const bad of rotten) this.repair(piece, bad, merged);
+          return merged;
+        }
       } catch (err) {
         lastError = err as Error;
         if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
@@ -801,10 +830,12 @@ export class VolumeActor {
         stats.outstanding--;
       }
     }
-    if (rotten) {
+    if (merged) {
       throw new CairnError(
         "CORRUPT",
-        `every replica of segment ${piece.segment} failed its checksum`,
+        `block ${
+          piece.firstBlock + missing[0]
+        } of segment ${piece.segment} failed its checksum on every in-sync replica`,
       );
     }
     throw new CairnError(
@@ -821,7 +852,7 @@ export class VolumeActor {
   ): void {
     const { node } = rotten;
     for (let i = 0; i < piece.blockCount; i++) {
-      if (rotten.result.states[i] !== "corrupt") continue;
+      if (rotten.result.states[i] !== "corrupt" || good.states[i] === "corrupt") continue;
       const entry: WriteEntry = {
         segment: piece.segment,
         firstBlock: piece.firstBlock + i,

@@ -10,7 +10,8 @@ import { decideVolume } from "../../actors/supervisor/core.ts";
 import { editLayout, takeOver } from "../../actors/metadata.ts";
 import { MemoryKv, MemoryMetadata } from "../../actors/metadata_memory.ts";
 import { MemoryDisk } from "../../actors/memory_disk.ts";
-import { ReplicaHost } from "../../actors/replica/host.ts";
+import { ReplicaHost, segmentFileName } from "../../actors/replica/host.ts";
+import { segmentFileSizeBytes } from "../../actors/replica/segment_file.ts";
 import { type ReplicaLink, VolumeActor } from "../../actors/volume/actor.ts";
 import { Op } from "../../protocol/frames.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
@@ -98,6 +99,7 @@ const stillClock: Clock = { nowMs: () => 0, setTimer: () => () => {} };
 interface Harness {
   actor: VolumeActor;
   hosts: Map<string, ReplicaHost>;
+  disks: Map<string, MemoryDisk>;
   metadata: MemoryMetadata;
   failWrites: Set<string>;
 }
@@ -105,9 +107,12 @@ interface Harness {
 async function harness(spec: Partial<VolumeSpec> = {}): Promise<Harness> {
   const metadata = new MemoryMetadata(new MemoryKv());
   const hosts = new Map<string, ReplicaHost>();
+  const disks = new Map<string, MemoryDisk>();
   const failWrites = new Set<string>();
   for (const node of ["a", "b", "c"]) {
-    const host = new ReplicaHost(`/${node}`, new MemoryDisk({ seed: node.charCodeAt(0) }), quiet);
+    const disk = new MemoryDisk({ seed: node.charCodeAt(0) });
+    disks.set(node, disk);
+    const host = new ReplicaHost(`/${node}`, disk, quiet);
     await host.loadAll();
     await host.createSegments(volumeId, 64 * 1024, [0], 0);
     hosts.set(node, host);
@@ -150,7 +155,7 @@ async function harness(spec: Partial<VolumeSpec> = {}): Promise<Harness> {
     random: { next: () => 0.5 },
     log: quiet,
   });
-  return { actor, hosts, metadata, failWrites };
+  return { actor, hosts, disks, metadata, failWrites };
 }
 
 const request = (op: number, offsetBytes: number, lengthBytes: number, payload?: Uint8Array) => ({
@@ -248,4 +253,25 @@ Deno.test("handoff is refused with a reason unless the target holds every segmen
   assert.equal(moved.term, actor.ownerTerm + 1);
   assert.equal(actor.state, "stopped");
   await assert.rejects(() => actor.serve(request(Op.READ, 0, 4096)), /MOVED/);
+});
+
+Deno.test("a read assembles each block from any good copy when every replica has a different rotten block", async () => {
+  const { actor, disks } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  const data = new Uint8Array(3 * 4096);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7) & 0xff;
+  await actor.serve(request(Op.WRITE, 0, data.length, data));
+  // Block i rots on node i: no replica holds a whole good copy of the three blocks.
+  const dataStart = segmentFileSizeBytes(64 * 1024, 4096) - 64 * 1024;
+  ["a", "b", "c"].forEach((node, block) =>
+    disks.get(node)!.corrupt(
+      `/${node}/segments/${volumeId}/${segmentFileName(0)}`,
+      dataStart + block * 4096 + 10,
+      4,
+    )
+  );
+  for (let round = 0; round < 3; round++) {
+    const read = await actor.serve(request(Op.READ, 0, data.length));
+    assert.deepEqual(read, data, `round ${round}: the good copies of each block, assembled`);
+  }
 });
