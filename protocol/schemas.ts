@@ -146,6 +146,12 @@ export const fenceRequestSchema = z.object({
   /** The seq of the owner's next write batch to this replica: its write stream restarts. */
   nextSeq: z.number().int().min(1).max(0xffff_ffff).optional(),
 });
+/** A read lease for the owner term `epoch`, for durationMs (0 releases it); see actors/replica/lease.ts. */
+export const leaseRequestSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+  durationMs: z.number().int().min(0).max(60_000),
+});
+
 /** Read-only: `epoch` (the caller's owner term) is optional; a scrub never changes anything. */
 export const scrubRequestSchema = z.object({
   epoch: z.number().int().nonnegative().optional(),

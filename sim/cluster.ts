@@ -12,6 +12,7 @@ import { NodeRuntime } from "../actors/node/runtime.ts";
 import type { Logger } from "../actors/replica/host.ts";
 import { TransportError } from "../actors/ports.ts";
 import { slowDisk } from "./slow_disk.ts";
+import { EntryKind } from "../actors/replica/wire.ts";
 
 /** The pseudo-node that stands for the NATS servers holding the KV bucket. */
 export const kvNode = "kv";
@@ -49,8 +50,8 @@ export interface SimClusterOptions {
 
 export class SimCluster {
   /**
-   * The durability oracle: per node, the highest version of each block its replica host
-   * acknowledged as durable. After any crash and restart the node must still hold it.
+   * The durability oracle: per node, the version of each block as its replica host last
+   * acknowledged it durable. After any crash and restart the node must still hold at least it.
    */
   readonly acknowledged = new Map<string, Map<string, number>>();
   /** Nodes armed to lose power at their next segment-file fdatasync. */
@@ -140,7 +141,12 @@ export class SimCluster {
         for (const e of entries) {
           for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
             const key = `${volume}/${e.segment}/${b}`;
-            if ((acked.get(key) ?? 0) < e.version) acked.set(key, e.version);
+            // A data or zero entry is what the block holds now, even below an earlier version
+            // (a new owner's reconcile rewrites a replica that was not in sync); a repair
+            // applies only where it is not older.
+            if (e.kind !== EntryKind.repair || (acked.get(key) ?? 0) < e.version) {
+              acked.set(key, e.version);
+            }
           }
         }
       },

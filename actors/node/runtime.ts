@@ -84,6 +84,7 @@ export class NodeRuntime {
     const { deps } = this;
     this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log, {
       journalCheckpointBytes: deps.journalCheckpointBytes,
+      clock: deps.clock,
       onDurable: deps.onReplicaDurable,
       onFailStop: (reason) => {
         // Serve nothing more from here: volume actors stop, so clients move on.
@@ -112,6 +113,7 @@ export class NodeRuntime {
       link: (volumeId, node) => this.link(volumeId, node),
       weights: () => this.weights,
     });
+    this.watchdog.onRecordedDown = () => void this.supervisor.sweep().catch(() => {});
     this.subscriptions.push(
       deps.transport.subscribe(subjects.replicaAll(this.id), (msg) => this.onReplica(msg)),
       deps.transport.subscribe(subjects.nodeAll(this.id), (msg) => {

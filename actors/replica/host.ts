@@ -22,8 +22,11 @@ import {
   type WriteEntry,
 } from "./wire.ts";
 import type { ReplicaOp } from "../../protocol/subjects.ts";
+import { LeaseTable } from "./lease.ts";
+import type { Clock } from "../ports.ts";
 import {
   fenceRequestSchema,
+  leaseRequestSchema,
   metaRequestSchema,
   parseJson,
   scrubRequestSchema,
@@ -69,6 +72,11 @@ export interface ReplicaHostOptions {
    * simulator's oracle: a replica holds every write it acknowledged, after any crash).
    */
   onDurable?: (volume: string, entries: readonly WriteEntry[]) => void;
+  /**
+   * The node's monotonic clock, for read leases (lease.ts): with it, fences of a higher
+   * term wait out leases granted to lower ones. Without it (unit tests) fences never wait.
+   */
+  clock?: Clock;
 }
 
 export function segmentFileName(segment: number): string {
@@ -94,6 +102,8 @@ export class ReplicaHost {
   private readonly disk: Disk;
   private readonly checkpointBytes: number;
   private readonly onDurable: ReplicaHostOptions["onDurable"];
+  private readonly clock: Clock | undefined;
+  private readonly leases: LeaseTable | null;
 
   constructor(
     private readonly dataDir: string,
@@ -103,6 +113,8 @@ export class ReplicaHost {
   ) {
     this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
     this.onDurable = options.onDurable;
+    this.clock = options.clock;
+    this.leases = options.clock ? new LeaseTable(options.clock.nowMs()) : null;
     this.failStop = new FailStop((reason) => {
       log.error(
         `fail-stop: ${reason}; this node takes no more writes; journal kept for replay; ` +
@@ -251,6 +263,8 @@ export class ReplicaHost {
           return await this.read(volume, body);
         case "fence":
           return await this.fence(volume, body);
+        case "lease":
+          return this.lease(volume, body);
         case "meta":
           return await this.meta(volume, body);
         case "scrub":
@@ -499,6 +513,12 @@ export class ReplicaHost {
     if (!refused && request.nextSeq !== undefined) {
       this.streams.set(volume, { term: request.epoch, nextSeq: request.nextSeq });
     }
+    if (!refused && this.leases && this.clock) {
+      // A newer owner waits out the older owner's read lease before it may take this replica.
+      const readyMs = this.leases.fenceReadyAtMs(volume, request.epoch, this.clock.nowMs());
+      const waitMs = readyMs - this.clock.nowMs();
+      if (waitMs > 0) await new Promise<void>((resolve) => this.clock!.setTimer(waitMs, resolve));
+    }
     const segments = [];
     for (const segment of request.segments) {
       const replica = this.replica(volume, segment);
@@ -506,7 +526,20 @@ export class ReplicaHost {
       await replica.sync();
       segments.push({ segment, epoch: replica.epoch, maxVersion: replica.file.maxVersion });
     }
+    this.leases?.fenced(volume, request.epoch);
     return encodeJsonOk({ segments });
+  }
+
+  /** A read lease for the owner at `epoch` (its term): see lease.ts. */
+  private lease(volume: string, body: Uint8Array): Uint8Array {
+    const request = this.parse(leaseRequestSchema, body);
+    for (const segment of this.segmentsOf(volume)) {
+      this.replica(volume, segment).check(request.epoch);
+    }
+    if (!this.leases || !this.clock) return encodeOk();
+    const answer = this.leases.grant(volume, request.epoch, request.durationMs, this.clock.nowMs());
+    if (!answer.granted) throw new StaleEpochError(answer.why);
+    return encodeOk();
   }
 
   /** Block versions of a range of one segment (for diffs between replicas), as f64s. */

@@ -34,10 +34,19 @@ export type SupervisorAction =
   | { kind: "forget"; name: string }
   | { kind: "none" };
 
+/** What the supervisor knows of the owner's node, for failover. */
+export interface OwnerHealth {
+  /** The owner's node is recorded `down` (the watchdogs' one CAS). */
+  ownerDown: boolean;
+  /** The live node that should take the volume over (chooseSuccessor), if any. */
+  successor: string | null;
+}
+
 export function decideVolume(
   nodeId: string,
   record: VolumeRecordView | null,
   local: LocalActorView | null,
+  health: OwnerHealth = { ownerDown: false, successor: null },
 ): SupervisorAction {
   const name = record?.name ?? "";
   if (local && isFinal(local.state)) return { kind: "forget", name };
@@ -64,10 +73,56 @@ export function decideVolume(
       reason: `layout shows term ${record.term}, actor holds ${local.term}`,
     };
   }
+  if (!local && health.ownerDown && health.successor === nodeId) {
+    // Failover: the owner is recorded dead and this node is its deterministic successor. The
+    // CAS states exactly what it takes over, so a second candidate cannot take it twice.
+    return {
+      kind: "start",
+      name,
+      expected: { volumeId: record.volumeId, owner: record.owner, term: record.term },
+    };
+  }
   // Owned elsewhere: a local actor that is not finishing its own handoff is deposed.
   if (local && local.state !== "handing-off" && local.state !== "stopping") {
     if (local.state === "taking-over" && local.term === 0) return { kind: "none" };
     return { kind: "stop", name, reason: `owned by ${record.owner} at term ${record.term}` };
   }
   return { kind: "none" };
+}
+
+/** A live node and what it holds of one volume, for choosing a successor. */
+export interface SuccessorCandidate {
+  node: string;
+  /** Segments of the volume with an in-sync replica on this node. */
+  inSyncSegments: number;
+}
+
+/** FNV-1a of a string: a stable pseudo-random rank, the same on every node. */
+function rank(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+/**
+ * The successor of a dead owner, the same on every node that sees the same metadata: the
+ * live node with in-sync replicas of the most segments (every segment, where one has them),
+ * ties broken by a hash of volume and node, so volumes spread over the survivors.
+ */
+export function chooseSuccessor(
+  volumeId: string,
+  candidates: readonly SuccessorCandidate[],
+): string | null {
+  let best: SuccessorCandidate | null = null;
+  for (const c of candidates) {
+    if (
+      !best || c.inSyncSegments > best.inSyncSegments ||
+      (c.inSyncSegments === best.inSyncSegments &&
+        rank(`${volumeId}/${c.node}`) > rank(`${volumeId}/${best.node}`))
+    ) best = c;
+  }
+  return best?.node ?? null;
 }

@@ -6,12 +6,18 @@
  */
 import type { Clock, Random, Transport, TransportSubscription } from "../ports.ts";
 import type { MetadataPort, OwnerClaim } from "../metadata.ts";
-import type { VolumeSpec } from "../../protocol/schemas.ts";
+import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Logger } from "../replica/host.ts";
 import { type ReplicaLink, VolumeActor } from "../volume/actor.ts";
 import { isFinal, type VolumeActorState } from "../volume/lifecycle.ts";
 import { Mailbox } from "../mailbox.ts";
-import { decideVolume, type LocalActorView, type VolumeRecordView } from "./core.ts";
+import {
+  chooseSuccessor,
+  decideVolume,
+  type LocalActorView,
+  type OwnerHealth,
+  type VolumeRecordView,
+} from "./core.ts";
 import { subjects } from "../../protocol/subjects.ts";
 import { CairnError } from "../../protocol/errors.ts";
 import { requestJson } from "../../protocol/control.ts";
@@ -116,7 +122,10 @@ export class Supervisor {
           term: current.actor.ownerTerm,
         }
         : null;
-      const action = decideVolume(this.deps.nodeId, record ? record : null, local);
+      const health = record && layout && record.owner !== this.deps.nodeId && !local
+        ? await this.ownerHealth(layout.value)
+        : undefined;
+      const action = decideVolume(this.deps.nodeId, record ? record : null, local, health);
       switch (action.kind) {
         case "none":
           return;
@@ -139,6 +148,22 @@ export class Supervisor {
         }
       }
     }
+  }
+
+  /** Whether the owner's node is recorded down, and who should take over if it is. */
+  private async ownerHealth(layout: VolumeLayout): Promise<OwnerHealth> {
+    const owner = await this.deps.metadata.getNode(layout.owner);
+    if (owner?.value.state !== "down") return { ownerDown: false, successor: null };
+    const candidates = (await this.deps.metadata.listNodes())
+      .filter((n) => n.value.state === "up" && n.value.id !== layout.owner)
+      .map((n) => ({
+        node: n.value.id,
+        inSyncSegments:
+          layout.segments.filter((s) =>
+            s.replicas.some((r) => r.node === n.value.id && r.state === "in-sync")
+          ).length,
+      }));
+    return { ownerDown: true, successor: chooseSuccessor(layout.volumeId, candidates) };
   }
 
   private launch(

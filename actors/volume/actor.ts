@@ -49,6 +49,7 @@ import {
 } from "../replica/wire.ts";
 import { NodeWriteBatcher } from "./batcher.ts";
 import { type ReplicaLink, ReplicaStream } from "./stream.ts";
+import { leaseDurationMs, leaseRenewMs, OwnerLeases } from "./lease.ts";
 import {
   InflightWrites,
   inSyncNodes,
@@ -65,7 +66,7 @@ import { catchUp, FencedError, fetchVersions, reconcileVolume, sleep } from "./r
 /** How often the owner looks for stale replicas whose node answers again. */
 export const catchUpIntervalMs = 2000;
 /** Longest wait between catch-up attempts at one node that keeps failing. */
-export const maxCatchUpBackoffMs = 60_000;
+export const maxCatchUpBackoffMs = 10_000;
 /** First and longest wait between takeover reconcile attempts (no metadata is written per attempt). */
 export const takeoverRetryFirstMs = 250;
 export const takeoverRetryMaxMs = 10_000;
@@ -148,6 +149,10 @@ export class VolumeActor {
   private readonly rebuildMisses = new Map<string, number>();
   /** Why the actor stopped or was fenced, for logs and the supervisor. */
   stopReason = "";
+  /** Read leases from the replica nodes (lease.ts): reads are answered only under them. */
+  private readonly leases = new OwnerLeases();
+  private cancelLeaseTimer: (() => void) | null = null;
+  private renewal: Promise<void> | null = null;
 
   constructor(private readonly deps: VolumeActorDeps) {
     this.name = deps.spec.name;
@@ -190,6 +195,10 @@ export class VolumeActor {
     this.lifecycle = nextState(from, event);
     if (why) this.stopReason = why;
     if (!admitsIo(this.lifecycle)) this.stopCatchUp();
+    if (isFinal(this.lifecycle)) {
+      this.cancelLeaseTimer?.();
+      this.cancelLeaseTimer = null;
+    }
     this.deps.log.info(
       `volume ${this.name}: ${from} -> ${this.lifecycle} (term ${this.term}${
         why ? `: ${why}` : ""
@@ -241,8 +250,12 @@ export class VolumeActor {
         for (const [segment, version] of result.highestVersions) {
           this.versions.seed(segment, version);
         }
+        // Leases first, so the first reads need not wait for them.
+        await this.renewLeases();
+        if (this.stateNow() !== "taking-over") return;
         this.transition("reconciled", result.summary);
         this.scheduleCatchUp();
+        this.scheduleLeases();
         return;
       } catch (err) {
         if (err instanceof FencedError) return this.fence(err.message);
@@ -317,6 +330,8 @@ export class VolumeActor {
         "handoff-recorded",
         `handed off to ${to} at term ${result.layout.value.term}`,
       );
+      // The new owner's fences need not wait out our leases: we serve nothing more.
+      await this.releaseLeases();
       return { term: result.layout.value.term };
     });
   }
@@ -334,7 +349,10 @@ export class VolumeActor {
     this.transition("stop-begun", why);
     await this.drained();
     // The state may have moved on (fenced) while draining.
-    if (this.stateNow() === "stopping") this.transition("drained");
+    if (this.stateNow() === "stopping") {
+      this.transition("drained");
+      await this.releaseLeases();
+    }
   }
 
   private drained(): Promise<void> {
@@ -347,6 +365,78 @@ export class VolumeActor {
     if (!canHappen(this.lifecycle, "fenced")) return;
     this.deps.log.warn(`volume ${this.name}: fenced at term ${this.term} (${why})`);
     this.transition("fenced", why);
+  }
+
+  // ---- read leases ----
+
+  private scheduleLeases(): void {
+    this.cancelLeaseTimer = this.deps.clock.setTimer(leaseRenewMs, () => {
+      this.cancelLeaseTimer = null;
+      if (isFinal(this.lifecycle)) return;
+      this.renewLeases().finally(() => {
+        if (!isFinal(this.lifecycle) && !this.cancelLeaseTimer) this.scheduleLeases();
+      });
+    });
+  }
+
+  /** Nodes holding a replica that receives writes (in-sync or rebuilding). */
+  private replicaNodes(): string[] {
+    const nodes = new Set<string>();
+    for (const s of this.layout.segments) {
+      for (const r of s.replicas) if (r.state !== "stale") nodes.add(r.node);
+    }
+    return [...nodes];
+  }
+
+  /**
+   * Renews the lease on every replica node (one renewal at a time; callers share it).
+   * A refusal for a newer term fences this actor. A node whose renewals fail until its
+   * lease has lapsed is treated like a failed write: stale, unless it is a last copy.
+   */
+  private renewLeases(): Promise<void> {
+    this.renewal ??= (async () => {
+      const body = new TextEncoder().encode(
+        JSON.stringify({ epoch: this.term, durationMs: leaseDurationMs }),
+      );
+      await Promise.all(
+        this.replicaNodes().map(async (node) => {
+          const sentAtMs = this.deps.clock.nowMs();
+          try {
+            await callReplica(this.stream(node), "lease", body);
+            this.leases.granted(node, sentAtMs, leaseDurationMs);
+          } catch (err) {
+            if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
+              return this.fence(`lease refused by ${node}: ${err.message}`);
+            }
+            if (this.leases.holdsAll([node], this.deps.clock.nowMs())) return;
+            if (this.stateNow() !== "serving") return;
+            this.layout.segments.forEach((s, segment) => {
+              if (s.replicas.some((r) => r.node === node && r.state === "in-sync")) {
+                void this.replicaWriteFailed(node, segment).catch(() => {});
+              }
+            });
+          }
+        }),
+      );
+    })().finally(() => (this.renewal = null));
+    return this.renewal;
+  }
+
+  /** Gives the leases back (durationMs 0), so a new owner's fences need not wait them out. */
+  private async releaseLeases(): Promise<void> {
+    if (!this.layout || this.term === 0) return; // never won a term: holds no lease
+    const body = new TextEncoder().encode(JSON.stringify({ epoch: this.term, durationMs: 0 }));
+    await Promise.allSettled(
+      this.replicaNodes().map((node) => callReplica(this.stream(node), "lease", body)),
+    );
+  }
+
+  /** Whether reads of `segment` may be answered now: a lease from every in-sync replica. */
+  private leased(segment: number): boolean {
+    return this.leases.holdsAll(
+      inSyncNodes(this.layout.segments[segment].replicas),
+      this.deps.clock.nowMs(),
+    );
   }
 
   // ---- catching up replicas that come back ----
@@ -451,6 +541,24 @@ export class VolumeActor {
         targetVersions,
         true,
       );
+      // Highest version wins both ways: where the returning replica holds a newer version
+      // (a write that failed on the in-sync copies but reached it, never acknowledged), the
+      // in-sync copies take it too, or the two would differ once it is back in sync. An
+      // unacknowledged write may take effect late; repairs never undo a newer write.
+      for (const [source, versions] of sourceVersions) {
+        // Only blocks where the returning replica is strictly newer go up.
+        const newer = Float64Array.from(versions, (v, b) => Math.max(v, targetVersions[b]));
+        copied += await catchUp(
+          { name: this.name, link: (n) => this.stream(n), log: this.deps.log },
+          this.term,
+          segment,
+          blockCount,
+          new Map([[node, newer]]),
+          source,
+          versions,
+          true,
+        );
+      }
       caughtUp.push(segment);
     }
     const changed = await this.mailbox.post(async () => {
@@ -658,6 +766,13 @@ export class VolumeActor {
         this.deps.log.warn(
           `volume ${this.name}: write to ${node}, the last in-sync replica of segment ${segment}, failed; it stays in sync`,
         );
+        // If a lost batch broke its write stream, it refuses every write until fenced
+        // again: restart the stream (it misses only writes that failed, unacknowledged).
+        const stream = this.stream(node);
+        const segments = this.layout.segments.flatMap((s, i) =>
+          s.replicas.some((r) => r.node === node) ? [i] : []
+        );
+        await callReplica(stream, "fence", stream.fenceBody(this.term, segments)).catch(() => {});
         return "kept-last-copy";
       }
       if (
@@ -757,6 +872,20 @@ export class VolumeActor {
 
   /** Reads one piece from one in-sync replica, trying the others on failure or rot. */
   private async readPiece(piece: SegmentPiece): Promise<ReadResult> {
+    if (!this.leased(piece.segment)) await this.renewLeases();
+    const result = await this.readPieceUnleased(piece);
+    // Checked when the data is in hand: a read that began under a lease but finished
+    // after it lapsed (this process was paused, or cut off) may be stale; answer nothing.
+    if (!this.leased(piece.segment)) {
+      throw new CairnError(
+        "MOVED",
+        `no read lease from every in-sync replica of segment ${piece.segment}: this owner may have been replaced`,
+      );
+    }
+    return result;
+  }
+
+  private async readPieceUnleased(piece: SegmentPiece): Promise<ReadResult> {
     const nodes = inSyncNodes(this.layout.segments[piece.segment].replicas);
     if (nodes.length === 0) {
       throw new CairnError("UNAVAILABLE", `segment ${piece.segment} has no in-sync replica`);

@@ -31,6 +31,8 @@ export class Watchdog {
   private lastRefreshMs = -Infinity;
   private recording = false;
   private stopped = false;
+  /** Told when this watchdog recorded a node down (the supervisor looks for volumes to take). */
+  onRecordedDown: (node: string) => void = () => {};
 
   constructor(
     private readonly transport: Transport,
@@ -88,6 +90,7 @@ export class Watchdog {
       try {
         const revision = await metadata.casNode({ ...record.value, state: next }, record.revision);
         this.records.set(id, { value: { ...record.value, state: next }, revision });
+        if (next === "down") this.onRecordedDown(id);
         this.log?.warn(
           self
             ? `watchdog: this node was recorded down while alive; recorded up again`
