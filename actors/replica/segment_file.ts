@@ -29,10 +29,16 @@ export type BlockState = "unwritten" | "written" | "zero" | "corrupt";
 
 export const segmentMagic = "CAIRNSEG";
 /**
- * 2: the header's volume field holds the volume id (16 hex digits) and its epoch field the
- * highest owner term seen. Version 1 files (volume name, layout epoch) are refused.
+ * 3: the highest owner term seen lives in a term record of its own inside one 512-byte
+ * sector (offset 1024), outside the header checksum, so a new term is one sector write, which
+ * a power loss cannot tear (rewriting the whole 4 KiB header could, and the file was lost).
+ * 2: the header's volume field holds the volume id. Versions 1 and 2 are refused.
  */
-export const segmentFormatVersion = 2;
+export const segmentFormatVersion = 3;
+/** Where the term record sits in the header, and its size: u32 magic, u32 crc32c(term), u64 term. */
+export const termRecordOffset = 1024;
+export const termRecordBytes = 16;
+const termRecordMagic = 0x4d52_4554; // "TERM" little-endian
 export const segmentHeaderBytes = 4096;
 /** Bytes of one block's meta entry: u64 version, u32 crc32c, u32 flags. */
 export const segmentMetaEntryBytes = 16;
@@ -148,8 +154,25 @@ function encodeHeader(info: SegmentInfo): Uint8Array {
   putU64(h, 32, info.epoch);
   h[40] = info.volume.length;
   for (let i = 0; i < info.volume.length; i++) h[41 + i] = info.volume.charCodeAt(i);
-  putU32(h, headerCrcOffset, crc32c(h.subarray(0, headerCrcOffset)));
+  h.set(encodeTermRecord(info.epoch), termRecordOffset);
+  putU32(h, headerCrcOffset, headerCrc(h));
   return h;
+}
+
+/** The header checksum covers everything but the term record (rewritten alone) and itself. */
+function headerCrc(h: Uint8Array): number {
+  return crc32c(
+    h.subarray(termRecordOffset + termRecordBytes, headerCrcOffset),
+    crc32c(h.subarray(0, termRecordOffset)),
+  );
+}
+
+function encodeTermRecord(term: number): Uint8Array {
+  const record = new Uint8Array(termRecordBytes);
+  putU32(record, 0, termRecordMagic);
+  putU64(record, 8, term);
+  putU32(record, 4, crc32c(record.subarray(8, 16)));
+  return record;
 }
 
 function hex32(n: number): string {
@@ -165,14 +188,16 @@ function decodeHeader(h: Uint8Array, path: string): SegmentInfo {
   const version = getU32(h, 8);
   if (version !== segmentFormatVersion) {
     throw fail(
-      version === 1
-        ? `segment format version 1 (volumes named by name, layout epochs) is not supported by ` +
+      version === 1 || version === 2
+        ? `segment format version ${version} (${
+          version === 1 ? "volumes named by name, layout epochs" : "term in the header"
+        }) is not supported by ` +
           `this Cairn: export the volume with the Cairn that wrote it and import it into a new volume`
         : `unsupported segment format version ${version}, expected ${segmentFormatVersion}`,
     );
   }
   const stored = getU32(h, headerCrcOffset);
-  const computed = crc32c(h.subarray(0, headerCrcOffset));
+  const computed = headerCrc(h);
   if (stored !== computed) {
     throw fail(`header checksum mismatch: stored ${hex32(stored)}, computed ${hex32(computed)}`);
   }
@@ -180,8 +205,14 @@ function decodeHeader(h: Uint8Array, path: string): SegmentInfo {
   const segmentBytes = getU64(h, 16);
   const problem = geometryProblem(blockSize, segmentBytes);
   if (problem) throw fail(`bad header: ${problem}`);
-  const epoch = getU64(h, 32);
-  if (epoch < 0) throw fail("bad header: epoch exceeds 2^53");
+  const record = h.subarray(termRecordOffset, termRecordOffset + termRecordBytes);
+  if (
+    getU32(record, 0) !== termRecordMagic || getU32(record, 4) !== crc32c(record.subarray(8, 16))
+  ) {
+    throw fail("bad header: the term record fails its checksum (rot?); rebuild this replica");
+  }
+  const epoch = getU64(record, 8);
+  if (epoch < 0) throw fail("bad header: term exceeds 2^53");
   const nameLength = h[40];
   if (nameLength === 0 || nameLength > maxVolumeNameBytes) {
     throw fail(`bad header: volume name length ${nameLength} is not 1..${maxVolumeNameBytes}`);
@@ -289,7 +320,8 @@ export class SegmentFile {
       throw new SegmentFileError(`epoch ${epoch} is not a non-negative safe integer`);
     }
     this.#epoch = epoch;
-    await this.#file.write(encodeHeader(this.#info()), 0);
+    // One write inside one sector: a power loss keeps the old term or the new, never a tear.
+    await this.#file.write(encodeTermRecord(epoch), termRecordOffset);
   }
 
   /**

@@ -267,12 +267,20 @@ bothDisks("open rejects bad magic, version, header crc, size, each clearly", asy
   await rejects(/bad magic "XAIRNSEG"/);
 
   await fresh();
-  await patch(8, [3]);
-  await rejects(/unsupported segment format version 3, expected 2/);
+  await patch(8, [4]);
+  await rejects(/unsupported segment format version 4, expected 3/);
 
   await fresh();
   await patch(8, [1]); // a file written before volume ids and owner terms
   await rejects(/segment format version 1 .* is not supported by this Cairn: export the volume/);
+
+  await fresh();
+  await patch(8, [2]); // a file with the term inside the checksummed header
+  await rejects(/segment format version 2 .* is not supported by this Cairn: export the volume/);
+
+  await fresh();
+  await patch(1024 + 9, [0x55]); // the term record rotted
+  await rejects(/the term record fails its checksum/);
 
   await fresh();
   await patch(32, [99]); // epoch changed without updating the crc
