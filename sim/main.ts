@@ -107,6 +107,7 @@ if (import.meta.main) {
     result,
     done,
   ) => {
+    if (result.ok && verbose) console.log(result.trace);
     if (!result.ok) {
       console.log(`seed ${result.seed}: FAILED`);
       for (const failure of result.failures) console.log(`  ${failure}`);

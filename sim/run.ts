@@ -483,9 +483,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       checks,
       // Shortened to what explains a failure: faults, node starts, warnings, errors, violations.
       // With --verbose (replaying one seed) the whole trace.
-      trace: failures.length && options.traceLogs
-        ? scheduler.formatTrace()
-        : failures.length
+      trace: options.traceLogs ? scheduler.formatTrace() : failures.length
         ? scheduler.formatTrace({
           kind: ["fault", "node", "fail-stop", "log.warn", "log.error", "VIOLATION"],
           last: 80,
