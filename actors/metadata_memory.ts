@@ -25,6 +25,8 @@ export class MemoryKv {
   private lastRevision = 0;
   /** Every successful write, for checks and traces. */
   writes = 0;
+  /** Told of every write: the key, its JSON before (undefined: created) and after. */
+  onWrite: (key: string, before: string | undefined, after: string) => void = () => {};
 
   get(key: string): Entry | undefined {
     return this.entries.get(key);
@@ -36,6 +38,7 @@ export class MemoryKv {
 
   put(key: string, json: string): number {
     this.writes++;
+    this.onWrite(key, this.entries.get(key)?.json, json);
     this.entries.set(key, { json, revision: ++this.lastRevision });
     return this.lastRevision;
   }

@@ -78,6 +78,22 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   });
   const { scheduler, network } = cluster;
   cluster.onViolation = (message) => fail(message);
+  // Terms move only with ownership: a layout write changes owner and term (a takeover or
+  // a handoff) or replica states (an owner's edit), never both, and never the term alone
+  // downward. Checked on every write to the KV.
+  cluster.kv.onWrite = (key, before, after) => {
+    if (!key.endsWith(".layout") || before === undefined) return;
+    const a = JSON.parse(before) as VolumeLayout;
+    const b = JSON.parse(after) as VolumeLayout;
+    countCheck("layout writes checked");
+    const termMoved = a.term !== b.term || a.owner !== b.owner;
+    const statesMoved = JSON.stringify(a.segments) !== JSON.stringify(b.segments);
+    if (termMoved && statesMoved) {
+      fail(`a layout write changed the term (${a.term} -> ${b.term}) and replica states at once`);
+    } else if (termMoved && b.term !== a.term + 1) {
+      fail(`a layout write moved the term from ${a.term} to ${b.term}`);
+    }
+  };
   const failures: string[] = [];
   const faults = new Map<string, number>();
   const checks = new Map<string, number>();
