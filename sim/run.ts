@@ -257,15 +257,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         });
         return;
       case "partition": {
-        // The node with the KV on the majority side; the other side is one node.
-        network.partition([[node], [
-          ...nodeIds.filter((n) => n !== node),
-          "kv",
-          "admin",
-          "c1",
-          "c2",
-          "c3",
-        ]]);
+        // The node alone, or with one client that can reach it and nothing else (the case read
+        // leases exist for: a cut-off owner answering a client it can still hear).
+        const withClient = scheduler.chance(0.5) ? [scheduler.pick(["c1", "c2", "c3"])] : [];
+        const majority = [...nodeIds.filter((n) => n !== node), "kv", "admin", "final"]
+          .concat(["c1", "c2", "c3"].filter((c) => !withClient.includes(c)));
+        network.partition([[node, ...withClient], majority]);
         scheduler.schedule(forMs, () => {
           disruptions--;
           network.heal();
