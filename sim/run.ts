@@ -263,7 +263,8 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         const majority = [...nodeIds.filter((n) => n !== node), "kv", "admin", "final"]
           .concat(["c1", "c2", "c3"].filter((c) => !withClient.includes(c)));
         network.partition([[node, ...withClient], majority]);
-        scheduler.schedule(forMs, () => {
+        // Long enough, often, for the others to take over what the cut-off node owned.
+        scheduler.schedule(forMs * 3, () => {
           disruptions--;
           network.heal();
         });

@@ -16,8 +16,11 @@ import { callReplica } from "./actor.ts";
 import type { ReplicaStream } from "./stream.ts";
 import { setReplicaStates } from "./core.ts";
 
-/** How long a new owner waits for replica nodes to answer before marking them stale. */
-export const takeoverReplicaWaitMs = 15_000;
+/**
+ * How long a new owner waits for replica nodes to answer its fence before marking them stale:
+ * above the longest lease a replica makes a fence wait out (2 s) and its 2 s start-up delay.
+ */
+export const takeoverReplicaWaitMs = 4_000;
 const fenceRetryDelayMs = 250;
 /** Blocks per meta request and per copy run (512 KiB of versions or data). */
 const metaChunkBlocks = 65_536;
