@@ -9,17 +9,11 @@
  * there; rerun it alone with `--seed N --seeds 1 --verbose` for node logs.
  * Exits 1 if any seed failed.
  */
-import { runSeed, type SimResult } from "./run.ts";
+import { runSeed, type SimResult, type SimTotals } from "./run.ts";
 
-export interface SimSummary {
+export interface SimSummary extends SimTotals {
   seeds: number;
   failedSeeds: number[];
-  simulatedMs: number;
-  realMs: number;
-  operations: number;
-  failedOperations: number;
-  faults: Map<string, number>;
-  checks: Map<string, number>;
 }
 
 export async function runSeeds(

@@ -25,16 +25,20 @@ export interface SimOptions {
   traceLogs?: boolean;
 }
 
-export interface SimResult {
-  seed: number;
-  ok: boolean;
-  failures: string[];
+/** What one run, or many added up, amounts to. */
+export interface SimTotals {
   simulatedMs: number;
   realMs: number;
   operations: number;
   failedOperations: number;
   faults: Map<string, number>;
   checks: Map<string, number>;
+}
+
+export interface SimResult extends SimTotals {
+  seed: number;
+  ok: boolean;
+  failures: string[];
   trace: string;
 }
 
