@@ -170,12 +170,8 @@ export class NodeRuntime {
           }),
       };
     }
-    const call = (op: string, body: Uint8Array) =>
-      this.deps.transport.request(
-        subjects.replica(node, volumeId, op as never),
-        body,
-        replicaTimeoutMs,
-      );
+    const call = (op: string, body: Uint8Array, timeoutMs = replicaTimeoutMs) =>
+      this.deps.transport.request(subjects.replica(node, volumeId, op as never), body, timeoutMs);
     return {
       call,
       write: async (term, entries, seq) => {

@@ -49,7 +49,7 @@ import {
 } from "../replica/wire.ts";
 import { NodeWriteBatcher } from "./batcher.ts";
 import { type ReplicaLink, ReplicaStream } from "./stream.ts";
-import { leaseDurationMs, leaseRenewMs, OwnerLeases } from "./lease.ts";
+import { leaseDurationMs, leaseRenewMs, leaseRequestTimeoutMs, OwnerLeases } from "./lease.ts";
 import {
   InflightWrites,
   inSyncNodes,
@@ -112,8 +112,9 @@ export async function callReplica(
   link: Pick<ReplicaLink, "call">,
   op: string,
   body: Uint8Array,
+  timeoutMs?: number,
 ): Promise<Uint8Array> {
-  return checkReplicaReply(await link.call(op, body));
+  return checkReplicaReply(await link.call(op, body, timeoutMs));
 }
 
 interface NodeStats {
@@ -402,7 +403,8 @@ export class VolumeActor {
         this.replicaNodes().map(async (node) => {
           const sentAtMs = this.deps.clock.nowMs();
           try {
-            await callReplica(this.stream(node), "lease", body);
+            // A short timeout: a dead node must not hold the other nodes' renewals up.
+            await callReplica(this.stream(node), "lease", body, leaseRequestTimeoutMs);
             this.leases.granted(node, sentAtMs, leaseDurationMs);
           } catch (err) {
             if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {

@@ -9,6 +9,8 @@
 /** How long each lease is asked for, and how often it is renewed. */
 export const leaseDurationMs = 2000;
 export const leaseRenewMs = 500;
+/** How long one lease request may take (under the renew period, so renewals never pile up). */
+export const leaseRequestTimeoutMs = 400;
 /** How much faster or slower two nodes' monotonic clocks may run, as a fraction. */
 export const maxClockDriftFraction = 0.05;
 

@@ -9,8 +9,11 @@ import type { ReadRequest, ReadResult, WriteEntry } from "../replica/wire.ts";
 
 /** How a volume actor reaches the replica host of one node (in-process or over NATS). */
 export interface ReplicaLink {
-  /** Sends one replica message; resolves with the raw reply (status byte first). */
-  call(op: string, body: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Sends one replica message; resolves with the raw reply (status byte first). timeoutMs
+   * (default: the replica timeout) bounds a remote call; in-process calls ignore it.
+   */
+  call(op: string, body: Uint8Array, timeoutMs?: number): Promise<Uint8Array>;
   /** Applies a batch of write entries durably; rejects (ReplicaReplyError or transport) otherwise. */
   write(term: number, entries: WriteEntry[], seq: number): Promise<void>;
   /** Reads blocks of one segment; rejects like write. */
@@ -30,8 +33,8 @@ export class ReplicaStream {
     return encoder.encode(JSON.stringify({ epoch: term, segments, nextSeq: 1 }));
   }
 
-  call(op: string, body: Uint8Array): Promise<Uint8Array> {
-    return this.link.call(op, body);
+  call(op: string, body: Uint8Array, timeoutMs?: number): Promise<Uint8Array> {
+    return this.link.call(op, body, timeoutMs);
   }
 
   /** Sends one batch as the stream's next (the send itself happens before this returns). */
