@@ -48,12 +48,19 @@ export interface SimClusterOptions {
   traceLogs?: boolean;
 }
 
+/** One replica's acknowledged block versions: block -> version. */
+interface AckedSegment {
+  volume: string;
+  segment: number;
+  versions: Map<number, number>;
+}
+
 export class SimCluster {
   /**
    * The durability oracle: per node, the version of each block as its replica host last
    * acknowledged it durable. After any crash and restart the node must still hold at least it.
    */
-  readonly acknowledged = new Map<string, Map<string, number>>();
+  readonly acknowledged = new Map<string, Map<string, AckedSegment>>();
   /** Nodes armed to lose power at their next segment-file fdatasync. */
   readonly powerLossAtSync = new Set<string>();
   /** Set by the run: where durability violations go. */
@@ -139,13 +146,15 @@ export class SimCluster {
         let acked = this.acknowledged.get(id);
         if (!acked) this.acknowledged.set(id, acked = new Map());
         for (const e of entries) {
+          const key = `${volume}/${e.segment}`;
+          let seg = acked.get(key);
+          if (!seg) acked.set(key, seg = { volume, segment: e.segment, versions: new Map() });
           for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
-            const key = `${volume}/${e.segment}/${b}`;
             // A data or zero entry is what the block holds now, even below an earlier version
             // (a new owner's reconcile rewrites a replica that was not in sync); a repair
             // applies only where it is not older.
-            if (e.kind !== EntryKind.repair || (acked.get(key) ?? 0) < e.version) {
-              acked.set(key, e.version);
+            if (e.kind !== EntryKind.repair || (seg.versions.get(b) ?? 0) < e.version) {
+              seg.versions.set(b, e.version);
             }
           }
         }
@@ -177,27 +186,15 @@ export class SimCluster {
 
   /** Every write this node's replica host acknowledged is still there after its restart. */
   private async checkDurable(node: SimNode, runtime: NodeRuntime): Promise<void> {
-    const acked = this.acknowledged.get(node.id);
-    if (!acked) return;
-    const bySegment = new Map<string, number[]>();
-    for (const key of acked.keys()) {
-      const [volume, segment] = key.split("/");
-      const k = `${volume}/${segment}`;
-      if (!bySegment.has(k)) bySegment.set(k, []);
-      bySegment.get(k)!.push(Number(key.split("/")[2]));
-    }
-    for (const [k, blocks] of bySegment) {
-      const [volume, segment] = k.split("/");
-      if (!runtime.host.segmentsOf(volume).includes(Number(segment))) continue;
-      const last = Math.max(...blocks);
+    for (const { volume, segment, versions } of this.acknowledged.get(node.id)?.values() ?? []) {
+      if (!runtime.host.segmentsOf(volume).includes(segment)) continue;
       const read = await runtime.host.readBlocks(volume, {
-        segment: Number(segment),
+        segment,
         epoch: Number.MAX_SAFE_INTEGER,
         firstBlock: 0,
-        blockCount: last + 1,
+        blockCount: Math.max(...versions.keys()) + 1,
       });
-      for (const block of blocks) {
-        const want = acked.get(`${k}/${block}`)!;
+      for (const [block, want] of versions) {
         if (read.versions[block] < want) {
           this.onViolation(
             `durability: ${node.id} acknowledged version ${want} of segment ${segment} block ${block} as durable, but holds version ${

@@ -191,13 +191,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   let disruptions = 0;
   const nodeIds = [...cluster.nodes.keys()];
   const rotten = new Set<string>();
-  const fullyRedundant = () => {
-    const current = cluster.kv.get("vol.sim.layout");
-    if (!current) return false;
-    return (JSON.parse(current.json) as VolumeLayout).segments.every((s) =>
-      s.replicas.every((r) => r.state === "in-sync")
-    );
-  };
+  const fullyRedundant = () =>
+    currentLayout()?.value.segments.every((s) => s.replicas.every((r) => r.state === "in-sync")) ??
+      false;
   const injectFault = () => {
     const total = faultWeights.reduce((n, [, w]) => n + w, 0);
     let pick = scheduler.random() * total;
@@ -303,10 +299,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         if (rotten.has(key)) return; // one rotten copy of a block at most
         // Only while the segment has every replica in sync: rotting a block's last good copy
         // is real data loss (scrub, not built yet, is what prevents it), not a test of Cairn.
-        const current = cluster.kv.get("vol.sim.layout");
-        const replicas = current
-          ? (JSON.parse(current.json) as VolumeLayout).segments[segment].replicas
-          : [];
+        const replicas = currentLayout()?.value.segments[segment].replicas ?? [];
         if (
           replicas.length < 3 || replicas.some((r) => r.state !== "in-sync") ||
           !replicas.some((r) => r.node === node)
@@ -395,9 +388,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
    * disturb ownership (each costs at most a few terms and a few state edits per segment).
    */
   function checkMetadataBudget(): void {
-    const layout = cluster.kv.get(`vol.sim.layout`);
+    const layout = currentLayout();
     if (!layout) return;
-    const { term } = JSON.parse(layout.json) as { term: number };
+    const { term } = layout.value;
     const events = [...faults.values()].reduce((a, b) => a + b, 0) + nodeCount;
     countCheck("metadata budget");
     // Terms move only with ownership: a handoff costs two (the record, the new owner's
@@ -426,11 +419,10 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
    * those from another copy, and scrub (not built yet) would find the rest.
    */
   async function checkConverged(): Promise<void> {
-    const layout = cluster.kv.get(`vol.sim.layout`);
+    const layout = currentLayout();
     if (!layout) return fail("volume layout is gone");
-    const parsed = JSON.parse(layout.json) as VolumeLayout;
     const blocks = segmentBytes / blockSizeBytes;
-    for (const [index, segment] of parsed.segments.entries()) {
+    for (const [index, segment] of layout.value.segments.entries()) {
       const inSync = segment.replicas.filter((r) => r.state === "in-sync").map((r) => r.node);
       if (inSync.length < 2) {
         fail(`segment ${index} has ${inSync.length} in-sync replicas after settling`);
@@ -479,14 +471,22 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   }
 
   function checkNotStuck(): void {
-    const layout = cluster.kv.get(`vol.sim.layout`);
+    const layout = currentLayout();
     if (!layout) return;
-    const { owner } = JSON.parse(layout.json) as { owner: string };
+    const { owner } = layout.value;
     countCheck("owner serving");
     const node = cluster.nodes.get(owner);
     if (!node?.runtime?.localVolume("sim")) {
       fail(`after settling, owner ${owner} does not serve the volume (actor stuck)`);
     }
+  }
+
+  /** The simulated volume's layout as the KV holds it now, with its revision. */
+  function currentLayout(): { value: VolumeLayout; revision: number } | null {
+    const entry = cluster.kv.get("vol.sim.layout");
+    return entry
+      ? { value: JSON.parse(entry.json) as VolumeLayout, revision: entry.revision }
+      : null;
   }
 
   function finish(): SimResult {

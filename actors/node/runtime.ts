@@ -6,10 +6,14 @@
  * MemoryDisk and a virtual clock.
  */
 import type { Clock, Disk, Random, Transport, TransportSubscription, WallClock } from "../ports.ts";
-import type { MetadataPort } from "../metadata.ts";
+import { type MetadataPort, segmentsOfNode } from "../metadata.ts";
 import { HostError, type Logger, ReplicaHost, type ReplicaHostOptions } from "../replica/host.ts";
-import { checkReplicaReply, type ReplicaLink, ReplicaReplyError } from "../volume/actor.ts";
-import type { VolumeActor } from "../volume/actor.ts";
+import {
+  checkReplicaReply,
+  type ReplicaLink,
+  ReplicaReplyError,
+  type VolumeActor,
+} from "../volume/actor.ts";
 import { decodeReadReply, encodeReadRequest, encodeWriteBatch } from "../replica/wire.ts";
 import { StaleEpochError } from "../replica/replica.ts";
 import { PlacementActor } from "../placement/actor.ts";
@@ -31,7 +35,6 @@ import {
 import { CairnError } from "../../protocol/errors.ts";
 import { errorReply, okReply, replyForError, requestFailure } from "../../protocol/control.ts";
 import { replicaTimeoutMs } from "../../protocol/limits.ts";
-import { segmentsOfNode } from "../metadata.ts";
 
 export const cairnVersion = "0.2.0";
 

@@ -102,8 +102,8 @@ export class ReplicaHost {
   private readonly disk: Disk;
   private readonly checkpointBytes: number;
   private readonly onDurable: ReplicaHostOptions["onDurable"];
-  private readonly clock: Clock | undefined;
-  private readonly leases: LeaseTable | null;
+  /** Read leases, kept only with a clock (unit tests without one never make fences wait). */
+  private readonly leases: { table: LeaseTable; clock: Clock } | null;
 
   constructor(
     private readonly dataDir: string,
@@ -113,8 +113,9 @@ export class ReplicaHost {
   ) {
     this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
     this.onDurable = options.onDurable;
-    this.clock = options.clock;
-    this.leases = options.clock ? new LeaseTable(options.clock.nowMs()) : null;
+    this.leases = options.clock
+      ? { table: new LeaseTable(options.clock.nowMs()), clock: options.clock }
+      : null;
     this.failStop = new FailStop((reason) => {
       log.error(
         `fail-stop: ${reason}; this node takes no more writes; journal kept for replay; ` +
@@ -513,11 +514,11 @@ export class ReplicaHost {
     if (!refused && request.nextSeq !== undefined) {
       this.streams.set(volume, { term: request.epoch, nextSeq: request.nextSeq });
     }
-    if (!refused && this.leases && this.clock) {
+    if (!refused && this.leases) {
       // A newer owner waits out the older owner's read lease before it may take this replica.
-      const readyMs = this.leases.fenceReadyAtMs(volume, request.epoch, this.clock.nowMs());
-      const waitMs = readyMs - this.clock.nowMs();
-      if (waitMs > 0) await new Promise<void>((resolve) => this.clock!.setTimer(waitMs, resolve));
+      const { table, clock } = this.leases;
+      const waitMs = table.fenceReadyAtMs(volume, request.epoch, clock.nowMs()) - clock.nowMs();
+      if (waitMs > 0) await new Promise<void>((resolve) => clock.setTimer(waitMs, resolve));
     }
     const segments = [];
     for (const segment of request.segments) {
@@ -526,7 +527,7 @@ export class ReplicaHost {
       await replica.sync();
       segments.push({ segment, epoch: replica.epoch, maxVersion: replica.file.maxVersion });
     }
-    this.leases?.fenced(volume, request.epoch);
+    this.leases?.table.fenced(volume, request.epoch);
     return encodeJsonOk({ segments });
   }
 
@@ -536,8 +537,9 @@ export class ReplicaHost {
     for (const segment of this.segmentsOf(volume)) {
       this.replica(volume, segment).check(request.epoch);
     }
-    if (!this.leases || !this.clock) return encodeOk();
-    const answer = this.leases.grant(volume, request.epoch, request.durationMs, this.clock.nowMs());
+    if (!this.leases) return encodeOk();
+    const { table, clock } = this.leases;
+    const answer = table.grant(volume, request.epoch, request.durationMs, clock.nowMs());
     if (!answer.granted) throw new StaleEpochError(answer.why);
     return encodeOk();
   }

@@ -15,6 +15,7 @@ import {
   inSyncEverywhere,
   type MetadataPort,
   type OwnerClaim,
+  segmentsOfNode,
   takeOver,
 } from "../metadata.ts";
 import { Mailbox } from "../mailbox.ts";
@@ -131,7 +132,6 @@ export class VolumeActor {
   readonly name: string;
   readonly volumeId: string;
   private layout!: VolumeLayout;
-  private layoutRevision = 0;
   private term = 0;
   private lifecycle: VolumeActorState = "taking-over";
   private readonly mailbox = new Mailbox();
@@ -148,8 +148,6 @@ export class VolumeActor {
   private readonly catchUpBackoff = new Map<string, CatchUpBackoff>();
   /** Writes that failed on a rebuilding replica, per node: a catch-up that saw one starts over. */
   private readonly rebuildMisses = new Map<string, number>();
-  /** Why the actor stopped or was fenced, for logs and the supervisor. */
-  stopReason = "";
   /** Read leases from the replica nodes (lease.ts): reads are answered only under them. */
   private readonly leases = new OwnerLeases();
   private cancelLeaseTimer: (() => void) | null = null;
@@ -183,10 +181,6 @@ export class VolumeActor {
     return admitsIo(this.lifecycle);
   }
 
-  currentLayout(): VolumeLayout {
-    return this.layout;
-  }
-
   private get claim(): OwnerClaim {
     return { volumeId: this.volumeId, owner: this.deps.nodeId, term: this.term };
   }
@@ -194,7 +188,6 @@ export class VolumeActor {
   private transition(event: LifecycleEvent, why = ""): void {
     const from = this.lifecycle;
     this.lifecycle = nextState(from, event);
-    if (why) this.stopReason = why;
     if (!admitsIo(this.lifecycle)) this.stopCatchUp();
     if (isFinal(this.lifecycle)) {
       this.cancelLeaseTimer?.();
@@ -231,7 +224,7 @@ export class VolumeActor {
       );
       return;
     }
-    this.adopt(won.layout.value, won.layout.revision);
+    this.layout = won.layout.value;
     this.term = won.layout.value.term;
     log.info(`volume ${this.name}: won term ${this.term} (from ${expected.owner})`);
     for (let attempt = 0; this.lifecycle === "taking-over"; attempt++) {
@@ -239,7 +232,6 @@ export class VolumeActor {
         const result = await reconcileVolume({
           name: this.name,
           layout: this.layout,
-          revision: this.layoutRevision,
           segmentBytes: this.deps.spec.segmentBytes,
           metadata,
           link: (node) => this.stream(node),
@@ -274,11 +266,6 @@ export class VolumeActor {
   /** For events that can race with a stop (a takeover that ends after stop() was called). */
   private transitionIfPossible(event: LifecycleEvent, why: string): void {
     if (canHappen(this.lifecycle, event)) this.transition(event, why);
-  }
-
-  private adopt(layout: VolumeLayout, revision: number): void {
-    this.layout = layout;
-    this.layoutRevision = revision;
   }
 
   /**
@@ -339,11 +326,9 @@ export class VolumeActor {
 
   /** Stops taking IO; resolves when every request in flight has been answered. */
   async stop(why = "stopped"): Promise<void> {
-    if (isFinal(this.lifecycle) || this.lifecycle === "stopping") {
-      await this.drained();
-      return;
-    }
-    if (this.lifecycle === "handing-off") {
+    if (
+      isFinal(this.lifecycle) || this.lifecycle === "stopping" || this.lifecycle === "handing-off"
+    ) {
       await this.drained();
       return;
     }
@@ -467,7 +452,8 @@ export class VolumeActor {
    * finish, copy every block whose version differs from an in-sync source
    * (as version-guarded repairs, so a newer write is never undone), then mark
    * them in-sync, unless a write to them failed meanwhile. A node that keeps
-   * failing is retried with backoff, and a failed attempt writes no metadata.
+   * failing is retried with backoff (at most 10 s apart), so its stale and
+   * rebuilding edits cannot loop.
    */
   private async catchUpReplicas(): Promise<void> {
     const behind = new Map<string, number[]>();
@@ -518,6 +504,7 @@ export class VolumeActor {
     // Writes that started before the replica was a target are copied, not sent: let them land.
     await Promise.all(this.inflight.all());
     const blockCount = this.deps.spec.segmentBytes / blockSizeBytes;
+    const copyInput = { name: this.name, link: (n: string) => this.stream(n), log: this.deps.log };
     let copied = 0;
     /** Only segments copied from an in-sync source may become in-sync. */
     const caughtUp: number[] = [];
@@ -534,7 +521,7 @@ export class VolumeActor {
       if (sourceVersions.size === 0) continue;
       const targetVersions = await fetchVersions(link, this.term, segment, blockCount);
       copied += await catchUp(
-        { name: this.name, link: (n) => this.stream(n), log: this.deps.log },
+        copyInput,
         this.term,
         segment,
         blockCount,
@@ -551,7 +538,7 @@ export class VolumeActor {
         // Only blocks where the returning replica is strictly newer go up.
         const newer = Float64Array.from(versions, (v, b) => Math.max(v, targetVersions[b]));
         copied += await catchUp(
-          { name: this.name, link: (n) => this.stream(n), log: this.deps.log },
+          copyInput,
           this.term,
           segment,
           blockCount,
@@ -740,9 +727,10 @@ export class VolumeActor {
   }
 
   /**
-   * A write to `node` failed. An in-sync replica is marked stale by CAS (before the
-   * write is acknowledged); a rebuilding one only spoils the catch-up running for it,
-   * with no metadata write. One mailbox message, so it orders with catch-up's in-sync edit.
+   * A write to `node` failed. An in-sync replica is marked stale by CAS before the write
+   * is acknowledged, unless it is the segment's last in-sync copy; a rebuilding one is
+   * marked stale too and spoils the catch-up running for it. One mailbox message, so it
+   * orders with catch-up's in-sync edit.
    */
   private replicaWriteFailed(
     node: string,
@@ -771,9 +759,7 @@ export class VolumeActor {
         // If a lost batch broke its write stream, it refuses every write until fenced
         // again: restart the stream (it misses only writes that failed, unacknowledged).
         const stream = this.stream(node);
-        const segments = this.layout.segments.flatMap((s, i) =>
-          s.replicas.some((r) => r.node === node) ? [i] : []
-        );
+        const segments = segmentsOfNode(this.layout, node);
         await callReplica(stream, "fence", stream.fenceBody(this.term, segments)).catch(() => {});
         return "kept-last-copy";
       }
@@ -847,7 +833,7 @@ export class VolumeActor {
       );
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
-    this.adopt(result.layout.value, result.layout.revision);
+    this.layout = result.layout.value;
     return result.kind === "done";
   }
 

@@ -112,23 +112,6 @@ export function minInSyncCount(layout: VolumeLayout): number {
   return Number.isFinite(min) ? min : 0;
 }
 
-/** The layout with `node`'s replicas of `segments` marked stale, or null if nothing changes. */
-export function markStale(
-  layout: VolumeLayout,
-  node: string,
-  segments: ReadonlySet<number>,
-): VolumeLayout | null {
-  let changed = false;
-  const next = layout.segments.map((s, index) => ({
-    replicas: s.replicas.map((r) => {
-      if (r.node !== node || !segments.has(index) || r.state === "stale") return r;
-      changed = true;
-      return { ...r, state: "stale" as const };
-    }),
-  }));
-  return changed ? { ...layout, segments: next } : null;
-}
-
 /** The layout with the given replicas set to `state`, or null if nothing changes. */
 export function setReplicaStates(
   layout: VolumeLayout,

@@ -29,8 +29,6 @@ const copyRunBlocks = 64;
 export interface ReconcileInput {
   name: string;
   layout: VolumeLayout;
-  /** The layout revision `layout` was read at. */
-  revision: number;
   segmentBytes: number;
   metadata: MetadataPort;
   /** The actor's write stream to each node (fences restart it). */

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import {
   InflightWrites,
   inSyncNodes,
-  markStale,
   maxTerm,
   minInSyncCount,
   setReplicaStates,
@@ -86,11 +85,11 @@ Deno.test("replica states: write targets skip stale, reads use in-sync only", ()
   assert.equal(minInSyncCount(layout), 2);
 });
 
-Deno.test("markStale and setReplicaStates change only what they name, null when nothing changes", () => {
-  const stale = markStale(layout, "b", new Set([1]))!;
+Deno.test("setReplicaStates changes only what it names, null when nothing changes", () => {
+  const stale = setReplicaStates(layout, [{ segment: 1, node: "b", state: "stale" }])!;
   assert.equal(stale.segments[1].replicas[0].state, "stale");
   assert.equal(stale.segments[0].replicas[1].state, "in-sync");
-  assert.equal(markStale(layout, "c", new Set([0])), null);
+  assert.equal(setReplicaStates(layout, [{ segment: 0, node: "c", state: "stale" }]), null);
   const healed = setReplicaStates(layout, [{ segment: 0, node: "c", state: "in-sync" }])!;
   assert.equal(healed.segments[0].replicas[2].state, "in-sync");
   assert.equal(setReplicaStates(layout, [{ segment: 0, node: "a", state: "in-sync" }]), null);
