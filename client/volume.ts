@@ -13,6 +13,12 @@ import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import type { RequestMux } from "../protocol/request_mux.ts";
 import { backoffDelayMs, retryDeadlineMs, sleep } from "./retry.ts";
+import {
+  OwnerChangedError,
+  ownerProbeAfterMs,
+  ownerProbeTimeoutMs,
+  OwnerWatch,
+} from "./owner_watch.ts";
 
 /** Requests one Volume keeps in flight at most. */
 export const defaultMaxInFlight = 64;
@@ -20,7 +26,8 @@ export const defaultMaxInFlight = 64;
  * Time one attempt may take before it is resent: above the owner's own
  * replica timeout, so a slow replica is marked stale before we give up.
  * Resending is safe: a write carries the same bytes, and a later write gets
- * a higher version than any earlier attempt.
+ * a higher version than any earlier attempt. An attempt sent to an owner that
+ * has since been replaced is resent at once (owner_watch.ts), not after this.
  */
 export const requestTimeoutMs = 7_000;
 
@@ -38,6 +45,11 @@ export interface IoStats {
 export class Volume {
   readonly stats: IoStats = { requests: 0, retries: 0 };
   private readonly subject: string;
+  private readonly owner = new OwnerWatch();
+  /** Start times of attempts waiting for a reply (for probing a silent owner). */
+  private readonly attemptsStartedMs = new Set<{ startedMs: number }>();
+  private probeTimer: ReturnType<typeof setTimeout> | null = null;
+  private probing = false;
   private nextRequestId = 1;
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
@@ -111,16 +123,25 @@ export class Volume {
       for (let attempt = 0;; attempt++) {
         this.stats.requests++;
         let why: string;
+        const generation = this.owner.generation;
         try {
-          const reply = decodeReply(await this.mux.request(this.subject, frame, requestTimeoutMs));
+          const reply = decodeReply(await this.attempt(frame, generation));
+          this.owner.sawTerm(reply.epoch);
           const error = replyError(reply);
           if (!error) return reply.payload;
           if (error.code === "NO_SUCH_VOLUME") throw this.gone = error;
           if (!error.retryable) throw error;
+          if (error.code === "MOVED") this.owner.ownerGone("MOVED", generation);
           why = error.message;
         } catch (err) {
           if (err instanceof CairnError) throw err;
+          if (err instanceof OwnerChangedError) {
+            // Sent to an owner since replaced: resend now, to whoever serves the volume.
+            this.stats.retries++;
+            continue;
+          }
           const kind = requestFailure(err);
+          if (kind === "no-responders") this.owner.ownerGone("no responders", generation);
           if (kind === "other") throw err;
           why = kind;
           if (kind === "no-responders" && attempt % 8 === 7 && this.options.exists) {
@@ -143,6 +164,68 @@ export class Volume {
       }
     } finally {
       this.release();
+    }
+  }
+
+  /** One attempt, abandoned early if the owner it went to is replaced meanwhile. */
+  private async attempt(frame: Uint8Array, generation: number): Promise<Uint8Array> {
+    const started = { startedMs: performance.now() };
+    this.attemptsStartedMs.add(started);
+    this.watchForSilence();
+    try {
+      return await Promise.race([
+        this.mux.request(this.subject, frame, requestTimeoutMs),
+        this.owner.changedSince(generation),
+      ]);
+    } finally {
+      this.attemptsStartedMs.delete(started);
+      if (this.attemptsStartedMs.size === 0 && this.probeTimer !== null) {
+        clearTimeout(this.probeTimer);
+        this.probeTimer = null;
+      }
+    }
+  }
+
+  /**
+   * While some attempt has waited longer than ownerProbeAfterMs, probes the volume's subject
+   * with STAT now and then: a successor's answer (a higher term) or no responders tells the
+   * owner watch that the waiting attempts went to an owner that is gone.
+   */
+  private watchForSilence(): void {
+    if (this.probeTimer !== null) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      if (this.attemptsStartedMs.size === 0 || this.closed) return;
+      const now = performance.now();
+      let oldestMs = now;
+      for (const a of this.attemptsStartedMs) oldestMs = Math.min(oldestMs, a.startedMs);
+      if (now - oldestMs >= ownerProbeAfterMs && !this.probing) void this.probe();
+      this.watchForSilence();
+    }, ownerProbeAfterMs / 2);
+  }
+
+  private async probe(): Promise<void> {
+    this.probing = true;
+    const generation = this.owner.generation;
+    try {
+      const frame = encodeRequest({
+        op: Op.STAT,
+        flags: 0,
+        requestId: 0,
+        offsetBytes: 0,
+        lengthBytes: 0,
+        incarnation: this.incarnation,
+      });
+      const reply = decodeReply(await this.mux.request(this.subject, frame, ownerProbeTimeoutMs));
+      this.owner.sawTerm(reply.epoch);
+      if (replyError(reply)?.code === "MOVED") this.owner.ownerGone("MOVED", generation);
+    } catch (err) {
+      if (requestFailure(err) === "no-responders") {
+        this.owner.ownerGone("no responders", generation);
+      }
+      // A probe that timed out proves nothing: the owner may be busy, or paused.
+    } finally {
+      this.probing = false;
     }
   }
 

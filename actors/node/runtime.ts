@@ -35,6 +35,7 @@ import {
 import { CairnError } from "../../protocol/errors.ts";
 import { errorReply, okReply, replyForError, requestFailure } from "../../protocol/control.ts";
 import { replicaTimeoutMs } from "../../protocol/limits.ts";
+import { ReplicaCalls, StallDetector } from "./replica_calls.ts";
 
 export const cairnVersion = "0.2.0";
 
@@ -78,13 +79,24 @@ export class NodeRuntime {
   private readonly subscriptions: TransportSubscription[] = [];
   private readonly weights = new Map<string, number>();
   private stopped = false;
+  /** Notices stalls of this process, so timers that ran during one judge no peer. */
+  private readonly stall: StallDetector;
+  private readonly replicaCalls: ReplicaCalls;
 
   constructor(private readonly deps: NodeRuntimeDeps) {
     this.id = deps.nodeId;
+    this.stall = new StallDetector(deps.clock);
+    this.replicaCalls = new ReplicaCalls(
+      deps.transport,
+      deps.clock,
+      this.stall,
+      (node) => this.watchdog?.liveness(node) === "down",
+    );
   }
 
   async start(): Promise<void> {
     const { deps } = this;
+    this.stall.start();
     this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log, {
       journalCheckpointBytes: deps.journalCheckpointBytes,
       clock: deps.clock,
@@ -174,7 +186,12 @@ export class NodeRuntime {
       };
     }
     const call = (op: string, body: Uint8Array, timeoutMs = replicaTimeoutMs) =>
-      this.deps.transport.request(subjects.replica(node, volumeId, op as never), body, timeoutMs);
+      this.replicaCalls.request(
+        node,
+        subjects.replica(node, volumeId, op as never),
+        body,
+        timeoutMs,
+      );
     return {
       call,
       write: async (term, entries, seq) => {
@@ -260,6 +277,8 @@ export class NodeRuntime {
     await this.supervisor?.stopAll();
     for (const sub of this.subscriptions) sub.unsubscribe();
     this.watchdog?.stop();
+    this.replicaCalls.stop();
+    this.stall.stop();
     await this.host?.close();
     try {
       const record = await this.deps.metadata.getNode(this.id);

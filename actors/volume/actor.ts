@@ -68,6 +68,13 @@ import { catchUp, FencedError, fetchVersions, reconcileVolume, sleep } from "./r
 export const catchUpIntervalMs = 2000;
 /** Longest wait between catch-up attempts at one node that keeps failing. */
 export const maxCatchUpBackoffMs = 10_000;
+/**
+ * How long a write waits, once applied, for its segment to have the minimum number of
+ * in-sync replicas again (a stale one caught up) before it fails with UNAVAILABLE. Brief
+ * trouble (a paused process, a NATS restart) becomes a pause, not an error, as in DRBD
+ * and Ceph; a longer outage still fails rather than acknowledge too few copies.
+ */
+export const belowMinInSyncWaitMs = 20_000;
 /** First and longest wait between takeover reconcile attempts (no metadata is written per attempt). */
 export const takeoverRetryFirstMs = 250;
 export const takeoverRetryMaxMs = 10_000;
@@ -152,6 +159,9 @@ export class VolumeActor {
   private readonly leases = new OwnerLeases();
   private cancelLeaseTimer: (() => void) | null = null;
   private renewal: Promise<void> | null = null;
+  /** Told whenever the layout held here changes (writes waiting for in-sync replicas). */
+  private layoutWaiters: (() => void)[] = [];
+  private catchUpRunning = false;
 
   constructor(private readonly deps: VolumeActorDeps) {
     this.name = deps.spec.name;
@@ -433,17 +443,25 @@ export class VolumeActor {
     this.cancelCatchUp = null;
   }
 
-  private scheduleCatchUp(): void {
+  private scheduleCatchUp(delayMs = catchUpIntervalMs): void {
     this.stopCatchUp();
-    this.cancelCatchUp = this.deps.clock.setTimer(catchUpIntervalMs, () => {
+    this.cancelCatchUp = this.deps.clock.setTimer(delayMs, () => {
       this.cancelCatchUp = null;
-      if (this.lifecycle !== "serving") return;
+      if (this.lifecycle !== "serving" || this.catchUpRunning) return;
+      this.catchUpRunning = true;
       this.catchUpReplicas()
         .catch((err) => this.deps.log.warn(`volume ${this.name}: catch-up: ${err.message}`))
         .finally(() => {
+          this.catchUpRunning = false;
           if (this.lifecycle === "serving" && !this.cancelCatchUp) this.scheduleCatchUp();
         });
     });
+  }
+
+  /** Runs a catch-up pass now (unless one is running), not at the next period. */
+  private kickCatchUp(): void {
+    if (this.catchUpRunning || this.lifecycle !== "serving") return;
+    this.scheduleCatchUp(0);
   }
 
   /**
@@ -669,6 +687,9 @@ export class VolumeActor {
       this.inflight.remove(id);
       finish();
     }
+    // Out of the in-flight set first: the catch-up that brings a replica back waits for the
+    // writes in flight to land, and this one has landed everywhere it will.
+    for (const piece of pieces) await this.awaitMinInSync(piece.segment);
     return new Uint8Array(0);
   }
 
@@ -717,13 +738,43 @@ export class VolumeActor {
         `segment ${piece.segment}: the write failed on its last in-sync replica, which stays in sync; not acknowledged`,
       );
     }
-    const inSync = inSyncNodes(this.layout.segments[piece.segment].replicas).length;
-    if (inSync < this.deps.spec.minInSync) {
-      throw new CairnError(
-        "UNAVAILABLE",
-        `segment ${piece.segment} has ${inSync} in-sync replicas, fewer than ${this.deps.spec.minInSync}`,
-      );
+  }
+
+  /**
+   * Waits, up to belowMinInSyncWaitMs, until `segment` has the volume's minimum number of
+   * in-sync replicas (catch-up runs at once meanwhile); throws UNAVAILABLE if it does not.
+   */
+  private async awaitMinInSync(segment: number): Promise<void> {
+    const { minInSync } = this.deps.spec;
+    const inSync = () => inSyncNodes(this.layout.segments[segment].replicas).length;
+    if (inSync() >= minInSync) return;
+    const deadlineMs = this.deps.clock.nowMs() + belowMinInSyncWaitMs;
+    this.kickCatchUp();
+    while (inSync() < minInSync) {
+      const leftMs = deadlineMs - this.deps.clock.nowMs();
+      if (leftMs <= 0 || this.stateNow() !== "serving") {
+        if (this.stateNow() !== "serving") {
+          // Applied, not acknowledged: the client resends it to whoever serves next.
+          throw new CairnError("MOVED", `volume ${this.name} is ${this.stateNow()} here`);
+        }
+        throw new CairnError(
+          "UNAVAILABLE",
+          `segment ${segment} has ${inSync()} in-sync replicas, fewer than ${minInSync}, and none came back within ${belowMinInSyncWaitMs} ms`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const cancel = this.deps.clock.setTimer(Math.min(leftMs, catchUpIntervalMs), resolve);
+        this.layoutWaiters.push(() => {
+          cancel();
+          resolve();
+        });
+      });
     }
+  }
+
+  /** The layout held here changed: writes waiting for in-sync replicas look again. */
+  private layoutChanged(): void {
+    for (const wake of this.layoutWaiters.splice(0)) wake();
   }
 
   /**
@@ -834,6 +885,7 @@ export class VolumeActor {
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
     this.layout = result.layout.value;
+    this.layoutChanged();
     return result.kind === "done";
   }
 
