@@ -1,4 +1,7 @@
-/** The metadata port on a JetStream KV bucket (R3 on a 3-server NATS cluster). */
+/**
+ * The metadata port on a JetStream KV bucket (R3 on a 3-server NATS cluster: every write is
+ * on a majority of the servers before it is acknowledged, so losing one server loses none).
+ */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { z } from "zod";
@@ -14,16 +17,80 @@ import { CasConflictError, metadataKeys, type MetadataPort, type Versioned } fro
 
 export const metadataBucket = "cairn";
 
+export interface MetadataOpenOptions {
+  /** Replicas of the bucket if it must be created (an existing bucket keeps its own). Default 1. */
+  replicas?: number;
+  /** How long to keep trying while JetStream is not ready (no meta leader yet). Default 60 s. */
+  timeoutMs?: number;
+  /** Progress and warnings (each failed attempt, at most every 5 s; a replica mismatch). */
+  log?: (message: string) => void;
+}
+
+/** Pause between attempts to create or open the bucket. */
+const openRetryMs = 250;
+/** At most one progress message per this many ms while retrying. */
+const openLogEveryMs = 5000;
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export class JetStreamMetadata implements MetadataPort {
   private constructor(private readonly kv: KV) {}
 
-  static async open(nc: NatsConnection, options: { replicas?: number } = {}) {
+  /**
+   * Opens the bucket, creating it with `replicas` if it does not exist. A replicated bucket
+   * can only be created once the JetStream cluster has a meta leader (just after the servers
+   * start, or while one is lost), and a new replicated bucket takes no write until its
+   * stream has a leader, so this retries until both hold or `timeoutMs` passes.
+   * With more than one replica, reads go through the stream leader (no direct get, which a
+   * lagging follower may answer with an older value).
+   */
+  static async open(
+    nc: NatsConnection,
+    options: MetadataOpenOptions = {},
+  ): Promise<JetStreamMetadata> {
+    const replicas = options.replicas ?? 1;
+    const timeoutMs = options.timeoutMs ?? 60_000;
     const kvm = new Kvm(nc);
-    const kv = await kvm.create(metadataBucket, { history: 1, replicas: options.replicas ?? 1 });
-    return new JetStreamMetadata(kv);
+    const started = performance.now();
+    let lastLog = started;
+    for (let attempt = 1;; attempt++) {
+      try {
+        const kv = await kvm.create(metadataBucket, {
+          history: 1,
+          replicas,
+          ...(replicas > 1 ? { allow_direct: false } : {}),
+        });
+        const status = await kv.status();
+        // A new replicated stream answers nothing (not even puts) until it elects a leader.
+        if (status.replicas > 1 && !status.streamInfo.cluster?.leader) {
+          throw new Error("the bucket's stream has no leader yet");
+        }
+        if (status.replicas !== replicas) {
+          options.log?.(
+            `metadata bucket ${metadataBucket} exists with ${status.replicas} replicas, not ${replicas}; kept as it is`,
+          );
+        }
+        return new JetStreamMetadata(kv);
+      } catch (err) {
+        const waited = performance.now() - started;
+        const message = `metadata bucket ${metadataBucket} (${replicas} replicas): ${
+          (err as Error).message
+        }`;
+        if (waited >= timeoutMs) {
+          throw new Error(
+            `cannot open ${message} after ${attempt} attempts in ${Math.round(waited)} ms${
+              replicas > 1 ? ` (does the JetStream cluster have ${replicas} servers up?)` : ""
+            }`,
+          );
+        }
+        if (performance.now() - lastLog >= openLogEveryMs || attempt === 1) {
+          lastLog = performance.now();
+          options.log?.(`waiting for JetStream to open ${message}; retrying`);
+        }
+        await new Promise((r) => setTimeout(r, openRetryMs));
+      }
+    }
   }
 
   private async read<T>(key: string, schema: z.ZodType<T>): Promise<Versioned<T> | null> {

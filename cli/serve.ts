@@ -4,15 +4,20 @@
  */
 import { crc32cImplementation } from "../protocol/crc32c.ts";
 import { startMemoryTrim } from "../server/memory_trim.ts";
-import { CairnNode } from "../server/node.ts";
+import { CairnNode, defaultKvReplicas, natsServerList } from "../server/node.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
-import { flagSize, flagString, parseArgs, runCommand } from "./args.ts";
+import { flagSize, flagString, parseArgs, runCommand, UsageError } from "./args.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
 
 const usage =
-  `usage: deno task serve [--nats URL] [--data DIR] [--node ID] [--zone NAME] [--capacity BYTES]
-  --nats URL        NATS server (env NATS_URL); none: start a local nats-server
+  `usage: deno task serve [--nats URL[,URL...]] [--kv-replicas N] [--data DIR] [--node ID]
+                       [--zone NAME] [--capacity BYTES]
+  --nats URLS       NATS server, or every server of a NATS cluster comma-separated (env NATS_URL);
+                    none: start a local nats-server
+  --kv-replicas N   replicas of the metadata bucket if this node creates it: 1, 3 or 5 (env
+                    CAIRN_KV_REPLICAS; default 3 with three or more NATS URLs, else 1); a bucket
+                    that exists keeps its own
   --data DIR        data directory (env CAIRN_DATA, default .cairn/node)
   --node ID         stable node id, stored in the data dir on first start (env CAIRN_NODE)
   --zone NAME       failure zone (env CAIRN_ZONE, default "default")
@@ -29,6 +34,10 @@ async function main(): Promise<number> {
   }
   const dataDir = flagString(args, "data", "CAIRN_DATA") ?? ".cairn/node";
   let natsUrl = flagString(args, "nats", "NATS_URL");
+  const kvReplicasFlag = flagString(args, "kv-replicas", "CAIRN_KV_REPLICAS");
+  if (kvReplicasFlag !== undefined && !/^[135]$/.test(kvReplicasFlag)) {
+    throw new UsageError(`--kv-replicas takes 1, 3 or 5, not "${kvReplicasFlag}"`);
+  }
   let localNats: LocalNats | null = null;
   if (!natsUrl) {
     localNats = await startNatsServer({
@@ -39,8 +48,13 @@ async function main(): Promise<number> {
     natsUrl = localNats.url;
     console.error(`started nats-server at ${natsUrl} (pid ${localNats.pid})`);
   }
+  const natsUrls = natsServerList(natsUrl);
+  const kvReplicas = kvReplicasFlag !== undefined
+    ? Number(kvReplicasFlag)
+    : defaultKvReplicas(natsUrls.length);
   const node = new CairnNode({
-    natsUrl,
+    natsUrl: natsUrls.join(","),
+    kvReplicas,
     dataDir,
     nodeId: flagString(args, "node", "CAIRN_NODE"),
     zone: flagString(args, "zone", "CAIRN_ZONE"),

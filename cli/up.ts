@@ -1,17 +1,30 @@
 /**
- * `deno task up`: a working local cluster in one command: nats-server, three
- * nodes in zones a/b/c (separate processes and data dirs under .cairn/), and
- * a demo volume. Ctrl-C stops everything cleanly; running it again reuses the data.
+ * `deno task up`: a working local cluster in one command: nats-server (or a
+ * cluster of three with `--nats-cluster 3`), three nodes in zones a/b/c
+ * (separate processes and data dirs under .cairn/), and a demo volume. Ctrl-C
+ * stops everything cleanly; running it again reuses the data.
  */
 import { LocalCluster } from "../server/local_cluster.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { CairnError } from "../protocol/errors.ts";
-import { flagInt, flagSize, flagString, formatBytes, parseArgs, runCommand } from "./args.ts";
+import {
+  flagInt,
+  flagSize,
+  flagString,
+  formatBytes,
+  parseArgs,
+  runCommand,
+  UsageError,
+} from "./args.ts";
 
-const usage = `usage: deno task up [--dir .cairn] [--port 4222] [--demo-size 256MiB]
-  --dir DIR          where NATS and the nodes keep their data (reused on the next run)
-  --port N           NATS port on 127.0.0.1 (default 4222)
-  --demo-size SIZE   size of the demo volume created on first start`;
+const usage =
+  `usage: deno task up [--dir .cairn] [--port 4222] [--nats-cluster 1|3] [--demo-size 256MiB]
+  --dir DIR           where NATS and the nodes keep their data (reused on the next run)
+  --port N            NATS port on 127.0.0.1 (default 4222); a cluster uses N, N+1, N+2
+                      (routes on N+2000.., monitoring on N+4000..)
+  --nats-cluster 1|3  1 nats-server (default), or a cluster of 3 with routes and the metadata
+                      bucket replicated 3 times: losing any one server loses no metadata
+  --demo-size SIZE    size of the demo volume created on first start`;
 
 const zones = ["a", "b", "c"];
 const demoVolume = "demo";
@@ -22,12 +35,21 @@ async function main(): Promise<number> {
   const root = flagString(args, "dir") ?? ".cairn";
   const port = flagInt(args, "port") ?? 4222;
   const demoBytes = flagSize(args, "demo-size") ?? 256 * 1024 * 1024;
+  const natsCluster = flagInt(args, "nats-cluster") ?? 1;
+  if (natsCluster !== 1 && natsCluster !== 3) {
+    throw new UsageError(`--nats-cluster takes 1 or 3, not ${natsCluster}`);
+  }
   console.log(
-    `starting nats-server on 127.0.0.1:${port} and ${zones.length} nodes under ${root}/ ...`,
+    natsCluster === 1
+      ? `starting nats-server on 127.0.0.1:${port} and ${zones.length} nodes under ${root}/ ...`
+      : `starting ${natsCluster} nats-servers on 127.0.0.1:${port}-${
+        port + natsCluster - 1
+      } (a cluster) and ${zones.length} nodes under ${root}/ ...`,
   );
   const cluster = await LocalCluster.start({
     root,
     natsPort: port,
+    natsCluster,
     nodes: zones.length,
     zoneOf: (i) => zones[i],
     capacity: "100GiB",
@@ -45,9 +67,14 @@ async function main(): Promise<number> {
       );
     }
     const pids = cluster.nodes.map((n, i) => `${n.id} (zone ${n.zone}, pid ${cluster.pidOf(i)})`);
+    const natsLogs = natsCluster === 1
+      ? `${root}/nats.log`
+      : cluster.natsUrls.map((_, i) => `${root}/nats-${i + 1}.log`).join(" ");
+    const natsPids = cluster.natsUrls.map((url, i) => `${url} (pid ${cluster.natsPid(i)})`);
     console.log(`
-Cairn is up. NATS: ${cluster.natsUrl}   nodes: ${pids.join(", ")}
-Logs: ${root}/n1.log ${root}/n2.log ${root}/n3.log ${root}/nats.log
+Cairn is up. NATS: ${natsPids.join(", ")}
+Nodes: ${pids.join(", ")}
+Logs: ${root}/n1.log ${root}/n2.log ${root}/n3.log ${natsLogs}
 
 In another terminal:
   export NATS_URL=${cluster.natsUrl}

@@ -11,7 +11,10 @@ import { Volume, type VolumeOptions } from "./volume.ts";
 import { type VerifyProgress, type VerifyReport, verifyVolume } from "./verify.ts";
 
 export interface ConnectOptions {
-  /** NATS URL(s); default env NATS_URL, else nats://127.0.0.1:4222 */
+  /**
+   * NATS URL(s), a list or comma-separated (every member of a NATS cluster); default env
+   * NATS_URL, else nats://127.0.0.1:4222
+   */
   servers?: string | string[];
   name?: string;
 }
@@ -83,14 +86,22 @@ export class CairnClient {
 }
 
 export async function connectCluster(options: ConnectOptions = {}): Promise<CairnClient> {
-  const servers = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+  const given = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+  const servers = (Array.isArray(given) ? given : [given]).flatMap((u) => u.split(","))
+    .map((u) => u.trim()).filter((u) => u.length > 0);
   const nc = await connect({
     servers,
     name: options.name ?? "cairn-client",
     // Async traces allocate an Error per request: measurable on the data path.
     noAsyncTraces: true,
-    // Long-running users (the NBD gateway) ride out a NATS restart; IO retries meanwhile.
+    // Long-running users (the NBD gateway) ride out a NATS restart or the loss of one server
+    // of a cluster; IO retries meanwhile. The next server is tried after 250 ms (the default
+    // is 2 s), and pings every 2 s leave a server that hangs after 3 unanswered ones.
     maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 100,
+    pingInterval: 2000,
+    maxPingOut: 3,
   });
   return new CairnClient(nc);
 }

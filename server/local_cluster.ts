@@ -1,13 +1,13 @@
 /**
- * A real local cluster: one nats-server and N node processes on 127.0.0.1,
- * for `deno task up`, integration tests and benchmarks. Tests get free ports
- * and a temp dir; `up` gets a fixed dir that is reused. Every process started
- * here is stopped by its pid.
+ * A real local cluster: one nats-server (or a cluster of three with routes,
+ * `natsCluster: 3`) and N node processes on 127.0.0.1, for `deno task up`,
+ * integration tests and benchmarks. Tests get free ports and a temp dir; `up`
+ * gets a fixed dir that is reused. Every process started here is stopped by its pid.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import * as fs from "node:fs";
-import { type LocalNats, startNatsServer } from "./nats_server.ts";
+import { freePort, type LocalNats, natsMonitor, startNatsServer } from "./nats_server.ts";
 import { runCapture } from "./process.ts";
 import { type CairnClient, connectCluster } from "../client/client.ts";
 
@@ -42,8 +42,16 @@ export interface ClusterOptions {
   zoneOf?: (index: number) => string;
   /** Directory for NATS and node data; default a new temp dir, removed on stop. */
   root?: string;
-  /** NATS port; default a free one. */
+  /**
+   * NATS client port; default a free one. With `natsCluster: 3`, server i listens on
+   * natsPort + i, routes on natsPort + 2000 + i, monitoring on natsPort + 4000 + i.
+   */
   natsPort?: number;
+  /**
+   * NATS servers: 1 (default) or 3, a cluster with routes on 127.0.0.1 whose metadata
+   * bucket has 3 replicas; nodes and clients are given every URL.
+   */
+  natsCluster?: number;
   /** Capacity each node declares; default 100GiB. */
   capacity?: string;
   /** Extra flags for every `serve` process. */
@@ -80,29 +88,151 @@ function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): P
   });
 }
 
+/** How one NATS server of the cluster is (re)started: same store dir, name and ports. */
+interface NatsSlot {
+  dataDir: string;
+  logFile: string;
+  serverName: string;
+  port: number;
+  monitorPort: number;
+  routePort?: number;
+  server: LocalNats | null;
+}
+
+const natsClusterName = "cairn";
+
 export class LocalCluster {
   readonly nodes: NodeProcess[] = [];
   private clients: CairnClient[] = [];
 
   private constructor(
     readonly root: string,
-    readonly nats: LocalNats,
+    private readonly natsSlots: NatsSlot[],
     private readonly options: ClusterOptions,
   ) {}
 
+  /** The first NATS server (the only one unless `natsCluster` is 3). */
+  get nats(): LocalNats {
+    const server = this.natsSlots[0].server;
+    if (!server) throw new Error("NATS server 0 is not running");
+    return server;
+  }
+
+  /** Every NATS client URL, one per server (running or not). */
+  get natsUrls(): string[] {
+    return this.natsSlots.map((slot) => `nats://127.0.0.1:${slot.port}`);
+  }
+
+  /** A `servers` value naming every NATS server (comma-joined when there are several). */
   get natsUrl(): string {
-    return this.nats.url;
+    return this.natsUrls.join(",");
+  }
+
+  /** Number of NATS servers. */
+  get natsCount(): number {
+    return this.natsSlots.length;
+  }
+
+  /** Pid of NATS server i, or undefined while it is not running. */
+  natsPid(index: number): number | undefined {
+    const server = this.natsSlot(index).server;
+    return server && !server.exited ? server.pid : undefined;
+  }
+
+  /** HTTP monitoring port of NATS server i (`/connz`, `/routez`, `/jsz`, `/healthz`). */
+  natsMonitorPort(index: number): number {
+    return this.natsSlot(index).monitorPort;
+  }
+
+  private natsSlot(index: number): NatsSlot {
+    const slot = this.natsSlots[index];
+    if (!slot) throw new Error(`no NATS server ${index} (there are ${this.natsSlots.length})`);
+    return slot;
+  }
+
+  /** kill -9 of NATS server i; waits for it to exit. */
+  async killNats(index: number): Promise<void> {
+    const slot = this.natsSlot(index);
+    await slot.server?.kill();
+  }
+
+  /**
+   * (Re)starts NATS server i with the same store dir, name and ports; waits until it
+   * listens and, in a cluster, has routes to every other running member.
+   */
+  async startNats(index: number): Promise<void> {
+    const slot = this.natsSlot(index);
+    if (slot.server && !slot.server.exited) throw new Error(`NATS server ${index} is running`);
+    const others = this.natsSlots.filter((s) => s !== slot);
+    slot.server = await startNatsServer({
+      dataDir: slot.dataDir,
+      logFile: slot.logFile,
+      port: slot.port,
+      serverName: slot.serverName,
+      monitorPort: slot.monitorPort,
+      cluster: slot.routePort === undefined ? undefined : {
+        name: natsClusterName,
+        port: slot.routePort,
+        routes: others.map((s) => s.routePort!),
+        // Wait for routes only to the members that run now (all of them at first start).
+        waitForRoutes: others.filter((s) => s.server === null || !s.server.exited).length,
+      },
+    });
+  }
+
+  /**
+   * Waits until the JetStream cluster has a meta leader (and every running server says
+   * healthy), so a replicated bucket can be created. Single server: until JetStream answers.
+   */
+  async waitForJetStream(timeoutMs = 30_000): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const running = this.natsSlots.filter((s) => s.server && !s.server.exited);
+      const states = await Promise.all(running.map(async (slot) => {
+        const jsz = await natsMonitor<{ meta_cluster?: { leader?: string } }>(
+          slot.monitorPort,
+          "/jsz",
+        );
+        const leader = this.natsSlots.length === 1 || Boolean(jsz?.meta_cluster?.leader);
+        return jsz !== null && leader;
+      }));
+      if (states.every(Boolean)) return;
+      if (performance.now() > deadline) {
+        throw new Error(`JetStream has no meta leader after ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   static async start(options: ClusterOptions = {}): Promise<LocalCluster> {
     const root = options.root ?? await Deno.makeTempDir({ prefix: "cairn-test-" });
     fs.mkdirSync(root, { recursive: true });
-    const nats = await startNatsServer({
-      dataDir: `${root}/nats`,
-      logFile: `${root}/nats.log`,
-      port: options.natsPort,
-    });
-    const cluster = new LocalCluster(root, nats, { keep: options.root !== undefined, ...options });
+    const natsCount = options.natsCluster ?? 1;
+    if (natsCount !== 1 && natsCount !== 3) {
+      throw new Error(`natsCluster must be 1 or 3, not ${natsCount}`);
+    }
+    const base = options.natsPort;
+    const slots: NatsSlot[] = [];
+    for (let i = 0; i < natsCount; i++) {
+      const single = natsCount === 1;
+      slots.push({
+        dataDir: single ? `${root}/nats` : `${root}/nats-${i + 1}`,
+        logFile: single ? `${root}/nats.log` : `${root}/nats-${i + 1}.log`,
+        serverName: single ? "cairn-nats" : `cairn-nats-${i + 1}`,
+        port: base !== undefined ? base + i : await freePort(),
+        monitorPort: base !== undefined && !single ? base + 4000 + i : await freePort(),
+        routePort: single ? undefined : base !== undefined ? base + 2000 + i : await freePort(),
+        server: null,
+      });
+    }
+    const cluster = new LocalCluster(root, slots, { keep: options.root !== undefined, ...options });
+    try {
+      await Promise.all(slots.map((_, i) => cluster.startNats(i)));
+      if (natsCount > 1) await cluster.waitForJetStream();
+    } catch (err) {
+      await Promise.all(slots.map((s) => s.server?.kill()));
+      throw err;
+    }
     const count = options.nodes ?? 3;
     for (let i = 0; i < count; i++) {
       cluster.nodes.push({
@@ -156,6 +286,26 @@ export class LocalCluster {
     await waitForLine(child, /serving \(NATS/, nodeStartTimeoutMs);
   }
 
+  /** SIGSTOP: node i freezes (does not wait for anything); `resumeNode` continues it. */
+  pauseNode(index: number): void {
+    const pid = this.runningPid(index);
+    process.kill(pid, "SIGSTOP");
+  }
+
+  /** SIGCONT to a node paused with `pauseNode`. */
+  resumeNode(index: number): void {
+    const pid = this.runningPid(index);
+    process.kill(pid, "SIGCONT");
+  }
+
+  private runningPid(index: number): number {
+    const child = this.nodes[index].child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${this.nodes[index].id} is not running`);
+    }
+    return child.pid!;
+  }
+
   /** kill -9: no chance to flush or say goodbye. */
   async killNode(index: number): Promise<void> {
     await this.signalNode(index, "SIGKILL");
@@ -204,15 +354,25 @@ export class LocalCluster {
   }
 
   async stop(): Promise<void> {
-    for (const client of this.clients) await client.close().catch(() => {});
+    // A drain cannot finish while no NATS server runs: give each client 5 s.
+    for (const client of this.clients) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        client.close().catch(() => {}),
+        new Promise((r) => (timer = setTimeout(r, 5000))),
+      ]);
+      clearTimeout(timer);
+      if (!client.nc.isClosed()) await client.nc.close().catch(() => {});
+    }
     this.clients = [];
     await Promise.all(this.nodes.map(async (node, i) => {
       if (!node.child || node.child.exitCode !== null || node.child.signalCode !== null) return;
+      process.kill(node.child.pid!, "SIGCONT"); // a paused node could not see the SIGTERM
       const timer = setTimeout(() => node.child?.kill("SIGKILL"), 10_000);
       await this.signalNode(i, "SIGTERM");
       clearTimeout(timer);
     }));
-    await this.nats.stop();
+    await Promise.all(this.natsSlots.map((slot) => slot.server?.stop()));
     if (!this.options.keep) await Deno.remove(this.root, { recursive: true }).catch(() => {});
   }
 }

@@ -1,13 +1,50 @@
-/** Starts a local nats-server (JetStream on, loopback only) for one-command setups and tests. */
+/**
+ * Starts a local nats-server (JetStream on, loopback only) for one-command setups and tests:
+ * one server, or one member of a cluster with routes to the others (each with its own
+ * server name, which JetStream clustering needs).
+ */
 import { type ChildProcess, spawn } from "node:child_process";
 import * as net from "node:net";
 import * as fs from "node:fs";
+import process from "node:process";
 
 export interface LocalNats {
   url: string;
   port: number;
   pid: number;
+  /** HTTP monitoring port (`/routez`, `/connz`, `/jsz`, `/healthz`), if one was asked for. */
+  monitorPort?: number;
+  /** True once the process has exited. */
+  readonly exited: boolean;
+  /** SIGTERM (SIGKILL after 5 s); waits for the exit. */
   stop(): Promise<void>;
+  /** kill -9; waits for the exit. */
+  kill(): Promise<void>;
+}
+
+export interface NatsClusterMember {
+  /** Cluster name shared by every member (`--cluster_name`). */
+  name: string;
+  /** This server's route port on 127.0.0.1. */
+  port: number;
+  /** Route ports of the other members (this server's own port is skipped if present). */
+  routes: number[];
+  /** Start-up waits for this many routes (default: one to every other member). */
+  waitForRoutes?: number;
+}
+
+export interface NatsServerOptions {
+  /** Store dir (JetStream keeps its files under `<dataDir>/jetstream`). */
+  dataDir: string;
+  /** Client port; default a free one. */
+  port?: number;
+  logFile?: string;
+  /** Server name (`-n`); every member of a cluster needs its own. */
+  serverName?: string;
+  /** HTTP monitoring port (`-m`). */
+  monitorPort?: number;
+  /** Makes this server a member of a cluster. */
+  cluster?: NatsClusterMember;
 }
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */
@@ -33,27 +70,74 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-/** Readiness wait for a freshly started server. */
-const natsStartTimeoutMs = 10_000;
+/** GET a monitoring endpoint as JSON; null when the server does not answer. */
+export async function natsMonitor<T = Record<string, unknown>>(
+  monitorPort: number,
+  path: string,
+): Promise<T | null> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${monitorPort}${path}`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return null;
+    }
+    return await response.json() as T;
+  } catch {
+    return null;
+  }
+}
 
-export async function startNatsServer(
-  options: { dataDir: string; port?: number; logFile?: string },
-): Promise<LocalNats> {
+/** Readiness wait for a freshly started server (listening, and routed to every other member). */
+const natsStartTimeoutMs = 20_000;
+
+export async function startNatsServer(options: NatsServerOptions): Promise<LocalNats> {
   const port = options.port ?? await freePort();
   fs.mkdirSync(options.dataDir, { recursive: true });
   const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.dataDir];
+  if (options.serverName) args.push("-n", options.serverName);
+  if (options.monitorPort !== undefined) args.push("-m", String(options.monitorPort));
+  const routes = options.cluster?.routes.filter((p) => p !== options.cluster!.port) ?? [];
+  if (options.cluster) {
+    if (!options.serverName) throw new Error("a NATS cluster member needs a server name");
+    args.push(
+      "--cluster",
+      `nats://127.0.0.1:${options.cluster.port}`,
+      "--cluster_name",
+      options.cluster.name,
+    );
+    if (routes.length > 0) {
+      args.push("--routes", routes.map((p) => `nats://127.0.0.1:${p}`).join(","));
+    }
+  }
+  const wantRoutes = options.cluster?.waitForRoutes ?? routes.length;
   const out = options.logFile ? fs.openSync(options.logFile, "a") : "ignore";
   let child: ChildProcess;
   try {
     child = spawn("nats-server", args, { stdio: ["ignore", out, out], detached: false });
   } catch (err) {
     throw new Error(`cannot start nats-server (is it installed?): ${(err as Error).message}`);
+  } finally {
+    if (typeof out === "number") fs.closeSync(out);
   }
-  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  let exitedFlag = false;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => {
+      exitedFlag = true;
+      resolve(code);
+    })
+  );
   const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
   const deadline = performance.now() + natsStartTimeoutMs;
+  const ready = async () => {
+    if (!await portOpen(port)) return false;
+    if (wantRoutes === 0 || options.monitorPort === undefined) return true;
+    const routez = await natsMonitor<{ num_routes?: number }>(options.monitorPort, "/routez");
+    return (routez?.num_routes ?? 0) >= wantRoutes;
+  };
   for (;;) {
-    if (await portOpen(port)) break;
+    if (await ready()) break;
     const early = await Promise.race([
       exited.then((code) => new Error(`nats-server exited with ${code}`)),
       spawnError,
@@ -62,19 +146,33 @@ export async function startNatsServer(
     if (early) throw new Error(`cannot start nats-server: ${early.message}`);
     if (performance.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error(`nats-server did not listen on ${port} within ${natsStartTimeoutMs} ms`);
+      await exited;
+      throw new Error(
+        `nats-server did not listen on ${port}${
+          wantRoutes > 0 ? ` with ${wantRoutes} routes` : ""
+        } within ${natsStartTimeoutMs} ms`,
+      );
     }
   }
+  const signal = async (sig: NodeJS.Signals) => {
+    if (exitedFlag) return;
+    process.kill(child.pid!, sig);
+    await exited;
+  };
   return {
     url: `nats://127.0.0.1:${port}`,
     port,
     pid: child.pid!,
+    monitorPort: options.monitorPort,
+    get exited() {
+      return exitedFlag;
+    },
     async stop() {
-      if (child.exitCode !== null) return;
-      child.kill("SIGTERM");
+      if (exitedFlag) return;
       const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
+      await signal("SIGTERM");
       clearTimeout(timer);
     },
+    kill: () => signal("SIGKILL"),
   };
 }

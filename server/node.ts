@@ -17,7 +17,13 @@ import { makeLogger } from "./log.ts";
 export { cairnVersion };
 
 export interface NodeOptions {
+  /** NATS server URL, or several comma-separated (every member of a NATS cluster). */
   natsUrl: string;
+  /**
+   * Replicas of the metadata bucket if this node creates it (an existing bucket is kept
+   * as it is); default 3 with three or more URLs, else 1.
+   */
+  kvReplicas?: number;
   dataDir: string;
   nodeId?: string;
   zone?: string;
@@ -44,6 +50,32 @@ function defaultCapacityBytes(dataDir: string): number {
   return stats.blocks * stats.bsize;
 }
 
+/** Splits a comma-separated NATS URL list (as `--nats` and NATS_URL take it). */
+export function natsServerList(urls: string | string[]): string[] {
+  const list = (Array.isArray(urls) ? urls : [urls]).flatMap((u) => u.split(","))
+    .map((u) => u.trim()).filter((u) => u.length > 0);
+  if (list.length === 0) throw new Error("no NATS URL given");
+  return list;
+}
+
+/** Metadata bucket replicas when none are asked for: 3 on a NATS cluster of three or more. */
+export function defaultKvReplicas(natsUrlCount: number): number {
+  return natsUrlCount >= 3 ? 3 : 1;
+}
+
+/**
+ * A node rides out any NATS outage: it never gives up reconnecting, tries the next server
+ * after 250 ms (plus up to 100 ms jitter) instead of the default 2 s, and pings every 2 s
+ * so a server that hangs without closing the socket is left after 3 unanswered pings.
+ */
+export const natsReconnectOptions = {
+  maxReconnectAttempts: -1,
+  reconnectTimeWait: 250,
+  reconnectJitter: 100,
+  pingInterval: 2000,
+  maxPingOut: 3,
+} as const;
+
 export class CairnNode {
   readonly id: string;
   private nc!: NatsConnection;
@@ -63,13 +95,15 @@ export class CairnNode {
 
   async start(): Promise<void> {
     const { options } = this;
+    const servers = natsServerList(options.natsUrl);
     this.nc = await connect({
-      servers: options.natsUrl,
+      servers,
       name: `cairn-node-${this.id}`,
-      maxReconnectAttempts: -1,
+      ...natsReconnectOptions,
       // Async traces allocate an Error per request: measurable on the data path.
       noAsyncTraces: true,
     });
+    this.watchNatsStatus();
     this.transport = new NatsTransport(this.nc);
     this.runtime = new NodeRuntime({
       nodeId: this.id,
@@ -78,7 +112,10 @@ export class CairnNode {
       dataDir: options.dataDir,
       disk: systemDisk,
       transport: this.transport,
-      metadata: await JetStreamMetadata.open(this.nc),
+      metadata: await JetStreamMetadata.open(this.nc, {
+        replicas: options.kvReplicas ?? defaultKvReplicas(servers.length),
+        log: (message) => this.log.warn(message),
+      }),
       clock: systemClock,
       random: systemRandom,
       log: this.log,
@@ -95,6 +132,20 @@ export class CairnNode {
     this.log.info(
       `node up: nats ${options.natsUrl}, data ${options.dataDir}, ${this.runtime.host.volumeNames().length} volumes with local segments`,
     );
+  }
+
+  /** Logs NATS disconnects and reconnects (the connection itself retries forever). */
+  private watchNatsStatus(): void {
+    (async () => {
+      for await (const status of this.nc.status()) {
+        if (this.stopped) return;
+        if (status.type === "disconnect") {
+          this.log.warn(`NATS: disconnected from ${status.server}; reconnecting`);
+        } else if (status.type === "reconnect") {
+          this.log.warn(`NATS: reconnected to ${status.server}`);
+        }
+      }
+    })().catch(() => {});
   }
 
   /** The in-process volume actor, if this node serves that volume now (for gateways). */
