@@ -12,7 +12,7 @@ import { blockSizeBytes, maxIoBytes, maxZeroIoBytes } from "../protocol/limits.t
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import type { RequestMux } from "../protocol/request_mux.ts";
-import { backoffDelayMs, retryDeadlineMs, sleep } from "./retry.ts";
+import { backoffDelayMs, noRespondersRetryMaxMs, retryDeadlineMs, sleep } from "./retry.ts";
 import {
   OwnerChangedError,
   ownerProbeAfterMs,
@@ -123,6 +123,7 @@ export class Volume {
       for (let attempt = 0;; attempt++) {
         this.stats.requests++;
         let why: string;
+        let noResponders = false;
         const generation = this.owner.generation;
         try {
           const reply = decodeReply(await this.attempt(frame, generation));
@@ -141,7 +142,8 @@ export class Volume {
             continue;
           }
           const kind = requestFailure(err);
-          if (kind === "no-responders") this.owner.ownerGone("no responders", generation);
+          noResponders = kind === "no-responders";
+          if (noResponders) this.owner.ownerGone("no responders", generation);
           if (kind === "other") throw err;
           why = kind;
           if (kind === "no-responders" && attempt % 8 === 7 && this.options.exists) {
@@ -160,7 +162,8 @@ export class Volume {
           );
         }
         this.stats.retries++;
-        await sleep(backoffDelayMs(attempt));
+        const delayMs = backoffDelayMs(attempt);
+        await sleep(noResponders ? Math.min(delayMs, noRespondersRetryMaxMs) : delayMs);
       }
     } finally {
       this.release();

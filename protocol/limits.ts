@@ -29,10 +29,12 @@ export const replicaTimeoutMs = 5000;
 /**
  * Heartbeat period, and the silences after which a peer is suspect and judged down (the
  * detector raises both for a peer whose heartbeats arrive slowly; see actors/watchdog/core.ts).
- * On loopback a dead node is recorded down within about 1.5-2 s.
+ * A suspect peer is probed: if its NATS connection is gone (the process died) it is down at
+ * once, so on loopback a killed node is recorded down about 0.6 s after it died, and a paused
+ * or cut-off one after 1.5 s.
  */
 export const heartbeatIntervalMs = 250;
-export const nodeSuspectAfterMs = 750;
+export const nodeSuspectAfterMs = 500;
 export const nodeDownAfterMs = 1500;
 
 /** Names of volumes and nodes: safe as one NATS subject token and as a file name. */

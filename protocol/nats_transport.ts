@@ -1,7 +1,13 @@
 /** The Transport port over a NATS connection (production). */
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { Transport, TransportMessage, TransportSubscription } from "../actors/ports.ts";
+import {
+  type Transport,
+  TransportError,
+  type TransportMessage,
+  type TransportSubscription,
+} from "../actors/ports.ts";
 import { RequestMux } from "./request_mux.ts";
+import { requestFailure } from "./control.ts";
 
 export class NatsTransport implements Transport {
   readonly mux: RequestMux;
@@ -10,8 +16,12 @@ export class NatsTransport implements Transport {
     this.mux = mux ?? new RequestMux(nc);
   }
 
+  /** Rejects with a TransportError (the port's contract) when nobody answered. */
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    return this.mux.request(subject, data, timeoutMs);
+    return this.mux.request(subject, data, timeoutMs).catch((err) => {
+      const kind = requestFailure(err);
+      throw kind === "other" ? err : new TransportError(kind, (err as Error).message);
+    });
   }
 
   publish(subject: string, data: Uint8Array): void {

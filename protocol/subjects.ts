@@ -15,6 +15,11 @@ export const subjects = {
   nodeAll: (node: string) => `${subjectPrefix}.node.${node}.>`,
   heartbeat: (node: string) => `${subjectPrefix}.hb.${node}`,
   heartbeatAll: `${subjectPrefix}.hb.*`,
+  /**
+   * A node's watchdog answers here. A silent peer is probed: NATS says "no responders" at
+   * once when the peer's connection is gone, which is proof enough that it is down.
+   */
+  watchdogProbe: (node: string) => `${subjectPrefix}.wd.${node}`,
   /** Control plane (JSON): any node answers, one per request (queue group). */
   control: (op: ControlOp) => `${subjectPrefix}.ctl.${op}`,
   controlAll: `${subjectPrefix}.ctl.>`,

@@ -6,11 +6,16 @@
  * trusting it first. Pure: times are passed in.
  */
 
-/** How long each lease is asked for, and how often it is renewed. */
-export const leaseDurationMs = 2000;
-export const leaseRenewMs = 500;
+/**
+ * How long each lease is asked for, and how often it is renewed. The duration bounds how
+ * long a successor's fences wait after an owner dies (its last lease runs out), so it is
+ * most of the failover time once death is detected; four renewals fit in one lease, so a
+ * replica is judged by its lease only after several renewals in a row failed.
+ */
+export const leaseDurationMs = 1200;
+export const leaseRenewMs = 300;
 /** How long one lease request may take (under the renew period, so renewals never pile up). */
-export const leaseRequestTimeoutMs = 400;
+export const leaseRequestTimeoutMs = 250;
 /** How much faster or slower two nodes' monotonic clocks may run, as a fraction. */
 export const maxClockDriftFraction = 0.05;
 

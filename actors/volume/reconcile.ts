@@ -35,6 +35,11 @@ export interface ReconcileInput {
   link: (node: string) => ReplicaStream;
   log: Logger;
   clock: Clock;
+  /**
+   * The node's watchdog judges this replica node down: a fence it does not answer is not
+   * retried until the deadline (the node is marked stale and caught up when it returns).
+   */
+  judgedDown?: (node: string) => boolean;
 }
 
 /** A newer owner holds the volume: stop, do not retry. */
@@ -73,6 +78,7 @@ async function fenceNode(
   segments: number[],
   deadlineMs: number,
   clock: Clock,
+  judgedDown: () => boolean,
 ): Promise<FencedSegment[] | null> {
   for (;;) {
     try {
@@ -82,7 +88,7 @@ async function fenceNode(
       if ((err as { code?: string }).code === "STALE_EPOCH") {
         throw new FencedError(`a newer owner fenced this one: ${(err as Error).message}`);
       }
-      if (clock.nowMs() > deadlineMs) return null;
+      if (clock.nowMs() > deadlineMs || judgedDown()) return null;
       await sleep(clock, fenceRetryDelayMs);
     }
   }
@@ -224,7 +230,14 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   const nodeSegments = segmentsByNode(layout);
   const fenced = new Map<string, Map<number, number>>();
   await Promise.all([...nodeSegments].map(async ([node, segments]) => {
-    const result = await fenceNode(input.link(node), epoch, segments, deadlineMs, input.clock);
+    const result = await fenceNode(
+      input.link(node),
+      epoch,
+      segments,
+      deadlineMs,
+      input.clock,
+      () => input.judgedDown?.(node) ?? false,
+    );
     if (result) fenced.set(node, new Map(result.map((s) => [s.segment, s.maxVersion])));
     else input.log.warn(`volume ${input.name}: replica node ${node} did not answer the fence`);
   }));

@@ -6,7 +6,12 @@
  * node that finds its own record `down` while it is alive (it was cut off or
  * paused) records itself `up` again.
  */
-import type { Clock, Transport, TransportSubscription } from "../ports.ts";
+import {
+  type Clock,
+  type Transport,
+  TransportError,
+  type TransportSubscription,
+} from "../ports.ts";
 import { CasConflictError, type MetadataPort, type Versioned } from "../metadata.ts";
 import type { Logger } from "../replica/host.ts";
 import type { NodeRecord } from "../../protocol/schemas.ts";
@@ -21,10 +26,15 @@ import {
 const encoder = new TextEncoder();
 /** How often the watchdog re-reads every node record (to see who is recorded down). */
 export const nodeRecordRefreshMs = 2000;
+/** A probe of a suspect peer waits this long for its watchdog's answer. */
+export const watchdogProbeTimeoutMs = 500;
 
 export class Watchdog {
   readonly detector: FailureDetector;
   private subscription: TransportSubscription | null = null;
+  private probeSubscription: TransportSubscription | null = null;
+  /** Peers with a probe in flight. */
+  private readonly probing = new Set<string>();
   private cancelTimer: (() => void) | null = null;
   private sequence = 0;
   private records = new Map<string, Versioned<NodeRecord>>();
@@ -50,6 +60,10 @@ export class Watchdog {
       const node = subjectTail(msg.subject, `${subjectPrefix}.hb`);
       if (node) this.detector.heard(node, this.clock.nowMs());
     });
+    this.probeSubscription = this.transport.subscribe(
+      subjects.watchdogProbe(this.nodeId),
+      (msg) => msg.respond(new Uint8Array(0)),
+    );
     const beat = () => {
       if (this.stopped) return;
       this.transport.publish(
@@ -59,24 +73,63 @@ export class Watchdog {
       if (this.detector.tick(this.clock.nowMs())) {
         this.log?.warn(`watchdog: this process was paused; peers get a fresh window`);
       }
-      if (!this.recording && this.metadata) {
-        this.recording = true;
-        this.recordDeaths().catch((err) =>
-          this.log?.warn(`watchdog: recording node states: ${(err as Error).message}`)
-        ).finally(() => (this.recording = false));
-      }
+      this.probeSuspects();
+      this.recordNow();
       this.cancelTimer = this.clock.setTimer(this.detector.settings.heartbeatIntervalMs, beat);
     };
     beat();
   }
 
+  /** Records node states now, unless a recording is under way. */
+  private recordNow(): void {
+    if (this.recording || !this.metadata || this.stopped) return;
+    this.recording = true;
+    this.recordDeaths().catch((err) =>
+      this.log?.warn(`watchdog: recording node states: ${(err as Error).message}`)
+    ).finally(() => (this.recording = false));
+  }
+
+  /**
+   * Probes suspect peers: "no responders" means the peer's NATS connection is gone (the
+   * process died), so it is down now rather than after the rest of the silence. A probe
+   * that times out proves nothing (the peer may be paused, or the network slow).
+   */
+  private probeSuspects(): void {
+    const nowMs = this.clock.nowMs();
+    for (const id of this.records.keys()) {
+      if (id === this.nodeId || this.probing.has(id)) continue;
+      if (this.detector.liveness(id, nowMs) !== "suspect") continue;
+      this.probing.add(id);
+      this.transport.request(subjects.watchdogProbe(id), new Uint8Array(0), watchdogProbeTimeoutMs)
+        .then(
+          () => {},
+          (err) => {
+            if (err instanceof TransportError && err.kind === "no-responders") {
+              this.detector.connectionGone(id, this.clock.nowMs());
+              this.log?.warn(`watchdog: ${id}'s connection is gone (probe: no responders)`);
+              this.recordNow();
+            }
+          },
+        )
+        .finally(() => this.probing.delete(id));
+    }
+  }
+
   /** Records peers judged dead as `down` (and this node as `up` if it was recorded down). */
-  private async recordDeaths(): Promise<void> {
+  private async recordDeaths(rereadOnConflict = true): Promise<void> {
     const metadata = this.metadata!;
     const nowMs = this.clock.nowMs();
     if (nowMs - this.lastRefreshMs >= nodeRecordRefreshMs) {
       this.lastRefreshMs = nowMs;
+      const before = this.records;
       this.records = new Map((await metadata.listNodes()).map((r) => [r.value.id, r]));
+      for (const [id, record] of this.records) {
+        // Another watchdog recorded it: this node's supervisor looks for volumes to take too.
+        const was = before.get(id)?.value.state;
+        if (record.value.state === "down" && was !== undefined && was !== "down") {
+          this.onRecordedDown(id);
+        }
+      }
     }
     for (const [id, record] of this.records) {
       const self = id === this.nodeId;
@@ -100,7 +153,9 @@ export class Watchdog {
         );
       } catch (err) {
         if (!(err instanceof CasConflictError)) throw err;
-        this.lastRefreshMs = -Infinity; // another watchdog moved first: re-read next tick
+        // Another watchdog moved first: read it now (a node recorded down is news to act on).
+        this.lastRefreshMs = -Infinity;
+        if (rereadOnConflict) return await this.recordDeaths(false);
       }
     }
   }
@@ -121,5 +176,6 @@ export class Watchdog {
     this.stopped = true;
     this.cancelTimer?.();
     this.subscription?.unsubscribe();
+    this.probeSubscription?.unsubscribe();
   }
 }

@@ -33,6 +33,8 @@ const intervalEwmaWeight = 0.2;
 interface Peer {
   lastHeardMs: number;
   meanIntervalMs: number;
+  /** When its connection was seen gone (a probe found no responders), if after lastHeardMs. */
+  goneAtMs: number | null;
 }
 
 export class FailureDetector {
@@ -55,6 +57,7 @@ export class FailureDetector {
       this.peers.set(node, {
         lastHeardMs: nowMs,
         meanIntervalMs: this.settings.heartbeatIntervalMs,
+        goneAtMs: null,
       });
       return;
     }
@@ -63,6 +66,16 @@ export class FailureDetector {
       peer.meanIntervalMs += intervalEwmaWeight * (interval - peer.meanIntervalMs);
     }
     peer.lastHeardMs = nowMs;
+    peer.goneAtMs = null;
+  }
+
+  /**
+   * A suspect peer's connection is gone (a probe got "no responders"): it is down now,
+   * without waiting out the rest of the silence. Hearing from it again undoes this.
+   */
+  connectionGone(node: string, nowMs: number): void {
+    const peer = this.peers.get(node);
+    if (peer && this.liveness(node, nowMs) === "suspect") peer.goneAtMs = nowMs;
   }
 
   /**
@@ -87,6 +100,7 @@ export class FailureDetector {
     const since = Math.max(peer?.lastHeardMs ?? this.windowStartMs, this.windowStartMs);
     const silence = nowMs - since;
     const mean = peer?.meanIntervalMs ?? this.settings.heartbeatIntervalMs;
+    if (peer?.goneAtMs != null && peer.goneAtMs >= since) return "down";
     if (silence >= Math.max(this.settings.downAfterMs, 6 * mean)) return "down";
     if (silence >= Math.max(this.settings.suspectAfterMs, 3 * mean)) return "suspect";
     return "up";

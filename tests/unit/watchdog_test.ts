@@ -81,7 +81,7 @@ async function cluster(nodes: string[]): Promise<Cluster> {
 
 const stateOf = (kv: MemoryKv, id: string) => JSON.parse(kv.get(`node.${id}`)!.json).state;
 
-Deno.test("a dead node is recorded down once, by CAS, within 2 s", async () => {
+Deno.test("a dead node is recorded down once, by CAS, about 1 s after it died", async () => {
   const c = await cluster(["a", "b", "c"]);
   const writesBefore = c.kv.writes;
   c.network.kill("c");
@@ -89,7 +89,8 @@ Deno.test("a dead node is recorded down once, by CAS, within 2 s", async () => {
   const recorded = await c.scheduler.runUntil(() => stateOf(c.kv, "c") === "down", 5000);
   assert.ok(recorded, "c recorded down");
   const tookMs = c.scheduler.nowMs - killedAt;
-  assert.ok(tookMs <= 2000, `recorded down after ${tookMs} ms`);
+  // Silent for the suspect time, then a probe finds its connection gone: down at once.
+  assert.ok(tookMs <= 1100, `recorded down after ${tookMs} ms`);
   await c.scheduler.runFor(3000);
   assert.equal(c.kv.writes - writesBefore, 1, "one record, however many watchdogs saw it");
   assert.equal(c.watchdogs.get("a")!.liveness("c"), "down");
