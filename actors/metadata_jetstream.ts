@@ -4,6 +4,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type KV, Kvm } from "@nats-io/kv";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import type { z } from "zod";
 import {
   type NodeRecord,
@@ -34,8 +35,37 @@ const openLogEveryMs = 5000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** The stream that holds the bucket, and the subject prefix of its keys. */
+const metadataStream = `KV_${metadataBucket}`;
+const keySubjectPrefix = `$KV.${metadataBucket}.`;
+
+/** How long a call that met "no responders" is retried (see retryNoResponders). */
+const noRespondersRetryMs = 10_000;
+const noRespondersPauseMs = 100;
+
+/**
+ * Runs a KV call again while JetStream answers "no responders" (the client reports it as
+ * "jetstream is not enabled"): nobody received the request, so nothing was written and a
+ * retry is safe even for a create or a CAS. It happens while a replicated stream has no
+ * leader (just created, or its leader's server died) or the interest in its subjects has
+ * not reached this server yet. Timeouts are not retried here: the write may have happened.
+ */
+async function retryNoResponders<T>(call: () => Promise<T>): Promise<T> {
+  const deadline = performance.now() + noRespondersRetryMs;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      const noResponders = (err as Error).name === "JetStreamNotEnabled" ||
+        /no responders/i.test((err as Error).message);
+      if (!noResponders || performance.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, noRespondersPauseMs));
+    }
+  }
+}
+
 export class JetStreamMetadata implements MetadataPort {
-  private constructor(private readonly kv: KV) {}
+  private constructor(private readonly kv: KV, private readonly jsm: JetStreamManager) {}
 
   /**
    * Opens the bucket, creating it with `replicas` if it does not exist. A replicated bucket
@@ -71,7 +101,7 @@ export class JetStreamMetadata implements MetadataPort {
             `metadata bucket ${metadataBucket} exists with ${status.replicas} replicas, not ${replicas}; kept as it is`,
           );
         }
-        return new JetStreamMetadata(kv);
+        return new JetStreamMetadata(kv, await jetstreamManager(nc, { checkAPI: false }));
       } catch (err) {
         const waited = performance.now() - started;
         const message = `metadata bucket ${metadataBucket} (${replicas} replicas): ${
@@ -94,17 +124,26 @@ export class JetStreamMetadata implements MetadataPort {
   }
 
   private async read<T>(key: string, schema: z.ZodType<T>): Promise<Versioned<T> | null> {
-    const entry = await this.kv.get(key);
+    const entry = await retryNoResponders(() => this.kv.get(key));
     if (!entry || entry.operation !== "PUT" || entry.value.length === 0) return null;
     const value = schema.parse(JSON.parse(decoder.decode(entry.value)));
     return { value, revision: entry.revision };
   }
 
+  /**
+   * Keys are listed from the stream's subjects (one STREAM.INFO, answered by the stream
+   * leader), not with `kv.keys()`: that creates a consumer, which the JetStream meta leader
+   * may place on a server that just died, and then fails for as long as it takes the
+   * cluster to notice (about 25 s measured), where a new stream leader takes about 6 s.
+   */
   private async list<T>(prefix: string, schema: z.ZodType<T>, skip?: (key: string) => boolean) {
     const out: Versioned<T>[] = [];
-    const keys = await this.kv.keys(`${prefix}.>`);
-    const names: string[] = [];
-    for await (const key of keys) if (!skip?.(key)) names.push(key);
+    const info = await retryNoResponders(() =>
+      this.jsm.streams.info(metadataStream, { subjects_filter: `${keySubjectPrefix}${prefix}.>` })
+    );
+    const names = Object.keys(info.state.subjects ?? {})
+      .map((subject) => subject.slice(keySubjectPrefix.length))
+      .filter((key) => !skip?.(key));
     for (const key of names.sort()) {
       const entry = await this.read(key, schema);
       if (entry) out.push(entry);
@@ -118,13 +157,17 @@ export class JetStreamMetadata implements MetadataPort {
 
   getNode = (id: string) => this.read(metadataKeys.node(id), nodeRecordSchema);
   putNode = async (record: NodeRecord) => {
-    await this.kv.put(metadataKeys.node(record.id), this.encode(record));
+    const data = this.encode(record);
+    await retryNoResponders(() => this.kv.put(metadataKeys.node(record.id), data));
   };
   listNodes = () => this.list("node", nodeRecordSchema);
 
   async casNode(record: NodeRecord, revision: number): Promise<number> {
     try {
-      return await this.kv.update(metadataKeys.node(record.id), this.encode(record), revision);
+      const data = this.encode(record);
+      return await retryNoResponders(() =>
+        this.kv.update(metadataKeys.node(record.id), data, revision)
+      );
     } catch (err) {
       if (/wrong last sequence/i.test((err as Error).message)) {
         throw new CasConflictError(`node record ${record.id} changed under us`);
@@ -141,7 +184,8 @@ export class JetStreamMetadata implements MetadataPort {
 
   async createSpec(spec: VolumeSpec): Promise<boolean> {
     try {
-      await this.kv.create(metadataKeys.volumeSpec(spec.name), this.encode(spec));
+      const data = this.encode(spec);
+      await retryNoResponders(() => this.kv.create(metadataKeys.volumeSpec(spec.name), data));
       return true;
     } catch (err) {
       if (/wrong last sequence|key exists/i.test((err as Error).message)) return false;
@@ -152,12 +196,16 @@ export class JetStreamMetadata implements MetadataPort {
   getLayout = (name: string) => this.read(metadataKeys.volumeLayout(name), volumeLayoutSchema);
 
   async createLayout(name: string, layout: VolumeLayout): Promise<number> {
-    return await this.kv.create(metadataKeys.volumeLayout(name), this.encode(layout));
+    const data = this.encode(layout);
+    return await retryNoResponders(() => this.kv.create(metadataKeys.volumeLayout(name), data));
   }
 
   async casLayout(name: string, layout: VolumeLayout, revision: number): Promise<number> {
     try {
-      return await this.kv.update(metadataKeys.volumeLayout(name), this.encode(layout), revision);
+      const data = this.encode(layout);
+      return await retryNoResponders(() =>
+        this.kv.update(metadataKeys.volumeLayout(name), data, revision)
+      );
     } catch (err) {
       if (/wrong last sequence/i.test((err as Error).message)) {
         throw new CasConflictError(`layout of ${name} changed under us`);
@@ -167,7 +215,7 @@ export class JetStreamMetadata implements MetadataPort {
   }
 
   async deleteVolume(name: string): Promise<void> {
-    await this.kv.purge(metadataKeys.volumeLayout(name));
-    await this.kv.purge(metadataKeys.volumeSpec(name));
+    await retryNoResponders(() => this.kv.purge(metadataKeys.volumeLayout(name)));
+    await retryNoResponders(() => this.kv.purge(metadataKeys.volumeSpec(name)));
   }
 }

@@ -139,6 +139,11 @@ export class LocalCluster {
     return server && !server.exited ? server.pid : undefined;
   }
 
+  /** Server name of NATS server i (JetStream names stream leaders and peers by it). */
+  natsServerName(index: number): string {
+    return this.natsSlot(index).serverName;
+  }
+
   /** HTTP monitoring port of NATS server i (`/connz`, `/routez`, `/jsz`, `/healthz`). */
   natsMonitorPort(index: number): number {
     return this.natsSlot(index).monitorPort;
