@@ -465,18 +465,28 @@ export class SegmentFile {
    */
   async scrub(
     onProgress?: (doneBlocks: number, totalBlocks: number) => void,
+    /**
+     * Only these blocks (the owner's background scrub checks a segment a range at a time);
+     * default the whole segment. corruptBlocks are block numbers in the segment, the
+     * digests cover the range only.
+     */
+    range?: { firstBlock: number; blockCount: number },
   ): Promise<{ corruptBlocks: number[]; dataDigest: string; metaDigest: string }> {
     this.#checkOpen();
+    const from = range?.firstBlock ?? 0;
+    const to = range ? from + range.blockCount : this.blockCount;
+    if (range) this.#checkRange(range.firstBlock, range.blockCount);
     const bs = this.blockSize;
-    const chunkBlocks = Math.max(1, Math.floor(chunkBytes / bs));
+    // A small range needs only buffers its size.
+    const chunkBlocks = Math.max(1, Math.min(Math.floor(chunkBytes / bs), to - from));
     const meta = new Uint8Array(chunkBlocks * segmentMetaEntryBytes);
     const versionBytes = new Uint8Array(chunkBlocks * 8);
     const data = new Uint8Array(chunkBlocks * bs);
     const dataHash = createHash("sha256");
     const metaHash = createHash("sha256");
     const corruptBlocks: number[] = [];
-    for (let start = 0; start < this.blockCount; start += chunkBlocks) {
-      const n = Math.min(chunkBlocks, this.blockCount - start);
+    for (let start = from; start < to; start += chunkBlocks) {
+      const n = Math.min(chunkBlocks, to - start);
       const m = meta.subarray(0, n * segmentMetaEntryBytes);
       await readExactly(this.#file, m, this.#metaOffset + start * segmentMetaEntryBytes, this.path);
       // Blocks whose bytes matter: WRITTEN ones, and those with unreadable meta.
@@ -506,7 +516,7 @@ export class SegmentFile {
       }
       dataHash.update(chunk);
       metaHash.update(versionBytes.subarray(0, n * 8));
-      onProgress?.(start + n, this.blockCount);
+      onProgress?.(start + n - from, to - from);
     }
     return {
       corruptBlocks,
