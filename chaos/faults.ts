@@ -15,6 +15,7 @@
  * (SIGTERM, start again at once); kill -9 of a nats-server, later restarted (with 3 servers;
  * with one it is a full NATS outage). Half of the node faults hit the owner of some volume.
  */
+import * as fs from "node:fs";
 import type { LocalCluster } from "../server/local_cluster.ts";
 import type { CairnClient } from "../client/client.ts";
 
@@ -40,6 +41,19 @@ export interface FaultRecord {
   error?: string;
 }
 
+/** A node process that exited when no fault of the nemesis had stopped it. */
+export interface CrashRecord {
+  node: string;
+  /** ms since the run started, when the watcher saw it gone (polled every 250 ms) */
+  atMs: number;
+  exitCode: number | null;
+  signal: string | null;
+  /** The node's last log lines. */
+  logTail: string[];
+  /** Whether the watcher started it again. */
+  restarted: boolean;
+}
+
 export interface NemesisOptions {
   kinds: readonly FaultKind[];
   /** Time between the end of one fault (settled) and the next, ms: [min, max]. */
@@ -59,6 +73,11 @@ type Health = { owners: Set<string>; settled: boolean };
 
 export class Nemesis {
   readonly faults: FaultRecord[] = [];
+  readonly crashes: CrashRecord[] = [];
+  /** The node the fault in progress has stopped (killed, paused or restarting), if any. */
+  private faulted: string | null = null;
+  private watcher: ReturnType<typeof setInterval> | undefined;
+  private restarting = new Set<number>();
   private stopping = false;
   private wake: (() => void) | null = null;
   /** Undo of the fault in progress, so heal() can run it at once. */
@@ -74,6 +93,7 @@ export class Nemesis {
 
   start(): void {
     this.loop = this.run();
+    this.watcher = setInterval(() => this.watchNodes(), 250);
   }
 
   /** Stops injecting, undoes the fault in progress, and waits for the loop to end. */
@@ -81,6 +101,41 @@ export class Nemesis {
     this.stopping = true;
     this.wake?.();
     await this.loop;
+    clearInterval(this.watcher);
+    while (this.restarting.size > 0) await new Promise((r) => setTimeout(r, 100));
+  }
+
+  /**
+   * Notices node processes that exited with no fault of ours on them (a crash): records the
+   * exit and the last log lines, and starts the node again so the run goes on.
+   */
+  private watchNodes(): void {
+    for (const [i, node] of this.cluster.nodes.entries()) {
+      const child = node.child;
+      if (!child || this.restarting.has(i) || node.id === this.faulted) continue;
+      if (child.exitCode === null && child.signalCode === null) continue;
+      const record: CrashRecord = {
+        node: node.id,
+        atMs: this.options.now(),
+        exitCode: child.exitCode,
+        signal: child.signalCode,
+        logTail: logTail(node.logFile, 8),
+        restarted: false,
+      };
+      this.crashes.push(record);
+      this.options.log(
+        `!!! ${node.id} EXITED ON ITS OWN (code ${record.exitCode}, signal ${record.signal}); last log lines:\n` +
+          record.logTail.map((l) => `      ${l}`).join("\n"),
+      );
+      this.restarting.add(i);
+      this.cluster.startNode(i).then(
+        () => {
+          record.restarted = true;
+          this.options.log(`nemesis: ${node.id} started again after it exited`);
+        },
+        (err) => this.options.log(`nemesis: starting ${node.id} again failed: ${err.message}`),
+      ).finally(() => this.restarting.delete(i));
+    }
   }
 
   private sleep(ms: number): Promise<void> {
@@ -108,6 +163,7 @@ export class Nemesis {
       if (this.stopping || kinds.length === 0) break;
       const kind = kinds[Math.floor(this.options.random() * kinds.length)];
       const record = await this.inject(kind).catch((err) => {
+        this.faulted = null;
         log(`nemesis: ${kind} could not be injected: ${(err as Error).message}`);
         return null;
       });
@@ -159,8 +215,10 @@ export class Nemesis {
       return record;
     }
     const { index, owner } = await this.pickNode();
+    if (this.restarting.has(index)) return null;
     const id = this.cluster.nodes[index].id;
     const record = this.record(kind, id, owner);
+    this.faulted = id;
     record.startMs = now();
     const role = owner ? " (an owner)" : "";
     if (kind === "kill") {
@@ -190,6 +248,7 @@ export class Nemesis {
     try {
       await undo();
       record.healedMs = this.options.now();
+      this.faulted = null;
     } catch (err) {
       record.error = (err as Error).message.split("\n")[0];
       this.options.log(`nemesis: undoing ${record.kind} ${record.target} FAILED: ${record.error}`);
@@ -223,6 +282,15 @@ export class Nemesis {
       if (this.options.now() > deadline) return null;
       await new Promise((r) => setTimeout(r, 250));
     }
+  }
+}
+
+function logTail(file: string, lines: number): string[] {
+  try {
+    const text = fs.readFileSync(file, "utf8");
+    return text.trimEnd().split("\n").slice(-lines).map((l) => l.slice(0, 300));
+  } catch {
+    return [];
   }
 }
 

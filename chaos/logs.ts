@@ -15,9 +15,12 @@ export interface NodeLogCounts {
   /** Reconciles that copied blocks at takeover, and how many blocks in all. */
   reconcileCopies: number;
   reconcileBlocks: number;
-  /** "<node> caught up (S segments, B blocks copied)": every catch-up that ended in sync. */
+  /** "<node> caught up (S segments, B blocks copied...)": a stale replica back in sync. */
   catchUps: number;
-  /** Catch-ups that copied at least one block (a rebuild of a replica that missed writes). */
+  /** Catch-ups that copied at least one block, and how many blocks in all. */
+  catchUpsCopying: number;
+  catchUpBlocks: number;
+  /** "<node> rebuilt (S segments, B blocks copied...)": a replica rebuilt from scratch. */
   rebuilds: number;
   rebuildBlocks: number;
   catchUpFailures: number;
@@ -34,7 +37,7 @@ export interface NodeLogCounts {
 const line = /^(\S+) (\S+) (info|warn|error) (.*)$/;
 const wonTerm = /^volume (\S+): won term (\d+) \(from (\S+)\)/;
 const reconciled = /^volume (\S+): taking-over -> serving \(term \d+: .*?(\d+) blocks copied/;
-const caughtUp = /^volume (\S+): (\S+) caught up \((\d+) segments, (\d+) blocks copied\)/;
+const caughtUp = /^volume (\S+): (\S+) (caught up|rebuilt) \((\d+) segments, (\d+) blocks copied/;
 const catchUpFailed = /^volume (\S+): catch-up of (\S+) failed/;
 const markedStale = /^volume (\S+): marked (\S+) stale/;
 const fenced = /^volume (\S+): fenced at term/;
@@ -49,6 +52,8 @@ export function emptyCounts(): NodeLogCounts {
     reconcileCopies: 0,
     reconcileBlocks: 0,
     catchUps: 0,
+    catchUpsCopying: 0,
+    catchUpBlocks: 0,
     rebuilds: 0,
     rebuildBlocks: 0,
     catchUpFailures: 0,
@@ -93,11 +98,14 @@ export function countNodeLogs(texts: readonly string[]): NodeLogCounts {
         c.reconcileBlocks += blocks;
       }
     } else if ((m = caughtUp.exec(message))) {
-      c.catchUps++;
-      const blocks = Number(m[4]);
-      if (blocks > 0) {
+      const blocks = Number(m[5]);
+      if (m[3] === "rebuilt") {
         c.rebuilds++;
         c.rebuildBlocks += blocks;
+      } else {
+        c.catchUps++;
+        if (blocks > 0) c.catchUpsCopying++;
+        c.catchUpBlocks += blocks;
       }
     } else if (catchUpFailed.test(message)) c.catchUpFailures++;
     else if (markedStale.test(message)) c.staleMarks++;

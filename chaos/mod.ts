@@ -5,7 +5,13 @@
  */
 export { type ChaosOptions, type ChaosResult, runChaos, type VerifyOutcome } from "./run.ts";
 export { failures, formatReport } from "./report.ts";
-export { allFaultKinds, type FaultKind, type FaultRecord, Nemesis } from "./faults.ts";
+export {
+  allFaultKinds,
+  type CrashRecord,
+  type FaultKind,
+  type FaultRecord,
+  Nemesis,
+} from "./faults.ts";
 export {
   ChaosHistory,
   type ChaosOp,

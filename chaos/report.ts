@@ -81,16 +81,37 @@ export function formatReport(r: ChaosResult): string[] {
     );
   }
 
+  if (r.crashes.length > 0) {
+    out.push(`!!! node processes that exited on their own: ${r.crashes.length}`);
+    for (const c of r.crashes) {
+      out.push(
+        `!!!   ${s(c.atMs)}  ${c.node} exited (code ${c.exitCode}, signal ${c.signal})${
+          c.restarted ? ", started again" : ""
+        }`,
+      );
+      for (const line of c.logTail.slice(-4)) out.push(`!!!       ${line}`);
+    }
+  }
+
   const l = r.logs;
   out.push(
     `node logs: takeovers ${l.takeovers}, restarts taking back own volumes ${l.reclaims}, ` +
       `takeover retries ${l.takeoverRetries}, fenced ${l.fenced}, recorded down ${l.recordedDown}`,
   );
   out.push(
-    `           catch-ups ${l.catchUps} (rebuilds copying blocks ${l.rebuilds}, ${l.rebuildBlocks} blocks), ` +
-      `catch-up failures ${l.catchUpFailures}, stale marks ${l.staleMarks}, ` +
-      `takeover reconciles copying blocks ${l.reconcileCopies} (${l.reconcileBlocks} blocks), error lines ${l.errorLines}`,
+    `           catch-ups ${l.catchUps} (${l.catchUpsCopying} copying blocks, ${l.catchUpBlocks} blocks), ` +
+      `rebuilds ${l.rebuilds} (${l.rebuildBlocks} blocks), catch-up failures ${l.catchUpFailures}, ` +
+      `stale marks ${l.staleMarks}, takeover reconciles copying blocks ${l.reconcileCopies} ` +
+      `(${l.reconcileBlocks} blocks), error lines ${l.errorLines}`,
   );
+  const nodeFaults = r.faults.filter((f) => f.kind !== "kill-nats").length;
+  if (
+    nodeFaults > 0 && l.takeovers + l.reclaims + l.staleMarks > 0 && l.catchUps + l.rebuilds === 0
+  ) {
+    out.push(
+      "           (no catch-up or rebuild lines matched after node faults: has the log wording in actors/volume/actor.ts changed? see chaos/logs.ts)",
+    );
+  }
   if (l.takeoverPath.size > 0) {
     out.push(
       `           owners: ${[...l.takeoverPath].map(([v, p]) => `${v} ${p.join(" ")}`).join("; ")}`,
@@ -149,6 +170,7 @@ export function failures(r: ChaosResult): string[] {
   const vf = r.verify.filter((v) => !v.ok).length + (r.options.volumes - r.verify.length);
   if (vf) f.push(`${vf} volumes failed verify`);
   if (r.ownerless.length) f.push(`${r.ownerless.length} volumes without a serving owner`);
+  if (r.crashes.length) f.push(`${r.crashes.length} node processes exited on their own`);
   if (r.harnessErrors.length) f.push(`${r.harnessErrors.length} harness errors`);
   return f;
 }

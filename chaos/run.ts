@@ -25,7 +25,14 @@ import {
   lostWrites,
   registerHistory,
 } from "./history.ts";
-import { allFaultKinds, type FaultKind, type FaultRecord, Nemesis, withTimeout } from "./faults.ts";
+import {
+  allFaultKinds,
+  type CrashRecord,
+  type FaultKind,
+  type FaultRecord,
+  Nemesis,
+  withTimeout,
+} from "./faults.ts";
 import { countNodeLogs, type NodeLogCounts } from "./logs.ts";
 import { Workload, type WorkloadClient } from "./workload.ts";
 
@@ -83,6 +90,8 @@ export interface ChaosResult {
   ownerless: { volume: string; why: string }[];
   longestWriteGap: Gap;
   faults: FaultRecord[];
+  /** Node processes that exited with no fault on them (each was started again). */
+  crashes: CrashRecord[];
   logs: NodeLogCounts;
   /** Things that went wrong in the harness itself (a node that would not restart). */
   harnessErrors: string[];
@@ -281,7 +290,8 @@ export async function runChaos(input: ChaosOptions): Promise<ChaosResult> {
   const logs = countNodeLogs(logTexts);
   const verifyFailed = verify.some((v) => !v.ok) || verify.length < names.length;
   const ok = violations.length === 0 && lost.length === 0 && garbage.length === 0 &&
-    !verifyFailed && ownerless.length === 0 && harnessErrors.length === 0;
+    !verifyFailed && ownerless.length === 0 && harnessErrors.length === 0 &&
+    (nemesis?.crashes.length ?? 0) === 0;
   const kept = !ok || Boolean(input.keep);
   if (kept) {
     // Every op, one JSON object a line, next to the node logs: the evidence for a failure.
@@ -326,6 +336,7 @@ export async function runChaos(input: ChaosOptions): Promise<ChaosResult> {
     ownerless,
     longestWriteGap: longestWriteGap(ops, chaosFromMs, endMs),
     faults: nemesis?.faults ?? [],
+    crashes: nemesis?.crashes ?? [],
     logs,
     harnessErrors,
     unfinished: ops.filter((op) => op.result === undefined).length,

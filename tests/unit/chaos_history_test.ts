@@ -247,6 +247,8 @@ Deno.test("node logs: takeovers, restarts, catch-ups and rebuilds counted from t
     "2030-01-01T00:00:01.100Z n1 info volume chaos-0: taking-over -> serving (term 1: 3/3 replica nodes answered, 0 blocks copied, 0 replica state changes)",
     "2030-01-01T00:00:09.000Z n1 info volume chaos-1: n3 caught up (2 segments, 17 blocks copied)",
     "2030-01-01T00:00:09.500Z n1 info volume chaos-1: n4 caught up (1 segments, 0 blocks copied)",
+    "2030-01-01T00:00:09.550Z n1 info volume chaos-2: n5 caught up (2 segments, 3 blocks copied: 12288 bytes in 5 ms, 2 MB/s)",
+    "2030-01-01T00:00:09.560Z n1 info volume chaos-2: n4 rebuilt (4 segments, 256 blocks copied: 1048576 bytes in 500 ms, 2 MB/s)",
     "2030-01-01T00:00:09.600Z n1 warn volume chaos-1: marked n2 stale for segment 0 (term 3)",
     "2030-01-01T00:00:09.700Z n1 warn volume chaos-1: catch-up of n2 failed (timeout); next try in 2000 ms",
     "2030-01-01T00:00:09.800Z n1 error something broke",
@@ -265,9 +267,11 @@ Deno.test("node logs: takeovers, restarts, catch-ups and rebuilds counted from t
   assert.deepEqual([...c.takeoverPath], [["chaos-1", ["n3->n2"]]]);
   assert.equal(c.reconcileCopies, 1);
   assert.equal(c.reconcileBlocks, 5);
-  assert.equal(c.catchUps, 2);
+  assert.equal(c.catchUps, 3);
+  assert.equal(c.catchUpsCopying, 2);
+  assert.equal(c.catchUpBlocks, 20);
   assert.equal(c.rebuilds, 1);
-  assert.equal(c.rebuildBlocks, 17);
+  assert.equal(c.rebuildBlocks, 256);
   assert.equal(c.staleMarks, 1);
   assert.equal(c.catchUpFailures, 1);
   assert.equal(c.recordedDown, 1);
