@@ -4,7 +4,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type KV, Kvm } from "@nats-io/kv";
-import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import type { z } from "zod";
 import {
   type NodeRecord,
@@ -39,9 +39,26 @@ const decoder = new TextDecoder();
 const metadataStream = `KV_${metadataBucket}`;
 const keySubjectPrefix = `$KV.${metadataBucket}.`;
 
-/** How long a call that met "no responders" is retried (see retryNoResponders). */
+/** How long a call that met "no responders" is retried (see retryCall). */
 const noRespondersRetryMs = 10_000;
-const noRespondersPauseMs = 100;
+const retryPauseMs = 100;
+/**
+ * Reads wait this long for one answer, and are retried (they change nothing) for up to
+ * readRetryMs: a read sent to a stream leader that has just died gets no answer, and a new
+ * leader takes about 6 s (up to 9) to be elected. One long timeout would make every read in
+ * that window fail after its 5 s instead of being answered by the new leader.
+ */
+const readAttemptTimeoutMs = 2000;
+const readRetryMs = 15_000;
+
+function isNoResponders(err: unknown): boolean {
+  return (err as Error).name === "JetStreamNotEnabled" ||
+    /no responders/i.test((err as Error).message);
+}
+
+function isTimeout(err: unknown): boolean {
+  return (err as Error).name === "TimeoutError" || /timeout/i.test((err as Error).message);
+}
 
 /**
  * Runs a KV call again while JetStream answers "no responders" (the client reports it as
@@ -50,22 +67,38 @@ const noRespondersPauseMs = 100;
  * leader (just created, or its leader's server died) or the interest in its subjects has
  * not reached this server yet. Timeouts are not retried here: the write may have happened.
  */
-async function retryNoResponders<T>(call: () => Promise<T>): Promise<T> {
-  const deadline = performance.now() + noRespondersRetryMs;
+function retryNoResponders<T>(call: () => Promise<T>): Promise<T> {
+  return retryCall(call, noRespondersRetryMs, isNoResponders);
+}
+
+/** A read: retried on no responders and on timeouts alike. */
+function retryRead<T>(call: () => Promise<T>): Promise<T> {
+  return retryCall(call, readRetryMs, (err) => isNoResponders(err) || isTimeout(err));
+}
+
+async function retryCall<T>(
+  call: () => Promise<T>,
+  forMs: number,
+  retryable: (err: unknown) => boolean,
+): Promise<T> {
+  const deadline = performance.now() + forMs;
   for (;;) {
     try {
       return await call();
     } catch (err) {
-      const noResponders = (err as Error).name === "JetStreamNotEnabled" ||
-        /no responders/i.test((err as Error).message);
-      if (!noResponders || performance.now() >= deadline) throw err;
-      await new Promise((r) => setTimeout(r, noRespondersPauseMs));
+      if (!retryable(err) || performance.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, retryPauseMs));
     }
   }
 }
 
 export class JetStreamMetadata implements MetadataPort {
-  private constructor(private readonly kv: KV, private readonly jsm: JetStreamManager) {}
+  private constructor(
+    private readonly kv: KV,
+    /** The same bucket for reads, whose requests time out after readAttemptTimeoutMs. */
+    private readonly readKv: KV,
+    private readonly readJsm: JetStreamManager,
+  ) {}
 
   /**
    * Opens the bucket, creating it with `replicas` if it does not exist. A replicated bucket
@@ -101,7 +134,12 @@ export class JetStreamMetadata implements MetadataPort {
             `metadata bucket ${metadataBucket} exists with ${status.replicas} replicas, not ${replicas}; kept as it is`,
           );
         }
-        return new JetStreamMetadata(kv, await jetstreamManager(nc, { checkAPI: false }));
+        const readOptions = { timeout: readAttemptTimeoutMs, checkAPI: false };
+        const readKv = await new Kvm(jetstream(nc, readOptions)).open(metadataBucket, {
+          // Direct gets may be answered by a lagging follower: only for a single replica.
+          allow_direct: status.replicas === 1 && status.streamInfo.config.allow_direct === true,
+        });
+        return new JetStreamMetadata(kv, readKv, await jetstreamManager(nc, readOptions));
       } catch (err) {
         const waited = performance.now() - started;
         const message = `metadata bucket ${metadataBucket} (${replicas} replicas): ${
@@ -124,7 +162,7 @@ export class JetStreamMetadata implements MetadataPort {
   }
 
   private async read<T>(key: string, schema: z.ZodType<T>): Promise<Versioned<T> | null> {
-    const entry = await retryNoResponders(() => this.kv.get(key));
+    const entry = await retryRead(() => this.readKv.get(key));
     if (!entry || entry.operation !== "PUT" || entry.value.length === 0) return null;
     const value = schema.parse(JSON.parse(decoder.decode(entry.value)));
     return { value, revision: entry.revision };
@@ -139,8 +177,10 @@ export class JetStreamMetadata implements MetadataPort {
    */
   private async list<T>(prefix: string, schema: z.ZodType<T>, skip?: (key: string) => boolean) {
     const out: Versioned<T>[] = [];
-    const info = await retryNoResponders(() =>
-      this.jsm.streams.info(metadataStream, { subjects_filter: `${keySubjectPrefix}${prefix}.>` })
+    const info = await retryRead(() =>
+      this.readJsm.streams.info(metadataStream, {
+        subjects_filter: `${keySubjectPrefix}${prefix}.>`,
+      })
     );
     const names = Object.keys(info.state.subjects ?? {})
       .map((subject) => subject.slice(keySubjectPrefix.length))

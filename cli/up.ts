@@ -4,6 +4,7 @@
  * (separate processes and data dirs under .cairn/), and a demo volume. Ctrl-C
  * stops everything cleanly; running it again reuses the data.
  */
+import { existsSync } from "node:fs";
 import { LocalCluster } from "../server/local_cluster.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { CairnError } from "../protocol/errors.ts";
@@ -38,6 +39,16 @@ async function main(): Promise<number> {
   const natsCluster = flagInt(args, "nats-cluster") ?? 1;
   if (natsCluster !== 1 && natsCluster !== 3) {
     throw new UsageError(`--nats-cluster takes 1 or 3, not ${natsCluster}`);
+  }
+  // The metadata lives in the NATS store: a dir made with the other setting would start
+  // with empty metadata, and nodes remove segment files that no volume names.
+  const otherStore = natsCluster === 1 ? `${root}/nats-1` : `${root}/nats`;
+  if (existsSync(otherStore)) {
+    throw new UsageError(
+      `${root}/ was set up with --nats-cluster ${
+        natsCluster === 1 ? 3 : 1
+      } (${otherStore} holds its metadata); run with that setting or use another --dir`,
+    );
   }
   console.log(
     natsCluster === 1
