@@ -62,12 +62,34 @@ function describeVolume(v: VolumeInfo): string {
     `id:            ${v.id} (incarnation ${v.incarnation})`,
     `owner:         ${v.owner} (term ${v.term}, layout revision ${v.layoutRevision})`,
     `created:       ${v.createdAt}`,
+    `health:        ${
+      degradedSegments(v) === 0
+        ? "ok"
+        : `degraded: ${
+          degradedSegments(v)
+        } of ${v.segments.length} segments lack an in-sync replica on a live node`
+    }${v.downNodes.length ? ` (down: ${v.downNodes.join(", ")})` : ""}`,
+    ...v.copies.map((c) =>
+      `${c.kind.padEnd(15)}${c.node}: ${c.segments} segments, ${formatBytes(c.bytesDone)} copied, ${
+        formatBytes(c.bytesLeft)
+      } left, ${formatBytes(c.bytesPerSec)}/s, ${(c.elapsedMs / 1000).toFixed(1)} s`
+    ),
     ...v.segments.map((s) =>
       `  segment ${String(s.index).padStart(4)}: ${
-        s.replicas.map((r) => `${r.node}(${r.state})`).join(" ")
+        s.replicas.map((r) =>
+          `${r.node}(${r.state}${v.downNodes.includes(r.node) ? ", node down" : ""})`
+        ).join(" ")
       }`
     ),
   ].join("\n");
+}
+
+/** Segments with fewer in-sync replicas on live nodes than the volume wants. */
+function degradedSegments(v: VolumeInfo): number {
+  return v.segments.filter((s) =>
+    s.replicas.filter((r) => r.state === "in-sync" && !v.downNodes.includes(r.node)).length <
+      v.replicas
+  ).length;
 }
 
 function table(rows: string[][]): string {
@@ -111,7 +133,7 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
           String(v.replicas),
           v.owner,
           String(v.term),
-          String(v.segments.filter((s) => s.replicas.some((r) => r.state !== "in-sync")).length),
+          String(degradedSegments(v)),
         ]),
       ]));
       return 0;

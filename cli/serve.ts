@@ -24,7 +24,34 @@ const usage =
   --capacity BYTES  capacity used to weight placement, e.g. 100GiB (env CAIRN_CAPACITY; default: the disk's size)
   --nbd ADDR        also serve every volume over NBD at HOST:PORT or unix:/path (env CAIRN_NBD;
                     port 0 picks a free port; bound addresses are written to DIR/nbd.address)
+  --scrub-interval DURATION  time between background scrub passes of each volume this node
+                    owns, e.g. 24h, 90m, 30s (env CAIRN_SCRUB_INTERVAL; default 24h)
+  --scrub-rate BYTES  bytes per second each volume's scrub checks, summed over its replicas,
+                    e.g. 8MiB; 0 turns the scrub off (env CAIRN_SCRUB_RATE; default 8MiB)
+  --replica-grace DURATION  how long a down node's replicas wait for it before they are rebuilt
+                    on other nodes, e.g. 5m, 30s (env CAIRN_REPLICA_GRACE; default 5m); a node
+                    back sooner only catches up on the blocks written while it was away
+  --rebuild-rate BYTES  rate limit of catch-up and rebuild copies, per volume, e.g. 100MiB
+                    (env CAIRN_REBUILD_RATE; default 256MiB)
   --quiet           log warnings and errors only`;
+
+const durationUnitsMs: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** "24h", "90m", "30s", "500ms", "1d" -> milliseconds (a positive whole number). */
+function parseDurationMs(text: string, flag: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/.exec(text);
+  const ms = match ? Number(match[1]) * durationUnitsMs[match[2]] : NaN;
+  if (!Number.isSafeInteger(ms) || ms <= 0) {
+    throw new UsageError(`--${flag}: cannot read duration "${text}" (examples: 24h, 90m, 30s)`);
+  }
+  return ms;
+}
 
 async function main(): Promise<number> {
   const args = parseArgs(Deno.args, ["quiet", "help"]);
@@ -48,6 +75,10 @@ async function main(): Promise<number> {
     natsUrl = localNats.url;
     console.error(`started nats-server at ${natsUrl} (pid ${localNats.pid})`);
   }
+  const rebuildRate = flagSize(args, "rebuild-rate", "CAIRN_REBUILD_RATE");
+  if (rebuildRate !== undefined && rebuildRate <= 0) {
+    throw new UsageError(`--rebuild-rate must be above 0 (e.g. 100MiB)`);
+  }
   const natsUrls = natsServerList(natsUrl);
   const kvReplicas = kvReplicasFlag !== undefined
     ? Number(kvReplicasFlag)
@@ -60,6 +91,9 @@ async function main(): Promise<number> {
     zone: flagString(args, "zone", "CAIRN_ZONE"),
     capacityBytes: flagSize(args, "capacity", "CAIRN_CAPACITY"),
     quiet: args.flags.has("quiet"),
+    scrub: scrubSettings(args),
+    replicaGraceMs: optionalDurationMs(args, "replica-grace", "CAIRN_REPLICA_GRACE"),
+    rebuildRateBytesPerSec: rebuildRate,
   });
   await node.start();
   const stopMemoryTrim = startMemoryTrim();
@@ -79,6 +113,25 @@ async function main(): Promise<number> {
   await node.stop();
   await localNats?.stop();
   return 0;
+}
+
+function optionalDurationMs(
+  args: ReturnType<typeof parseArgs>,
+  flag: string,
+  env: string,
+): number | undefined {
+  const text = flagString(args, flag, env);
+  return text === undefined ? undefined : parseDurationMs(text, flag);
+}
+
+/** `--scrub-interval` and `--scrub-rate`, as far as given (the rest keep scrub.ts defaults). */
+function scrubSettings(args: ReturnType<typeof parseArgs>) {
+  const interval = flagString(args, "scrub-interval", "CAIRN_SCRUB_INTERVAL");
+  const rate = flagSize(args, "scrub-rate", "CAIRN_SCRUB_RATE");
+  return {
+    ...(interval === undefined ? {} : { intervalMs: parseDurationMs(interval, "scrub-interval") }),
+    ...(rate === undefined ? {} : { rateBytesPerSec: rate }),
+  };
 }
 
 await runCommand(main, usage);

@@ -83,6 +83,18 @@ export const volumeNameRequestSchema = z.object({ name: nameSchema });
 export const emptyRequestSchema = z.object({}).strict();
 
 /** Volume info as the control plane and `volume info --json` give it. */
+/** A catch-up (a returning replica) or rebuild (a new one) of one node's replicas. */
+export interface CopyProgress {
+  node: string;
+  kind: "catch-up" | "rebuild";
+  segments: number;
+  bytesDone: number;
+  /** Bytes known to be left (grows as segments are examined). */
+  bytesLeft: number;
+  bytesPerSec: number;
+  elapsedMs: number;
+}
+
 export interface VolumeInfo {
   name: string;
   sizeBytes: number;
@@ -98,6 +110,10 @@ export interface VolumeInfo {
   layoutRevision: number;
   owner: string;
   segments: { index: number; replicas: SegmentReplica[] }[];
+  /** Nodes holding replicas of this volume that the cluster sees down now. */
+  downNodes: string[];
+  /** Catch-ups and rebuilds under way, as the owner reports them ([] if it cannot be asked). */
+  copies: CopyProgress[];
 }
 
 export interface NodeInfo extends Omit<NodeRecord, "state"> {
@@ -152,11 +168,23 @@ export const leaseRequestSchema = z.object({
   durationMs: z.number().int().min(0).max(60_000),
 });
 
-/** Read-only: `epoch` (the caller's owner term) is optional; a scrub never changes anything. */
+/** Most blocks one ranged scrub request may check (256 MiB of 4 KiB blocks). */
+export const maxScrubRequestBlocks = 65_536;
+
+/**
+ * Read-only: `epoch` (the caller's owner term) is optional; a scrub never changes anything.
+ * With `firstBlock` and `blockCount` (both or neither) only that range is checked (the owner's
+ * background scrub); the reply's corruptBlocks are block numbers in the segment.
+ */
 export const scrubRequestSchema = z.object({
   epoch: z.number().int().nonnegative().optional(),
   segment: z.number().int().nonnegative(),
-});
+  firstBlock: z.number().int().nonnegative().optional(),
+  blockCount: z.number().int().positive().max(maxScrubRequestBlocks).optional(),
+}).refine(
+  (r) => (r.firstBlock === undefined) === (r.blockCount === undefined),
+  "firstBlock and blockCount go together",
+);
 export const metaRequestSchema = z.object({
   epoch: z.number().int().nonnegative(),
   segment: z.number().int().nonnegative(),

@@ -37,6 +37,8 @@ export const nodeOps = [
   "volume.check",
   /** The owner hands a volume off to another node (planned move). */
   "volume.handoff",
+  /** The owner's catch-ups and rebuilds under way (for `volume info`). */
+  "volume.status",
 ] as const;
 export type NodeOp = (typeof nodeOps)[number];
 

@@ -13,6 +13,7 @@ import { systemClock, systemDisk, systemRandom } from "../actors/system_ports.ts
 import { NatsTransport } from "../protocol/nats_transport.ts";
 import { namePattern } from "../protocol/limits.ts";
 import { makeLogger } from "./log.ts";
+import type { ScrubSettings } from "../actors/volume/scrub.ts";
 
 export { cairnVersion };
 
@@ -29,6 +30,11 @@ export interface NodeOptions {
   zone?: string;
   capacityBytes?: number;
   quiet?: boolean;
+  /** Background scrub interval and rate (`--scrub-interval`, `--scrub-rate`). */
+  scrub?: Partial<ScrubSettings>;
+  /** `--replica-grace` and `--rebuild-rate` (see NodeRuntimeDeps). */
+  replicaGraceMs?: number;
+  rebuildRateBytesPerSec?: number;
 }
 
 /** Reads the node id stored in the data dir, or stores the given (or a new) one. */
@@ -120,6 +126,9 @@ export class CairnNode {
       random: systemRandom,
       log: this.log,
       pid: Deno.pid,
+      scrub: options.scrub,
+      replicaGraceMs: options.replicaGraceMs,
+      rebuildRateBytesPerSec: options.rebuildRateBytesPerSec,
       onFailStop: (reason) => {
         // The replica host logged the details; exit without a graceful close, which would sync.
         this.log.error(

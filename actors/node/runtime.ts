@@ -8,6 +8,8 @@
 import type { Clock, Disk, Random, Transport, TransportSubscription, WallClock } from "../ports.ts";
 import { type MetadataPort, segmentsOfNode } from "../metadata.ts";
 import { HostError, type Logger, ReplicaHost, type ReplicaHostOptions } from "../replica/host.ts";
+import { planSegmentFiles, segmentCheckIntervalMs } from "../replica/host.ts";
+import type { ScrubSettings } from "../volume/scrub.ts";
 import {
   checkReplicaReply,
   type ReplicaLink,
@@ -33,7 +35,13 @@ import {
   volumeNodeRequestSchema,
 } from "../../protocol/schemas.ts";
 import { CairnError } from "../../protocol/errors.ts";
-import { errorReply, okReply, replyForError, requestFailure } from "../../protocol/control.ts";
+import {
+  errorReply,
+  okReply,
+  replyForError,
+  requestFailure,
+  requestJson,
+} from "../../protocol/control.ts";
 import { replicaTimeoutMs } from "../../protocol/limits.ts";
 import { ReplicaCalls, StallDetector } from "./replica_calls.ts";
 
@@ -59,8 +67,14 @@ export interface NodeRuntimeDeps {
   onFailStop?: (reason: string) => void;
   /** Journal size that starts a checkpoint (the simulator checkpoints often); default 64 MiB. */
   journalCheckpointBytes?: number;
+  /** How long a down node's replicas wait before being rebuilt elsewhere (default 5 min). */
+  replicaGraceMs?: number;
+  /** Rate limit of catch-up and rebuild copies per volume (default 256 MiB/s). */
+  rebuildRateBytesPerSec?: number;
   /** See ReplicaHostOptions.onDurable (the simulator's durability oracle). */
   onReplicaDurable?: ReplicaHostOptions["onDurable"];
+  /** Background scrub settings (`--scrub-interval`, `--scrub-rate`); default: scrub.ts. */
+  scrub?: Partial<ScrubSettings>;
 }
 
 /** The in-process replica's errors, in the shape a remote reply would have. */
@@ -79,6 +93,7 @@ export class NodeRuntime {
   private readonly subscriptions: TransportSubscription[] = [];
   private readonly weights = new Map<string, number>();
   private stopped = false;
+  private cancelSegmentCheck: (() => void) | null = null;
   /** Notices stalls of this process, so timers that ran during one judge no peer. */
   private readonly stall: StallDetector;
   private readonly replicaCalls: ReplicaCalls;
@@ -127,8 +142,30 @@ export class NodeRuntime {
       log: deps.log,
       link: (volumeId, node) => this.link(volumeId, node),
       weights: () => this.weights,
+      judgedDown: (node) => this.watchdog.liveness(node) === "down",
+      scrub: deps.scrub,
+      replicaGraceMs: deps.replicaGraceMs,
+      rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
+      liveNodes: async () =>
+        (await this.placement.listNodes())
+          .filter((n) => n.live && n.state === "up")
+          .map((n) => ({ id: n.id, zone: n.zone, capacityBytes: n.capacityBytes })),
+      createReplicas: async (volumeId, name, node, segments) => {
+        const spec = await deps.metadata.getSpec(name);
+        if (spec?.value.id !== volumeId) throw new Error(`volume ${name} is gone`);
+        await requestJson(deps.transport, subjects.node(node, "segments.create"), {
+          name,
+          volumeId,
+          segmentBytes: spec.value.segmentBytes,
+          segments,
+          term: 0,
+        });
+      },
     });
-    this.watchdog.onRecordedDown = () => void this.supervisor.sweep().catch(() => {});
+    this.watchdog.onRecordedDown = () => {
+      void this.supervisor.sweep().catch(() => {});
+      this.supervisor.nodeDown();
+    };
     this.subscriptions.push(
       deps.transport.subscribe(subjects.replicaAll(this.id), (msg) => this.onReplica(msg)),
       deps.transport.subscribe(subjects.nodeAll(this.id), (msg) => {
@@ -156,19 +193,48 @@ export class NodeRuntime {
     }
     await deps.transport.flush();
     this.supervisor.start();
+    this.scheduleSegmentCheck();
+  }
+
+  /** Every segmentCheckIntervalMs, the check removeOrphanSegments makes at start. */
+  private scheduleSegmentCheck(): void {
+    this.cancelSegmentCheck = this.deps.clock.setTimer(segmentCheckIntervalMs, () => {
+      if (this.stopped || this.host.failed) return;
+      this.removeOrphanSegments()
+        .catch((err) => this.deps.log.warn(`segment file check: ${(err as Error).message}`))
+        .finally(() => {
+          if (!this.stopped) this.scheduleSegmentCheck();
+        });
+    });
   }
 
   /**
-   * Segment files of volume incarnations that no longer exist (deleted while
-   * this node was down, or created again under the same name), by volume id.
+   * Compares the segment files here with the metadata (host.ts planSegmentFiles): files of
+   * volume ids that no longer exist go, and so do (on a second look) segments whose layout
+   * no longer lists this node; lost replicas (file missing or unreadable) are reported, and
+   * once the owner has marked them stale get a fresh file to be rebuilt into. Any metadata
+   * read that fails ends the check before it acts.
    */
   private async removeOrphanSegments(): Promise<void> {
-    const live = new Set((await this.deps.metadata.listSpecs()).map((s) => s.id));
-    for (const volumeId of this.host.volumeNames()) {
-      if (live.has(volumeId)) continue;
-      this.deps.log.warn(`removing segments of deleted volume id ${volumeId}`);
-      await this.host.deleteVolume(volumeId);
+    const held = this.host.heldSegments(); // before the metadata: newer files are not judged
+    const views = [];
+    for (const spec of await this.deps.metadata.listSpecs()) {
+      const layout = (await this.deps.metadata.getLayout(spec.name))?.value;
+      const mine = layout?.volumeId === spec.id
+        ? new Map(
+          layout.segments.flatMap((s, i) =>
+            s.replicas.filter((r) => r.node === this.id).map((r) => [i, r.state] as const)
+          ),
+        )
+        : null;
+      views.push({
+        volumeId: spec.id,
+        name: spec.name,
+        segmentBytes: spec.segmentBytes,
+        replicas: mine,
+      });
     }
+    await this.host.applySegmentPlan(planSegmentFiles(held, views));
   }
 
   link(volumeId: string, node: string): ReplicaLink {
@@ -244,6 +310,10 @@ export class NodeRuntime {
         await this.supervisor.check(parse(volumeNodeRequestSchema).name);
         return { checked: true };
       }
+      case "volume.status": {
+        const name = parse(volumeNodeRequestSchema).name;
+        return { copies: this.supervisor.localVolume(name)?.copyProgress() ?? [] };
+      }
       case "volume.handoff": {
         const r = parse(handoffRequestSchema);
         return await this.supervisor.handOff(r.name, r.to);
@@ -274,6 +344,7 @@ export class NodeRuntime {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.cancelSegmentCheck?.();
     await this.supervisor?.stopAll();
     for (const sub of this.subscriptions) sub.unsubscribe();
     this.watchdog?.stop();

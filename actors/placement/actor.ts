@@ -9,6 +9,7 @@ import type { Watchdog } from "../watchdog/actor.ts";
 import type { Logger } from "../replica/host.ts";
 import { type ControlOp, subjects } from "../../protocol/subjects.ts";
 import {
+  type CopyProgress,
   type CreateVolumeRequest,
   createVolumeRequestSchema,
   emptyRequestSchema,
@@ -33,15 +34,30 @@ import {
 import { okReply, replyForError, requestJson } from "../../protocol/control.ts";
 import { chooseOwner, NotEnoughNodesError, type PlacementNode, placeVolume } from "./rendezvous.ts";
 
-export function volumeInfo(spec: VolumeSpec, layout: Versioned<VolumeLayout> | null): VolumeInfo {
+export function volumeInfo(
+  spec: VolumeSpec,
+  layout: Versioned<VolumeLayout> | null,
+  isDown: (node: string) => boolean = () => false,
+  copies: CopyProgress[] = [],
+): VolumeInfo {
+  const segments = (layout?.value.segments ?? []).map((s, index) => ({
+    index,
+    replicas: s.replicas,
+  }));
+  const nodes = new Set(segments.flatMap((s) => s.replicas.map((r) => r.node)));
   return {
     ...spec,
     term: layout?.value.term ?? 0,
     layoutRevision: layout?.revision ?? 0,
     owner: layout?.value.owner ?? "",
-    segments: (layout?.value.segments ?? []).map((s, index) => ({ index, replicas: s.replicas })),
+    segments,
+    downNodes: [...nodes].filter(isDown).sort(),
+    copies,
   };
 }
+
+/** How long `volume info` waits for the owner's catch-up and rebuild progress. */
+const copyProgressTimeoutMs = 500;
 
 /** A new volume id: 16 hex digits (64 bits from the random port). */
 export function newVolumeId(random: Random): string {
@@ -176,14 +192,30 @@ export class PlacementActor {
     const spec = await this.metadata.getSpec(name);
     if (!spec) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
     const layout = await this.metadata.getLayout(name);
-    return volumeInfo(spec.value, layout);
+    let copies: CopyProgress[] = [];
+    if (layout && this.isDown(layout.value.owner) === false) {
+      copies = await requestJson<{ copies: CopyProgress[] }>(
+        this.transport,
+        subjects.node(layout.value.owner, "volume.status"),
+        { name },
+        copyProgressTimeoutMs,
+      ).then((r) => r.copies, () => []);
+    }
+    return volumeInfo(spec.value, layout, (node) => this.isDown(node), copies);
   }
 
   async listVolumes(): Promise<VolumeInfo[]> {
     const specs = await this.metadata.listSpecs();
     return await Promise.all(
-      specs.map(async (spec) => volumeInfo(spec, await this.metadata.getLayout(spec.name))),
+      specs.map(async (spec) =>
+        volumeInfo(spec, await this.metadata.getLayout(spec.name), (node) => this.isDown(node))
+      ),
     );
+  }
+
+  /** Down as recorded, or as this node's watchdog sees it. */
+  private isDown(node: string): boolean {
+    return this.watchdog.liveness(node) === "down";
   }
 
   private async createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {

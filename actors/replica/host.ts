@@ -33,6 +33,7 @@ import {
 } from "../../protocol/schemas.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
 import type { ErrorCodeName } from "../../protocol/errors.ts";
+import type { ReplicaState } from "../../protocol/schemas.ts";
 
 export interface Logger {
   info(message: string): void;
@@ -83,6 +84,91 @@ export function segmentFileName(segment: number): string {
   return `${String(segment).padStart(6, "0")}.seg`;
 }
 
+/** The segment index in a segment file name (`000003.seg` -> 3), or null for any other name. */
+export function segmentOfFileName(name: string): number | null {
+  const match = /^(\d{6,})\.seg$/.exec(name);
+  return match ? Number(match[1]) : null;
+}
+
+/**
+ * How often a node compares its segment files with the layouts (node/runtime.ts): orphaned
+ * files go, lost replicas the owner has marked stale get a fresh file to be rebuilt into.
+ */
+export const segmentCheckIntervalMs = 10_000;
+
+/** One volume as the metadata shows it, seen from one node (for planSegmentFiles). */
+export interface VolumeLayoutView {
+  volumeId: string;
+  name: string;
+  segmentBytes: number;
+  /**
+   * This node's replicas in the layout: segment -> state. null when the spec exists but its
+   * layout could not be read or is not written yet (a create in progress): nothing is decided.
+   */
+  replicas: ReadonlyMap<number, ReplicaState> | null;
+}
+
+/** The segment files a node holds: good ones (open, served) and ones it could not open. */
+export interface HeldSegments {
+  good: ReadonlyMap<string, readonly number[]>;
+  unreadable: ReadonlyMap<string, readonly number[]>;
+}
+
+export interface SegmentFilePlan {
+  /** Volume ids no spec names any more (deleted, or created again): every file goes. */
+  deleteVolumes: string[];
+  /** Segments of a live volume whose layout does not list this node for them. */
+  orphans: { volume: string; segment: number }[];
+  /**
+   * Segments the layout lists here as stale or rebuilding while this node holds no good
+   * copy (the file is missing or could not be opened): a fresh empty file is made, which
+   * the owner's catch-up fills.
+   */
+  recreate: { volume: string; segment: number; segmentBytes: number }[];
+  /**
+   * Segments the layout lists here as in-sync while this node holds no good copy: reported;
+   * the host answers their fence, reads and writes without them, so the owner marks them stale.
+   */
+  missing: { volume: string; name: string; segment: number }[];
+}
+
+/**
+ * Compares a node's segment files with the layouts (pure). `views` must hold every volume
+ * spec in the metadata: a volume id absent from it is deleted. A segment the layout lists
+ * for this node, in any state, is never an orphan.
+ */
+export function planSegmentFiles(
+  held: HeldSegments,
+  views: readonly VolumeLayoutView[],
+): SegmentFilePlan {
+  const plan: SegmentFilePlan = { deleteVolumes: [], orphans: [], recreate: [], missing: [] };
+  const byId = new Map(views.map((v) => [v.volumeId, v]));
+  const volumes = new Set([...held.good.keys(), ...held.unreadable.keys()]);
+  for (const volume of volumes) {
+    const view = byId.get(volume);
+    if (!view) {
+      plan.deleteVolumes.push(volume);
+      continue;
+    }
+    if (!view.replicas) continue;
+    const files = new Set([...held.good.get(volume) ?? [], ...held.unreadable.get(volume) ?? []]);
+    for (const segment of [...files].sort((a, b) => a - b)) {
+      if (!view.replicas.has(segment)) plan.orphans.push({ volume, segment });
+    }
+  }
+  for (const view of views) {
+    if (!view.replicas) continue;
+    const good = new Set(held.good.get(view.volumeId) ?? []);
+    for (const [segment, state] of view.replicas) {
+      if (good.has(segment)) continue;
+      const lost = { volume: view.volumeId, segment };
+      if (state === "in-sync") plan.missing.push({ ...lost, name: view.name });
+      else plan.recreate.push({ ...lost, segmentBytes: view.segmentBytes });
+    }
+  }
+  return plan;
+}
+
 export class ReplicaHost {
   private readonly volumes = new Map<string, Map<number, Replica>>();
   private journal!: NodeJournal;
@@ -104,6 +190,15 @@ export class ReplicaHost {
   private readonly onDurable: ReplicaHostOptions["onDurable"];
   /** Read leases, kept only with a clock (unit tests without one never make fences wait). */
   private readonly leases: { table: LeaseTable; clock: Clock } | null;
+  /**
+   * Segment files found at start that could not be opened (bad header, term record or
+   * length), per volume: segment -> why. Not served; rebuilt once the owner marks them stale.
+   */
+  private readonly unreadable = new Map<string, Map<number, string>>();
+  /** Segments reported missing (listed in sync here, no good copy), so each is logged once. */
+  private readonly reportedMissing = new Set<string>();
+  /** Orphan segment files seen by the last planSegmentFiles check (deleted if seen twice). */
+  private orphanCandidates = new Set<string>();
 
   constructor(
     private readonly dataDir: string,
@@ -159,7 +254,20 @@ export class ReplicaHost {
           const file = await SegmentFile.open(this.disk, path);
           replicas.set(file.segmentIndex, new Replica(file));
         } catch (err) {
-          this.log.error(`cannot open segment file ${path}: ${(err as Error).message}`);
+          const segment = segmentOfFileName(name);
+          const why = (err as Error).message;
+          if (segment === null) {
+            this.log.error(`cannot open segment file ${path}: ${why}`);
+            continue;
+          }
+          // No good copy here: never served (fence, read and write leave it out), rebuilt
+          // into a fresh file once the owner has marked it stale (planSegmentFiles).
+          if (!this.unreadable.has(volume)) this.unreadable.set(volume, new Map());
+          this.unreadable.get(volume)!.set(segment, why);
+          this.log.error(
+            `volume ${volume} segment ${segment}: no good copy on this node, the segment file ` +
+              `cannot be opened (${why}); not served, it is rebuilt once the owner marks it stale`,
+          );
         }
       }
       if (replicas.size) this.volumes.set(volume, replicas);
@@ -194,8 +302,68 @@ export class ReplicaHost {
     await this.journal.reset();
   }
 
+  /** Volume ids with segment files here (good or unreadable). */
   volumeNames(): string[] {
-    return [...this.volumes.keys()];
+    return [...new Set([...this.volumes.keys(), ...this.unreadable.keys()])];
+  }
+
+  /** A snapshot of the segment files held here, for planSegmentFiles. */
+  heldSegments(): HeldSegments {
+    const good = new Map<string, number[]>();
+    for (const volume of this.volumes.keys()) good.set(volume, this.segmentsOf(volume));
+    const unreadable = new Map<string, number[]>();
+    for (const [volume, segments] of this.unreadable) unreadable.set(volume, [...segments.keys()]);
+    return { good, unreadable };
+  }
+
+  /**
+   * Acts on planSegmentFiles: removes the files of deleted volume ids at once; removes an
+   * orphan segment file only when the previous check saw it orphaned too (a replica being
+   * added here has its file made just before the layout lists it); makes fresh files for
+   * lost replicas the owner marked stale; reports lost replicas still listed in sync.
+   */
+  async applySegmentPlan(plan: SegmentFilePlan): Promise<void> {
+    for (const volume of plan.deleteVolumes) {
+      this.log.warn(`removing segments of deleted volume id ${volume}`);
+      await this.deleteVolume(volume);
+    }
+    const candidates = new Set<string>();
+    for (const { volume, segment } of plan.orphans) {
+      const key = `${volume}/${segment}`;
+      if (!this.orphanCandidates.has(key)) {
+        candidates.add(key);
+        continue;
+      }
+      this.log.warn(
+        `removing segment ${segment} of volume id ${volume}: its layout no longer lists this node`,
+      );
+      await this.deleteSegment(volume, segment);
+    }
+    this.orphanCandidates = candidates;
+    for (const { volume, segment, segmentBytes } of plan.recreate) {
+      const why = this.unreadable.get(volume)?.get(segment) ?? "its file is missing";
+      this.log.warn(
+        `volume ${volume} segment ${segment}: marked stale, and no good copy here (${why}); ` +
+          `making a fresh file for the owner to rebuild`,
+      );
+      await this.recreateSegment(volume, segment, segmentBytes);
+    }
+    for (const { volume, name, segment } of plan.missing) {
+      const key = `${volume}/${segment}`;
+      if (this.reportedMissing.has(key)) continue;
+      this.reportedMissing.add(key);
+      this.log.error(
+        `volume ${name} (id ${volume}) segment ${segment}: the layout lists an in-sync replica ` +
+          `here but this node has no good copy (${this.missingReason(volume, segment)}); not ` +
+          `served, it is rebuilt once the owner marks it stale`,
+      );
+    }
+  }
+
+  /** Why this node has no replica of a segment (for errors and logs). */
+  private missingReason(volume: string, segment: number): string {
+    const unreadable = this.unreadable.get(volume)?.get(segment);
+    return unreadable ? `its file cannot be opened: ${unreadable}` : "no segment file";
   }
 
   segmentsOf(volume: string): number[] {
@@ -227,6 +395,50 @@ export class ReplicaHost {
     await this.disk.syncDir(dir);
   }
 
+  /**
+   * A fresh, empty file for a segment this node holds no good copy of (missing or
+   * unreadable), replacing a bad one. Only for a replica the owner has marked stale: the
+   * owner's catch-up then copies every block into it.
+   */
+  async recreateSegment(volume: string, segment: number, segmentBytes: number): Promise<void> {
+    this.failStop.check();
+    if (this.volumes.get(volume)?.has(segment)) return;
+    await this.createSegments(volume, segmentBytes, [segment], 0);
+    this.unreadable.get(volume)?.delete(segment);
+    if (this.unreadable.get(volume)?.size === 0) this.unreadable.delete(volume);
+    this.reportedMissing.delete(`${volume}/${segment}`);
+  }
+
+  /**
+   * Removes one segment file of a volume (the layout no longer lists this node for it);
+   * the volume's directory goes with its last file.
+   */
+  async deleteSegment(volume: string, segment: number): Promise<void> {
+    this.failStop.check();
+    const replicas = this.volumes.get(volume);
+    const replica = replicas?.get(segment);
+    // Out of the map first: from now on requests for it are refused.
+    replicas?.delete(segment);
+    if (replicas?.size === 0) this.volumes.delete(volume);
+    this.unreadable.get(volume)?.delete(segment);
+    if (this.unreadable.get(volume)?.size === 0) this.unreadable.delete(volume);
+    // No journal record of it may outlive it: a replica made here again later must not
+    // get old writes replayed into it.
+    await this.writeChains.get(volume)?.catch(() => {});
+    await this.checkpoint();
+    for (const dirty of this.dirty.values()) if (replica) dirty.delete(replica);
+    await replica?.close().catch(() => {});
+    const dir = this.volumeDir(volume);
+    await this.disk.remove(`${dir}/${segmentFileName(segment)}`);
+    if (!this.volumes.has(volume) && !this.unreadable.has(volume)) {
+      for (const name of await this.disk.list(dir)) await this.disk.remove(`${dir}/${name}`);
+      await this.disk.removeDir(dir);
+      await this.disk.syncDir(`${this.dataDir}/segments`);
+    } else {
+      await this.disk.syncDir(dir);
+    }
+  }
+
   async deleteVolume(volume: string): Promise<void> {
     this.failStop.check();
     // No journal record of this volume may outlive it (a new volume could take its name).
@@ -234,6 +446,7 @@ export class ReplicaHost {
     await this.checkpoint();
     const replicas = this.volumes.get(volume);
     this.volumes.delete(volume);
+    this.unreadable.delete(volume);
     for (const dirty of this.dirty.values()) {
       for (const r of replicas?.values() ?? []) dirty.delete(r);
     }
@@ -248,7 +461,13 @@ export class ReplicaHost {
   private replica(volume: string, segment: number): Replica {
     const replica = this.volumes.get(volume)?.get(segment);
     if (!replica) {
-      throw new HostError("NO_SUCH_VOLUME", `no replica of ${volume} segment ${segment} here`);
+      const unreadable = this.unreadable.get(volume)?.get(segment);
+      throw new HostError(
+        "NO_SUCH_VOLUME",
+        unreadable
+          ? `no good copy of ${volume} segment ${segment} here (its file cannot be opened: ${unreadable}); it must be rebuilt`
+          : `no replica of ${volume} segment ${segment} here`,
+      );
     }
     return replica;
   }
@@ -509,8 +728,19 @@ export class ReplicaHost {
   /** A new owner's first contact: persist its epoch and report each segment's highest version. */
   private async fence(volume: string, body: Uint8Array): Promise<Uint8Array> {
     const request = this.parse(fenceRequestSchema, body);
+    // A segment with no good copy here (its file missing or unreadable) is left out of the
+    // answer, not fenced: the owner then counts it unreachable and marks it stale, never
+    // trusting an empty or bad file as an in-sync copy. The others are fenced as usual.
+    const held = request.segments.filter((s) => this.volumes.get(volume)?.has(s));
+    const missing = request.segments.filter((s) => !held.includes(s));
+    if (missing.length) {
+      this.log.warn(
+        `fence of ${volume} at term ${request.epoch}: no good copy of segments ` +
+          `${missing.join(", ")} here; left out, so the owner marks them stale`,
+      );
+    }
     // The write stream restarts here, decided on arrival so later batches meet it in order.
-    const refused = request.segments.some((s) => request.epoch < this.replica(volume, s).epoch);
+    const refused = held.some((s) => request.epoch < this.replica(volume, s).epoch);
     if (!refused && request.nextSeq !== undefined) {
       this.streams.set(volume, { term: request.epoch, nextSeq: request.nextSeq });
     }
@@ -521,14 +751,17 @@ export class ReplicaHost {
       if (waitMs > 0) await new Promise<void>((resolve) => clock.setTimer(waitMs, resolve));
     }
     const segments = [];
-    for (const segment of request.segments) {
+    for (const segment of held) {
       const replica = this.replica(volume, segment);
       await replica.admit(request.epoch);
       await replica.sync();
       segments.push({ segment, epoch: replica.epoch, maxVersion: replica.file.maxVersion });
     }
     this.leases?.table.fenced(volume, request.epoch);
-    return encodeJsonOk({ segments });
+    return encodeJsonOk({
+      segments,
+      missing: missing.map((segment) => ({ segment, why: this.missingReason(volume, segment) })),
+    });
   }
 
   /** A read lease for the owner at `epoch` (its term): see lease.ts. */
@@ -558,7 +791,18 @@ export class ReplicaHost {
     const replica = this.replica(volume, request.segment);
     // Without a term (volume verify, an observer) nothing is checked; scrub never changes state.
     if (request.epoch !== undefined) replica.check(request.epoch);
-    return encodeJsonOk(await replica.file.scrub());
+    if (request.firstBlock === undefined || request.blockCount === undefined) {
+      return encodeJsonOk(await replica.file.scrub());
+    }
+    const { firstBlock, blockCount } = request;
+    if (firstBlock + blockCount > replica.file.blockCount) {
+      throw new HostError(
+        "BAD_REQUEST",
+        `scrub of blocks ${firstBlock}+${blockCount} is outside segment ${request.segment}'s ` +
+          `${replica.file.blockCount} blocks`,
+      );
+    }
+    return encodeJsonOk(await replica.file.scrub(undefined, { firstBlock, blockCount }));
   }
 
   private parse<T>(schema: Parameters<typeof parseJson<T>>[0], body: Uint8Array): T {

@@ -8,7 +8,8 @@ import type { Clock, Random, Transport, TransportSubscription } from "../ports.t
 import type { MetadataPort, OwnerClaim } from "../metadata.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Logger } from "../replica/host.ts";
-import { type ReplicaLink, VolumeActor } from "../volume/actor.ts";
+import { type ReplicaLink, VolumeActor, type VolumeActorDeps } from "../volume/actor.ts";
+import type { ScrubSettings } from "../volume/scrub.ts";
 import { isFinal, type VolumeActorState } from "../volume/lifecycle.ts";
 import { Mailbox } from "../mailbox.ts";
 import {
@@ -38,6 +39,20 @@ export interface SupervisorDeps {
   log: Logger;
   link: (volumeId: string, node: string) => ReplicaLink;
   weights: () => ReadonlyMap<string, number>;
+  /** The watchdog's judgement of a node (for takeovers). */
+  judgedDown?: (node: string) => boolean;
+  /** Background scrub settings for this node's volume actors (default: scrub.ts). */
+  scrub?: Partial<ScrubSettings>;
+  /** Replacing lost replicas (see VolumeActorDeps). */
+  replicaGraceMs?: number;
+  rebuildRateBytesPerSec?: number;
+  liveNodes?: VolumeActorDeps["liveNodes"];
+  createReplicas?: (
+    volumeId: string,
+    name: string,
+    node: string,
+    segments: number[],
+  ) => Promise<void>;
 }
 
 interface Running {
@@ -181,6 +196,13 @@ export class Supervisor {
       random: deps.random,
       log: deps.log,
       weights: deps.weights(),
+      scrub: deps.scrub,
+      judgedDown: deps.judgedDown,
+      replicaGraceMs: deps.replicaGraceMs,
+      rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
+      liveNodes: deps.liveNodes,
+      createReplicas: deps.createReplicas &&
+        ((node, segments) => deps.createReplicas!(spec.id, spec.name, node, segments)),
       onState: (a, state) => this.onActorState(name, a, state),
     });
     this.running.set(name, { actor, startedMs: deps.clock.nowMs(), io: null });
@@ -236,6 +258,11 @@ export class Supervisor {
         this.deps.log.warn(`volume ${name}: telling ${to} to take over: ${err.message}`)
       );
     return result;
+  }
+
+  /** A node was recorded down: every serving actor looks at its replicas now. */
+  nodeDown(): void {
+    for (const { actor } of this.running.values()) if (actor.serving) actor.kickCatchUp();
   }
 
   /** Stops every actor (node shutdown): each finishes the IO it has in flight. */

@@ -28,7 +28,12 @@ import {
   type VolumeActorState,
 } from "./lifecycle.ts";
 import type { Logger } from "../replica/host.ts";
-import type { SegmentReplica, VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
+import type {
+  CopyProgress,
+  SegmentReplica,
+  VolumeLayout,
+  VolumeSpec,
+} from "../../protocol/schemas.ts";
 import {
   decodeRequest,
   encodeErrorReply,
@@ -62,7 +67,23 @@ import {
   writeTargets,
 } from "./core.ts";
 import { type ReadCandidate, ReadPicker, updateEwma } from "./read_policy.ts";
-import { catchUp, FencedError, fetchVersions, reconcileVolume, sleep } from "./reconcile.ts";
+import {
+  blocksToCopy,
+  catchUp,
+  FencedError,
+  fetchVersions,
+  reconcileVolume,
+  sleep,
+} from "./reconcile.ts";
+import {
+  addReplicas,
+  defaultReplicaGraceMs,
+  dropReplaced,
+  planReplacements,
+  type Replacement,
+} from "./replace.ts";
+import type { PlacementNode } from "../placement/rendezvous.ts";
+import { replicaScrubCalls, Scrubber, scrubBusyRequests, type ScrubSettings } from "./scrub.ts";
 
 /** How often the owner looks for stale replicas whose node answers again. */
 export const catchUpIntervalMs = 2000;
@@ -75,6 +96,12 @@ export const maxCatchUpBackoffMs = 10_000;
  * and Ceph; a longer outage still fails rather than acknowledge too few copies.
  */
 export const belowMinInSyncWaitMs = 20_000;
+/** Default rate limit of catch-up and rebuild copies, per volume. */
+export const defaultRebuildRateBytesPerSec = 256 * 1024 * 1024;
+/** Segments one catch-up or rebuild copies at once. */
+export const catchUpSegmentsInParallel = 4;
+/** Copies may run this far ahead of the rate limit (a burst). */
+const copyBurstMs = 100;
 /** First and longest wait between takeover reconcile attempts (no metadata is written per attempt). */
 export const takeoverRetryFirstMs = 250;
 export const takeoverRetryMaxMs = 10_000;
@@ -93,7 +120,21 @@ export interface VolumeActorDeps {
   weights?: ReadonlyMap<string, number>;
   /** Told after every state change (the node's supervisor listens). */
   onState?: (actor: VolumeActor, state: VolumeActorState) => void;
+  /** Background scrub interval and rate (scrub.ts); default a pass a day at 8 MiB/s. */
+  scrub?: Partial<ScrubSettings>;
+  /** The node's watchdog judges this node down (a takeover does not wait for its fence). */
+  judgedDown?: (node: string) => boolean;
+  /** How long a down node's replicas wait for it before they are rebuilt elsewhere. */
+  replicaGraceMs?: number;
+  /** Rate limit of catch-up and rebuild copies (bytes per second). */
+  rebuildRateBytesPerSec?: number;
+  /** Live nodes that may take new replicas (placement candidates). */
+  liveNodes?: () => Promise<PlacementNode[]>;
+  /** Creates empty segment files of this volume on `node` (the segments.create node op). */
+  createReplicas?: (node: string, segments: number[]) => Promise<void>;
 }
+
+export type { CopyProgress } from "../../protocol/schemas.ts";
 
 /** A replica answered with an error status (not a transport failure). */
 export class ReplicaReplyError extends Error {
@@ -159,6 +200,24 @@ export class VolumeActor {
   private readonly leases = new OwnerLeases();
   private cancelLeaseTimer: (() => void) | null = null;
   private renewal: Promise<void> | null = null;
+  /** The background scrub (scrub.ts), running only while serving. */
+  private scrubber: Scrubber | null = null;
+  /** When this actor first saw each replica node judged down (for the grace period). */
+  private readonly downSinceMs = new Map<string, number>();
+  /** Nodes whose replicas are new (rebuilds, not catch-ups). */
+  private readonly rebuilding = new Set<string>();
+  private readonly copies = new Map<
+    string,
+    {
+      kind: CopyProgress["kind"];
+      segments: number;
+      blocksDone: number;
+      blocksLeft: number;
+      startedMs: number;
+    }
+  >();
+  /** The rate limit's clock: when the copy budget is next free. */
+  private copyFreeAtMs = 0;
   /** Told whenever the layout held here changes (writes waiting for in-sync replicas). */
   private layoutWaiters: (() => void)[] = [];
   private catchUpRunning = false;
@@ -199,6 +258,7 @@ export class VolumeActor {
     const from = this.lifecycle;
     this.lifecycle = nextState(from, event);
     if (!admitsIo(this.lifecycle)) this.stopCatchUp();
+    this.updateScrub();
     if (isFinal(this.lifecycle)) {
       this.cancelLeaseTimer?.();
       this.cancelLeaseTimer = null;
@@ -247,6 +307,7 @@ export class VolumeActor {
           link: (node) => this.stream(node),
           log,
           clock,
+          judgedDown: this.deps.judgedDown,
         });
         if (this.lifecycle !== "taking-over") return;
         this.layout = result.layout;
@@ -436,6 +497,33 @@ export class VolumeActor {
     );
   }
 
+  // ---- background scrub ----
+
+  /** Runs the background scrub (scrub.ts) while serving; stops it in any other state. */
+  private updateScrub(): void {
+    if (!admitsIo(this.lifecycle)) {
+      this.scrubber?.stop();
+      this.scrubber = null;
+      return;
+    }
+    this.scrubber ??= new Scrubber({
+      name: this.name,
+      clock: this.deps.clock,
+      log: this.deps.log,
+      random: this.deps.random,
+      settings: this.deps.scrub,
+      blocksPerSegment: this.deps.spec.segmentBytes / blockSizeBytes,
+      segmentCount: () => this.layout.segments.length,
+      inSyncNodes: (segment) => inSyncNodes(this.layout.segments[segment].replicas),
+      ...replicaScrubCalls((node) => this.stream(node), () => this.term),
+      repair: (node, entry) => this.batcher(node).enqueue(entry),
+      // No copy there (file missing or unreadable): stale, unless it is a last copy.
+      lost: (node, segment) => void this.replicaWriteFailed(node, segment).catch(() => {}),
+      busy: () => this.requestsInFlight >= scrubBusyRequests,
+    });
+    this.scrubber.start();
+  }
+
   // ---- catching up replicas that come back ----
 
   private stopCatchUp(): void {
@@ -458,8 +546,117 @@ export class VolumeActor {
     });
   }
 
+  /** Catch-ups and rebuilds under way (for `volume info`). */
+  copyProgress(): CopyProgress[] {
+    const nowMs = this.deps.clock.nowMs();
+    return [...this.copies].map(([node, c]) => {
+      const elapsedMs = Math.max(1, nowMs - c.startedMs);
+      return {
+        node,
+        kind: c.kind,
+        segments: c.segments,
+        bytesDone: c.blocksDone * blockSizeBytes,
+        bytesLeft: Math.max(0, c.blocksLeft) * blockSizeBytes,
+        bytesPerSec: Math.round(c.blocksDone * blockSizeBytes / (elapsedMs / 1000)),
+        elapsedMs,
+      };
+    });
+  }
+
+  /** Waits until `bytes` more may be copied under the rate limit. */
+  private async paceCopy(bytes: number): Promise<void> {
+    const rate = this.deps.rebuildRateBytesPerSec ?? defaultRebuildRateBytesPerSec;
+    const nowMs = this.deps.clock.nowMs();
+    this.copyFreeAtMs = Math.max(this.copyFreeAtMs, nowMs) + bytes / rate * 1000;
+    const waitMs = this.copyFreeAtMs - nowMs - copyBurstMs;
+    if (waitMs > 0) await sleep(this.deps.clock, waitMs);
+  }
+
+  /**
+   * Replica nodes the watchdog judges down: their in-sync replicas are marked stale now (so
+   * the layout, `volume info` and `volume list` show the lost redundancy, and no read waits
+   * on them), and once a node has been down longer than the grace period its replicas are
+   * rebuilt elsewhere.
+   */
+  private async handleDownNodes(): Promise<void> {
+    const { judgedDown } = this.deps;
+    if (!judgedDown) return;
+    const nowMs = this.deps.clock.nowMs();
+    const nodes = new Set(this.layout.segments.flatMap((s) => s.replicas.map((r) => r.node)));
+    for (const node of [...this.downSinceMs.keys()]) {
+      if (!nodes.has(node)) this.downSinceMs.delete(node);
+    }
+    const lost = new Set<string>();
+    for (const node of nodes) {
+      if (node === this.deps.nodeId || !judgedDown(node)) {
+        this.downSinceMs.delete(node);
+        continue;
+      }
+      if (!this.downSinceMs.has(node)) this.downSinceMs.set(node, nowMs);
+      for (const [segment, s] of this.layout.segments.entries()) {
+        if (s.replicas.some((r) => r.node === node && r.state !== "stale")) {
+          await this.replicaWriteFailed(node, segment);
+        }
+      }
+      const graceMs = this.deps.replicaGraceMs ?? defaultReplicaGraceMs;
+      if (nowMs - this.downSinceMs.get(node)! >= graceMs) lost.add(node);
+    }
+    if (lost.size > 0) await this.replaceLost(lost);
+  }
+
+  /** Adds replacements for replicas on `lost` nodes; drops the lost ones once replaced. */
+  private async replaceLost(lost: ReadonlySet<string>): Promise<void> {
+    const { liveNodes, createReplicas } = this.deps;
+    if (!liveNodes || !createReplicas) return;
+    const wanted = this.deps.spec.replicas;
+    const live = (await liveNodes()).filter((n) => !lost.has(n.id));
+    const plans = planReplacements(this.name, this.layout, wanted, lost, live);
+    const byNode = new Map<string, Replacement[]>();
+    for (const plan of plans) byNode.set(plan.to, [...(byNode.get(plan.to) ?? []), plan]);
+    for (const [node, nodePlans] of byNode) {
+      try {
+        await createReplicas(node, nodePlans.map((p) => p.segment));
+      } catch (err) {
+        this.deps.log.warn(
+          `volume ${this.name}: cannot create replacement replicas on ${node}: ${
+            (err as Error).message
+          }`,
+        );
+        continue;
+      }
+      const added = await this.mailbox.post(() =>
+        this.editLayoutNow((current) => {
+          const still = nodePlans.filter((p) =>
+            current.segments[p.segment].replicas.some((r) => r.node === p.lost)
+          );
+          return still.length ? addReplicas(current, still) : null;
+        })
+      );
+      if (added) {
+        this.rebuilding.add(node);
+        this.deps.log.warn(
+          `volume ${this.name}: replacing replicas of ${
+            [...new Set(nodePlans.map((p) => p.lost))].join(", ")
+          } (down longer than the grace period) on ${node}: segments ${
+            nodePlans.map((p) => p.segment).join(", ")
+          }`,
+        );
+      }
+    }
+    const dropped = await this.mailbox.post(() =>
+      this.editLayoutNow((current) => dropReplaced(current, wanted, lost))
+    );
+    if (dropped) {
+      this.deps.log.info(
+        `volume ${this.name}: replicas on ${
+          [...lost].join(", ")
+        } replaced and removed from the layout`,
+      );
+    }
+  }
+
   /** Runs a catch-up pass now (unless one is running), not at the next period. */
-  private kickCatchUp(): void {
+  kickCatchUp(): void {
     if (this.catchUpRunning || this.lifecycle !== "serving") return;
     this.scheduleCatchUp(0);
   }
@@ -474,6 +671,7 @@ export class VolumeActor {
    * rebuilding edits cannot loop.
    */
   private async catchUpReplicas(): Promise<void> {
+    await this.handleDownNodes();
     const behind = new Map<string, number[]>();
     this.layout.segments.forEach((segment, index) => {
       for (const r of segment.replicas) {
@@ -523,11 +721,25 @@ export class VolumeActor {
     await Promise.all(this.inflight.all());
     const blockCount = this.deps.spec.segmentBytes / blockSizeBytes;
     const copyInput = { name: this.name, link: (n: string) => this.stream(n), log: this.deps.log };
-    let copied = 0;
+    const kind: CopyProgress["kind"] = this.rebuilding.has(node) ? "rebuild" : "catch-up";
+    const live = {
+      kind,
+      segments: segments.length,
+      blocksDone: 0,
+      blocksLeft: 0,
+      startedMs: this.deps.clock.nowMs(),
+    };
+    this.copies.set(node, live);
+    const hooks = {
+      pace: (bytes: number) => this.paceCopy(bytes),
+      copied: (blocks: number) => {
+        live.blocksDone += blocks;
+        live.blocksLeft -= blocks;
+      },
+    };
     /** Only segments copied from an in-sync source may become in-sync. */
     const caughtUp: number[] = [];
-    for (const segment of segments) {
-      if (this.lifecycle !== "serving") return;
+    const copySegment = async (segment: number) => {
       const sources = inSyncNodes(this.layout.segments[segment].replicas).filter((n) => n !== node);
       const sourceVersions = new Map<string, Float64Array>();
       for (const source of sources) {
@@ -536,9 +748,10 @@ export class VolumeActor {
           await fetchVersions(this.stream(source), this.term, segment, blockCount),
         );
       }
-      if (sourceVersions.size === 0) continue;
+      if (sourceVersions.size === 0) return;
       const targetVersions = await fetchVersions(link, this.term, segment, blockCount);
-      copied += await catchUp(
+      live.blocksLeft += blocksToCopy(blockCount, sourceVersions, targetVersions);
+      await catchUp(
         copyInput,
         this.term,
         segment,
@@ -547,6 +760,7 @@ export class VolumeActor {
         node,
         targetVersions,
         true,
+        hooks,
       );
       // Highest version wins both ways: where the returning replica holds a newer version
       // (a write that failed on the in-sync copies but reached it, never acknowledged), the
@@ -555,7 +769,7 @@ export class VolumeActor {
       for (const [source, versions] of sourceVersions) {
         // Only blocks where the returning replica is strictly newer go up.
         const newer = Float64Array.from(versions, (v, b) => Math.max(v, targetVersions[b]));
-        copied += await catchUp(
+        await catchUp(
           copyInput,
           this.term,
           segment,
@@ -564,23 +778,45 @@ export class VolumeActor {
           source,
           versions,
           true,
+          hooks,
         );
       }
       caughtUp.push(segment);
-    }
-    const changed = await this.mailbox.post(async () => {
-      if ((this.rebuildMisses.get(node) ?? 0) !== missesBefore) {
-        throw new Error(`a write to ${node} failed during the copy; starting over`);
+    };
+    try {
+      // Several segments at once; each copies a few runs at once (reconcile.ts).
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: Math.min(catchUpSegmentsInParallel, segments.length) }, async () => {
+          while (next < segments.length && this.lifecycle === "serving") {
+            await copySegment(segments[next++]);
+          }
+        }),
+      );
+      if (this.lifecycle !== "serving") return;
+      const changed = await this.mailbox.post(async () => {
+        if ((this.rebuildMisses.get(node) ?? 0) !== missesBefore) {
+          throw new Error(`a write to ${node} failed during the copy; starting over`);
+        }
+        return await this.editReplicaStatesNow(
+          caughtUp.map((segment) => ({ segment, node, state: "in-sync" as const })),
+          (r) => r.state === "rebuilding",
+        );
+      });
+      if (changed) {
+        const tookMs = Math.max(1, Math.round(this.deps.clock.nowMs() - live.startedMs));
+        const bytes = live.blocksDone * blockSizeBytes;
+        this.deps.log.info(
+          `volume ${this.name}: ${node} ${
+            kind === "rebuild" ? "rebuilt" : "caught up"
+          } (${caughtUp.length} segments, ${live.blocksDone} blocks copied: ${bytes} bytes in ${tookMs} ms, ${
+            Math.round(bytes / 1e6 / (tookMs / 1000))
+          } MB/s)`,
+        );
+        if (caughtUp.length === segments.length) this.rebuilding.delete(node);
       }
-      return await this.editReplicaStatesNow(
-        caughtUp.map((segment) => ({ segment, node, state: "in-sync" as const })),
-        (r) => r.state === "rebuilding",
-      );
-    });
-    if (changed) {
-      this.deps.log.info(
-        `volume ${this.name}: ${node} caught up (${caughtUp.length} segments, ${copied} blocks copied)`,
-      );
+    } finally {
+      this.copies.delete(node);
     }
   }
 
@@ -889,6 +1125,18 @@ export class VolumeActor {
     return result.kind === "done";
   }
 
+  /** Any replica-list edit by CAS (the term stays); call from inside a mailbox message. */
+  private async editLayoutNow(change: (current: VolumeLayout) => VolumeLayout | null) {
+    const result = await editLayout(this.deps.metadata, this.name, this.claim, change);
+    if (result.kind === "fenced") {
+      this.fence("layout shows another owner or term");
+      throw new CairnError("MOVED", "volume was taken over by a newer owner");
+    }
+    this.layout = result.layout.value;
+    this.layoutChanged();
+    return result.kind === "done";
+  }
+
   // ---- reads ----
 
   private async read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array> {
@@ -994,6 +1242,11 @@ export class VolumeActor {
         if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
           this.fence(err.message);
           throw new CairnError("MOVED", "volume was taken over by a newer owner");
+        }
+        if (err instanceof ReplicaReplyError && err.code === "NO_SUCH_VOLUME") {
+          // The node holds no good copy (its segment file is missing or unreadable): mark it
+          // stale (unless it is a last copy) so catch-up rebuilds it; the next replica answers.
+          void this.replicaWriteFailed(node, piece.segment).catch(() => {});
         }
       } finally {
         stats.outstanding--;

@@ -22,9 +22,9 @@ import { setReplicaStates } from "./core.ts";
  */
 export const takeoverReplicaWaitMs = 4_000;
 const fenceRetryDelayMs = 250;
-/** Blocks per meta request and per copy run (512 KiB of versions or data). */
+/** Blocks per meta request (512 KiB of versions) and per copy run (512 KiB of data). */
 const metaChunkBlocks = 65_536;
-const copyRunBlocks = 64;
+const copyRunBlocks = 128;
 
 export interface ReconcileInput {
   name: string;
@@ -115,21 +115,24 @@ export async function fetchVersions(
 }
 
 /** Copies every block where `target` differs from the best in-sync version. */
-export async function catchUp(
-  input: Pick<ReconcileInput, "name" | "link" | "log">,
-  epoch: number,
-  segment: number,
+/** Copy runs in flight at once per segment copy: keeps the source and target busy. */
+export const copyRunsInFlight = 8;
+
+/** Hooks of an online copy: pacing (a rate limit) and progress. */
+export interface CopyHooks {
+  /** Waits until `bytes` more may be copied (a rate limit); resolves at once without one. */
+  pace?: (bytes: number) => Promise<void>;
+  /** `blocks` more were copied. */
+  copied?: (blocks: number) => void;
+}
+
+/** Runs of blocks the target lacks, each servable by one source: [first, end, source]. */
+function copyRuns(
   blockCount: number,
   sources: Map<string, Float64Array>,
-  target: string,
   targetVersions: Float64Array,
-  /**
-   * While the volume serves IO, copies must never undo a newer write that
-   * reached the target directly: send them as version-guarded repairs.
-   */
-  online = false,
-): Promise<number> {
-  let copied = 0;
+): [number, number, string][] {
+  const runs: [number, number, string][] = [];
   let block = 0;
   while (block < blockCount) {
     // Find the best source of this block; then extend a run that one source can serve.
@@ -148,6 +151,41 @@ export async function catchUp(
       end < blockCount && end - block < copyRunBlocks && targetVersions[end] !== source[end] &&
       [...sources.values()].every((v) => v[end] <= source[end])
     ) end++;
+    runs.push([block, end, bestNode]);
+    block = end;
+  }
+  return runs;
+}
+
+/** How many blocks catchUp would copy (for progress: what remains). */
+export function blocksToCopy(
+  blockCount: number,
+  sources: Map<string, Float64Array>,
+  targetVersions: Float64Array,
+): number {
+  return copyRuns(blockCount, sources, targetVersions).reduce((n, [a, b]) => n + b - a, 0);
+}
+
+export async function catchUp(
+  input: Pick<ReconcileInput, "name" | "link" | "log">,
+  epoch: number,
+  segment: number,
+  blockCount: number,
+  sources: Map<string, Float64Array>,
+  target: string,
+  targetVersions: Float64Array,
+  /**
+   * While the volume serves IO, copies must never undo a newer write that
+   * reached the target directly: send them as version-guarded repairs.
+   */
+  online = false,
+  hooks: CopyHooks = {},
+): Promise<number> {
+  const runs = copyRuns(blockCount, sources, targetVersions);
+  let copied = 0;
+  const copyRun = async ([block, end, bestNode]: [number, number, string]) => {
+    await hooks.pace?.((end - block) * blockSizeBytes);
+    const source = sources.get(bestNode)!;
     const read = await input.link(bestNode).read({
       segment,
       epoch,
@@ -180,8 +218,23 @@ export async function catchUp(
       await input.link(target).write(epoch, entries);
     }
     copied += entries.length;
-    block = end;
-  }
+    hooks.copied?.(entries.length);
+  };
+  // A few runs in flight at once: each is a read, then a write the target fdatasyncs.
+  let next = 0;
+  let failed = false;
+  await Promise.all(
+    Array.from({ length: Math.min(copyRunsInFlight, runs.length) }, async () => {
+      while (!failed && next < runs.length) {
+        try {
+          await copyRun(runs[next++]);
+        } catch (err) {
+          failed = true; // the other runs stop too; the caller retries the copy
+          throw err;
+        }
+      }
+    }),
+  );
   return copied;
 }
 
