@@ -114,10 +114,17 @@ export async function takeOver(
   name: string,
   expected: OwnerClaim,
   newOwner: string,
+  /** Also make newOwner the volume's home (a planned move by an operator). */
+  rehome = false,
 ): Promise<TakeoverResult> {
   const current = await metadata.getLayout(name);
   if (!current || !holdsClaim(current.value, expected)) return { kind: "lost", layout: current };
-  const next: VolumeLayout = { ...current.value, owner: newOwner, term: expected.term + 1 };
+  const next: VolumeLayout = {
+    ...current.value,
+    owner: newOwner,
+    term: expected.term + 1,
+    ...(rehome ? { home: newOwner } : {}),
+  };
   try {
     const revision = await metadata.casLayout(name, next, current.revision);
     return { kind: "won", layout: { value: next, revision } };

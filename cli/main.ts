@@ -60,7 +60,9 @@ function describeVolume(v: VolumeInfo): string {
     `replicas:      ${v.replicas} (min in-sync ${v.minInSync}; ${replicaSummary})`,
     `read policy:   ${v.readPolicy}`,
     `id:            ${v.id} (incarnation ${v.incarnation})`,
-    `owner:         ${v.owner} (term ${v.term}, layout revision ${v.layoutRevision})`,
+    `owner:         ${v.owner} (term ${v.term}, layout revision ${v.layoutRevision}${
+      v.home && v.home !== v.owner ? `; home ${v.home}` : ""
+    })`,
     `created:       ${v.createdAt}`,
     `health:        ${
       degradedSegments(v) === 0

@@ -16,6 +16,17 @@ export class RequestTimeoutError extends Error {
   }
 }
 
+/**
+ * The connection moved to another NATS server (or came back): a request sent before may
+ * have been lost with the old connection, so it fails now, as a timeout would later.
+ */
+export class ConnectionMovedError extends Error {
+  override name = "TimeoutError";
+  constructor(subject: string) {
+    super(`timeout: the NATS connection moved while ${subject} waited; the request may be lost`);
+  }
+}
+
 export class NoRespondersError extends Error {
   override name = "NoRespondersError";
   constructor(subject: string) {
@@ -29,12 +40,16 @@ interface Pending {
   subject: string;
   deadlineMs: number;
   timeoutMs: number;
+  /** The connection's disconnect count when this was sent. */
+  sentOnConnection: number;
 }
 
 export class RequestMux {
   private readonly prefix: string;
   private readonly pending = new Map<number, Pending>();
   private nextToken = 1;
+  /** Disconnects so far: requests sent before the latest one may be lost. */
+  private disconnects = 0;
   private readonly subscription: Subscription;
   private readonly sweeper: number;
 
@@ -45,6 +60,29 @@ export class RequestMux {
     });
     this.sweeper = setInterval(() => this.sweep(), requestSweepIntervalMs) as unknown as number;
     Deno.unrefTimer(this.sweeper);
+    void this.watchReconnects();
+  }
+
+  /**
+   * After a reconnect, requests sent on the old connection are failed at once (their
+   * messages or replies may be gone with the old server) rather than each waiting out its
+   * timeout: callers resend, or judge the peer, seconds sooner.
+   */
+  private async watchReconnects(): Promise<void> {
+    try {
+      for await (const status of this.nc.status()) {
+        if (status.type === "disconnect") this.disconnects++;
+        if (status.type !== "reconnect") continue;
+        // Requests made while disconnected were buffered and go out now: they stay.
+        for (const [token, pending] of [...this.pending]) {
+          if (pending.sentOnConnection === this.disconnects) continue;
+          this.pending.delete(token);
+          pending.reject(new ConnectionMovedError(pending.subject));
+        }
+      }
+    } catch {
+      // The connection closed: close() rejects what is left.
+    }
   }
 
   /** Sends data to subject; resolves with the reply's payload. */
@@ -57,6 +95,7 @@ export class RequestMux {
         subject,
         deadlineMs: performance.now() + timeoutMs,
         timeoutMs,
+        sentOnConnection: this.disconnects,
       });
       try {
         this.nc.publish(subject, data, { reply: `${this.prefix}.${token}` });

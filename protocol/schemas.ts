@@ -64,6 +64,11 @@ export const volumeLayoutSchema = z.object({
   term: z.number().int().nonnegative(),
   owner: nameSchema,
   segments: z.array(z.object({ replicas: z.array(segmentReplicaSchema) })),
+  /**
+   * The owner placement chose (set at creation and by `volume move`). After a failover the
+   * volume returns to it by a planned handoff once it is back and in sync everywhere.
+   */
+  home: nameSchema.optional(),
 });
 export type VolumeLayout = z.infer<typeof volumeLayoutSchema>;
 
@@ -109,6 +114,8 @@ export interface VolumeInfo {
   term: number;
   layoutRevision: number;
   owner: string;
+  /** The owner placement chose; the volume returns to it after a failover. */
+  home: string;
   segments: { index: number; replicas: SegmentReplica[] }[];
   /** Nodes holding replicas of this volume that the cluster sees down now. */
   downNodes: string[];
@@ -149,7 +156,12 @@ export const createSegmentsRequestSchema = z.object({
 export const deleteSegmentsRequestSchema = z.object({ name: nameSchema, volumeId: volumeIdSchema });
 /** Asks a node's supervisor to look at a volume now (start, stop or hand off its actor). */
 export const volumeNodeRequestSchema = z.object({ name: nameSchema });
-export const handoffRequestSchema = z.object({ name: nameSchema, to: nameSchema });
+export const handoffRequestSchema = z.object({
+  name: nameSchema,
+  to: nameSchema,
+  /** `to` becomes the volume's home too (an operator's move, not a failback). */
+  rehome: z.boolean().optional(),
+});
 
 /** `cairn.v1.ctl.volume.move`: planned handoff of ownership to a node with every segment in sync. */
 export const moveVolumeRequestSchema = z.object({ name: nameSchema, to: nameSchema });

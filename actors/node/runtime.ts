@@ -316,7 +316,7 @@ export class NodeRuntime {
       }
       case "volume.handoff": {
         const r = parse(handoffRequestSchema);
-        return await this.supervisor.handOff(r.name, r.to);
+        return await this.supervisor.handOff(r.name, r.to, r.rehome ?? false);
       }
       default:
         throw new CairnError("BAD_REQUEST", `unknown node op ${op}`);

@@ -50,6 +50,7 @@ export function volumeInfo(
     term: layout?.value.term ?? 0,
     layoutRevision: layout?.revision ?? 0,
     owner: layout?.value.owner ?? "",
+    home: layout?.value.home ?? layout?.value.owner ?? "",
     segments,
     downNodes: [...nodes].filter(isDown).sort(),
     copies,
@@ -274,6 +275,7 @@ export class PlacementActor {
         volumeId: spec.id,
         term: 0,
         owner,
+        home: owner,
         segments: placement.map((replicaNodes) => ({
           replicas: replicaNodes.map((node) => ({ node, state: "in-sync" as const })),
         })),
@@ -366,6 +368,7 @@ export class PlacementActor {
     await requestJson(this.transport, subjects.node(layout.value.owner, "volume.handoff"), {
       name,
       to,
+      rehome: true,
     });
     return await this.info(name);
   }

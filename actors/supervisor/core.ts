@@ -90,39 +90,4 @@ export function decideVolume(
   return { kind: "none" };
 }
 
-/** A live node and what it holds of one volume, for choosing a successor. */
-export interface SuccessorCandidate {
-  node: string;
-  /** Segments of the volume with an in-sync replica on this node. */
-  inSyncSegments: number;
-}
-
-/** FNV-1a of a string: a stable pseudo-random rank, the same on every node. */
-function rank(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
-}
-
-/**
- * The successor of a dead owner, the same on every node that sees the same metadata: the
- * live node with in-sync replicas of the most segments (every segment, where one has them),
- * ties broken by a hash of volume and node, so volumes spread over the survivors.
- */
-export function chooseSuccessor(
-  volumeId: string,
-  candidates: readonly SuccessorCandidate[],
-): string | null {
-  let best: SuccessorCandidate | null = null;
-  for (const c of candidates) {
-    if (
-      !best || c.inSyncSegments > best.inSyncSegments ||
-      (c.inSyncSegments === best.inSyncSegments &&
-        rank(`${volumeId}/${c.node}`) > rank(`${volumeId}/${best.node}`))
-    ) best = c;
-  }
-  return best?.node ?? null;
-}
+export { chooseSuccessor, type SuccessorCandidate } from "../placement/rendezvous.ts";

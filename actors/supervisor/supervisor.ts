@@ -201,6 +201,11 @@ export class Supervisor {
       replicaGraceMs: deps.replicaGraceMs,
       rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
       liveNodes: deps.liveNodes,
+      failBack: (to) => this.handOff(name, to).then(() => {}),
+      tellOwner: (node) =>
+        void requestJson(deps.transport, subjects.node(node, "volume.check"), { name }).catch(
+          () => {},
+        ),
       createReplicas: deps.createReplicas &&
         ((node, segments) => deps.createReplicas!(spec.id, spec.name, node, segments)),
       onState: (a, state) => this.onActorState(name, a, state),
@@ -246,12 +251,12 @@ export class Supervisor {
   }
 
   /** Planned handoff of a volume this node serves; then tells the new owner to take it. */
-  async handOff(name: string, to: string): Promise<{ term: number }> {
+  async handOff(name: string, to: string, rehome = false): Promise<{ term: number }> {
     const entry = this.running.get(name);
     if (!entry) {
       throw new CairnError("MOVED", `volume ${name} is not served by ${this.deps.nodeId}`);
     }
-    const result = await entry.actor.handOff(to);
+    const result = await entry.actor.handOff(to, rehome);
     // The new owner's sweep would find the record too; this just saves it the wait.
     await requestJson(this.deps.transport, subjects.node(to, "volume.check"), { name })
       .catch((err) =>

@@ -19,6 +19,7 @@ import {
   takeOver,
 } from "../metadata.ts";
 import { Mailbox } from "../mailbox.ts";
+import { chooseSuccessor } from "../placement/rendezvous.ts";
 import {
   admitsIo,
   canHappen,
@@ -98,12 +99,23 @@ export const maxCatchUpBackoffMs = 10_000;
 export const belowMinInSyncWaitMs = 20_000;
 /** Default rate limit of catch-up and rebuild copies, per volume. */
 export const defaultRebuildRateBytesPerSec = 256 * 1024 * 1024;
+/**
+ * How long the volume's home node must be live and in sync everywhere before ownership
+ * moves back to it after a failover (so a node that flaps does not drag the volume along).
+ */
+export const failBackAfterMs = 10_000;
 /** Segments one catch-up or rebuild copies at once. */
 export const catchUpSegmentsInParallel = 4;
 /** Copies may run this far ahead of the rate limit (a burst). */
 const copyBurstMs = 100;
 /** First and longest wait between takeover reconcile attempts (no metadata is written per attempt). */
 export const takeoverRetryFirstMs = 250;
+/**
+ * A takeover still failing after this long passes the volume on to another live node with
+ * an in-sync replica of every segment (one CAS), rather than retry forever while clients
+ * wait: that node may have the disk space or the replicas this one lacks.
+ */
+export const takeoverPassOnAfterMs = 15_000;
 export const takeoverRetryMaxMs = 10_000;
 
 export type { ReplicaLink } from "./stream.ts";
@@ -130,6 +142,10 @@ export interface VolumeActorDeps {
   rebuildRateBytesPerSec?: number;
   /** Live nodes that may take new replicas (placement candidates). */
   liveNodes?: () => Promise<PlacementNode[]>;
+  /** Tells `node` to look at this volume now (after passing it on). */
+  tellOwner?: (node: string) => void;
+  /** Planned handoff back to the volume's home node (the supervisor's handOff). */
+  failBack?: (to: string) => Promise<void>;
   /** Creates empty segment files of this volume on `node` (the segments.create node op). */
   createReplicas?: (node: string, segments: number[]) => Promise<void>;
 }
@@ -216,6 +232,8 @@ export class VolumeActor {
       startedMs: number;
     }
   >();
+  /** Since when the home node has been live and in sync everywhere (for failback). */
+  private homeReadySinceMs: number | null = null;
   /** The rate limit's clock: when the copy budget is next free. */
   private copyFreeAtMs = 0;
   /** Told whenever the layout held here changes (writes waiting for in-sync replicas). */
@@ -297,6 +315,7 @@ export class VolumeActor {
     this.layout = won.layout.value;
     this.term = won.layout.value.term;
     log.info(`volume ${this.name}: won term ${this.term} (from ${expected.owner})`);
+    const startedMs = clock.nowMs();
     for (let attempt = 0; this.lifecycle === "taking-over"; attempt++) {
       try {
         const result = await reconcileVolume({
@@ -323,6 +342,9 @@ export class VolumeActor {
         return;
       } catch (err) {
         if (err instanceof FencedError) return this.fence(err.message);
+        if (clock.nowMs() - startedMs >= takeoverPassOnAfterMs && await this.passOn(err as Error)) {
+          return;
+        }
         const delayMs = Math.min(takeoverRetryMaxMs, takeoverRetryFirstMs * 2 ** attempt);
         log.warn(
           `volume ${this.name}: takeover at term ${this.term} not finished (${
@@ -332,6 +354,31 @@ export class VolumeActor {
         await sleep(clock, delayMs);
       }
     }
+  }
+
+  /**
+   * Passes a volume this node cannot take over to the next candidate: a live node with an
+   * in-sync replica of every segment, chosen as for a failover. One CAS from our claim;
+   * true if it was passed on (this actor has stopped).
+   */
+  private async passOn(why: Error): Promise<boolean> {
+    const { liveNodes, judgedDown } = this.deps;
+    if (!liveNodes || this.stateNow() !== "taking-over") return false;
+    const layout = (await this.deps.metadata.getLayout(this.name))?.value ?? this.layout;
+    const candidates = (await liveNodes())
+      .filter((n) => n.id !== this.deps.nodeId && !judgedDown?.(n.id))
+      .filter((n) => inSyncEverywhere(layout, n.id))
+      .map((n) => ({ node: n.id, inSyncSegments: layout.segments.length }));
+    const to = chooseSuccessor(this.volumeId, candidates);
+    if (!to || this.stateNow() !== "taking-over") return false;
+    const result = await takeOver(this.deps.metadata, this.name, this.claim, to).catch(() => null);
+    if (result?.kind !== "won") return false;
+    this.transitionIfPossible(
+      "term-lost",
+      `takeover failing (${why.message}); passed on to ${to} at term ${result.layout.value.term}`,
+    );
+    this.deps.tellOwner?.(to);
+    return true;
   }
 
   /** For events that can race with a stop (a takeover that ends after stop() was called). */
@@ -345,7 +392,7 @@ export class VolumeActor {
    * takes over from that record. Refused unless `to` holds an in-sync replica
    * of every segment.
    */
-  async handOff(to: string): Promise<{ term: number }> {
+  async handOff(to: string, rehome = false): Promise<{ term: number }> {
     if (this.lifecycle !== "serving") {
       throw new CairnError("MOVED", `volume ${this.name} is ${this.lifecycle} here, not serving`);
     }
@@ -372,7 +419,7 @@ export class VolumeActor {
       }
       let result;
       try {
-        result = await takeOver(this.deps.metadata, this.name, this.claim, to);
+        result = await takeOver(this.deps.metadata, this.name, this.claim, to, rehome);
       } catch (err) {
         if (!canHappen(this.lifecycle, "handoff-failed")) {
           throw new CairnError("MOVED", `volume ${this.name} is ${this.lifecycle}`);
@@ -604,6 +651,28 @@ export class VolumeActor {
     if (lost.size > 0) await this.replaceLost(lost);
   }
 
+  /**
+   * After a failover, ownership returns to the volume's home node (placement's choice) by a
+   * planned handoff, once the home has been live and in sync everywhere for failBackAfterMs.
+   */
+  private considerFailBack(): void {
+    const home = this.layout.home;
+    const ready = home !== undefined && home !== this.deps.nodeId && this.deps.failBack &&
+      !this.deps.judgedDown?.(home) && inSyncEverywhere(this.layout, home);
+    if (!ready) {
+      this.homeReadySinceMs = null;
+      return;
+    }
+    const nowMs = this.deps.clock.nowMs();
+    this.homeReadySinceMs ??= nowMs;
+    if (nowMs - this.homeReadySinceMs < failBackAfterMs) return;
+    this.homeReadySinceMs = null;
+    this.deps.log.info(`volume ${this.name}: failing back to its home node ${home}`);
+    this.deps.failBack!(home!).catch((err) =>
+      this.deps.log.warn(`volume ${this.name}: failback to ${home} not done: ${err.message}`)
+    );
+  }
+
   /** Adds replacements for replicas on `lost` nodes; drops the lost ones once replaced. */
   private async replaceLost(lost: ReadonlySet<string>): Promise<void> {
     const { liveNodes, createReplicas } = this.deps;
@@ -672,6 +741,7 @@ export class VolumeActor {
    */
   private async catchUpReplicas(): Promise<void> {
     await this.handleDownNodes();
+    this.considerFailBack();
     const behind = new Map<string, number[]>();
     this.layout.segments.forEach((segment, index) => {
       for (const r of segment.replicas) {

@@ -120,3 +120,59 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "failback: a killed owner's successor serves, and the volume moves home once it is back",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const cluster = await TestCluster.start({ nodes: 3 });
+    let stop = false;
+    try {
+      const client = await cluster.client();
+      await client.createVolume({ name: "home", sizeBytes: 4 * MiB, segmentBytes: MiB });
+      const volume = await client.openVolume("home");
+      const home = (await client.volumeInfo("home")).owner;
+      const homeIndex = cluster.nodes.findIndex((n) => n.id === home);
+      const random = mulberry32(5);
+      const model = new Uint8Array(4 * MiB);
+      const errors: string[] = [];
+      const writer = (async () => {
+        while (!stop) {
+          const offset = Math.floor(random() * 1024) * 4 * KiB;
+          const data = new Uint8Array(4 * KiB).map(() => (random() * 256) | 0);
+          try {
+            await volume.write(offset, data);
+            model.set(data, offset);
+          } catch (err) {
+            errors.push((err as Error).message);
+          }
+        }
+      })();
+      await cluster.killNode(homeIndex);
+      const successor = await until("a successor serves", 10_000, async () => {
+        const info = await client.volumeInfo("home");
+        return info.owner !== home && info.owner;
+      });
+      await cluster.startNode(homeIndex);
+      // Caught up, in sync everywhere for the failback delay, then handed back.
+      await until("ownership back home", 40_000, async () => {
+        const info = await client.volumeInfo("home");
+        return info.owner === home && info.home === home;
+      });
+      stop = true;
+      await writer;
+      assert.deepEqual(errors, [], "no write failed");
+      const back = await volume.read(0, 4 * MiB);
+      assert.ok(Buffer.compare(back, model) === 0, "every acknowledged write reads back");
+      assert.match(cluster.logs(), new RegExp(`failing back to its home node ${home}`));
+      console.error(`failback: ${home} -> ${successor} -> ${home}`);
+    } catch (err) {
+      console.error(cluster.logs());
+      throw err;
+    } finally {
+      stop = true;
+      await cluster.stop();
+    }
+  },
+});
