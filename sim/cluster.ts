@@ -38,6 +38,11 @@ export interface SimNode {
   failStopped: boolean;
 }
 
+/** The simulator's replica grace period and scrub settings (see NodeRuntimeDeps). */
+export const simReplicaGraceMs = 5000;
+export const simScrubIntervalMs = 10_000;
+export const simScrubRateBytesPerSec = 1024 * 1024;
+
 export interface SimClusterOptions {
   seed: number;
   nodes: number;
@@ -167,6 +172,10 @@ export class SimCluster {
       pid: 0,
       // Checkpoints (journal rotation, segment syncs) every few hundred writes, not every 64 MiB.
       journalCheckpointBytes: simJournalCheckpointBytes,
+      // Short enough that a long kill has its replicas rebuilt elsewhere within a run, and
+      // that every owner scrubs a few times (the defaults are 5 min and 24 h).
+      replicaGraceMs: simReplicaGraceMs,
+      scrub: { intervalMs: simScrubIntervalMs, rateBytesPerSec: simScrubRateBytesPerSec },
       onFailStop: () => {
         node.failStopped = true;
         this.scheduler.trace("fail-stop", `${id} failed-stop`, id);

@@ -51,6 +51,7 @@ const maxConcurrentDisruptions = 1;
 
 type FaultKind =
   | "kill"
+  | "long-kill"
   | "power-loss"
   | "pause"
   | "isolate"
@@ -62,6 +63,7 @@ type FaultKind =
 
 const faultWeights: [FaultKind, number][] = [
   ["kill", 3],
+  ["long-kill", 1],
   ["power-loss", 2],
   ["pause", 3],
   ["isolate", 2],
@@ -202,6 +204,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     const sim = cluster.nodes.get(node)!;
     const disruptive = [
       "kill",
+      "long-kill",
       "power-loss",
       "pause",
       "isolate",
@@ -223,8 +226,11 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     scheduler.trace("fault", `${kind} ${node} for ${forMs} ms`);
     switch (kind) {
       case "kill":
+      case "long-kill":
         cluster.kill(node);
-        scheduler.schedule(forMs, () => {
+        // A long kill outlasts the replica grace period: its replicas are rebuilt elsewhere,
+        // and its files are orphans when it returns.
+        scheduler.schedule(kind === "long-kill" ? scheduler.int(8000, 15_000) : forMs, () => {
           disruptions--;
           void cluster.start(node);
         });
@@ -396,9 +402,10 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     // Terms move only with ownership: a handoff costs two (the record, the new owner's
     // takeover), a restart of the owner one; a kill, power loss or failed fdatasync may
     // restart it. Anything above that is a term taken for something else.
-    const ownershipEvents = ["handoff", "kill", "power-loss", "fsync-failure"]
+    const ownershipEvents = ["handoff", "kill", "long-kill", "power-loss", "fsync-failure"]
       .reduce((n, kind) => n + (faults.get(kind) ?? 0), 0);
-    const termBudget = 2 * ownershipEvents + 2;
+    // A failover may be followed by a failback (a handoff home): three terms per event.
+    const termBudget = 3 * ownershipEvents + 2;
     if (term > termBudget) {
       fail(
         `owner term reached ${term}, above ${termBudget} for ${ownershipEvents} ownership events: terms are taken for something else`,
