@@ -702,7 +702,7 @@ async function catchUpAfterAway(rig: Rig): Promise<CatchUpResult> {
     ? caughtUpLines.reduce((sum, l) => sum + Number(l.match(pattern)![2]), 0)
     : null;
   // Newer builds add "(...: <bytes> bytes in <ms> ms, ...)": the copy's own rate.
-  const timed = caughtUpLines.map((l) => l.match(/(\d+) bytes in (\d+) ms/)).filter((m) => m);
+  const timed = caughtUpLines.map((l) => l.match(/(\d+) bytes in ([\d.]+) ms/)).filter((m) => m);
   const copyMBps = timed.length
     ? timed.reduce((sum, m) => sum + Number(m![1]), 0) / 1e6 /
       (timed.reduce((sum, m) => sum + Number(m![2]), 0) / 1000)
@@ -988,11 +988,22 @@ async function throughput(rig: Rig): Promise<ThroughputResult> {
     await sleep(250);
   }
   const killToInSyncMs = performance.now() - killAt;
-  const ownerLog = replaced ? rig.logSince(rig.index(replaced.owner), offsets) : "";
-  const logLine = ownerLog.split("\n").find((l) =>
-    l.includes(`volume ${importVolumeName}: `) && / rebuilt \(/.test(l)
+  // One "rebuilt" line per node that received replacements (segments are placed one by one,
+  // so a lost node's segments may go to several nodes). The layout can say in-sync just
+  // before the line is written: wait briefly until the lines cover every lost segment.
+  const lostSegments = before.segments.filter((s) => s.replicas.some((r) => r.node === victimId))
+    .length;
+  const rebuiltPattern = new RegExp(
+    `^(\\S+) \\S+ \\S+ volume ${importVolumeName}: (\\S+) rebuilt \\((\\d+) segments, ` +
+      `(\\d+) blocks copied(?:: (\\d+) bytes in ([\\d.]+) ms)?`,
   );
-  const m = logLine?.match(/(\d+) bytes in (\d+) ms/);
+  let lines: RegExpMatchArray[] = [];
+  for (let waited = 0; replaced && waited <= 5_000; waited += 250) {
+    const ownerLog = rig.logSince(rig.index(replaced.owner), offsets);
+    lines = ownerLog.split("\n").map((l) => l.match(rebuiltPattern)).filter((m) => m !== null);
+    if (lines.reduce((sum, m) => sum + Number(m[3]), 0) >= lostSegments) break;
+    await sleep(250);
+  }
   if (!replaced) {
     result.rebuild = {
       measured: false,
@@ -1006,24 +1017,33 @@ async function throughput(rig: Rig): Promise<ThroughputResult> {
     };
     progress(`  ${result.rebuild.note}; logs:\n${rig.excerpt(offsets)}`);
   } else {
-    const replacement = replicaNodes(replaced).find((n) => !holders.includes(n));
-    const rebuiltBytes = m ? Number(m[1]) : bytes;
-    const rebuiltMs = m ? Number(m[2]) : NaN;
+    const timed = lines.filter((m) => m[5] !== undefined);
+    // Copies to several nodes may overlap: from the earliest start to the last end.
+    const endsMs = timed.map((m) => Date.parse(m[1]));
+    const startsMs = timed.map((m, i) => endsMs[i] - Number(m[6]));
+    const rebuiltBytes = timed.reduce((sum, m) => sum + Number(m[5]), 0);
+    const rebuiltMs = timed.length ? Math.max(...endsMs) - Math.min(...startsMs) : NaN;
+    const replacement = lines.map((m) => m[2]).join(", ") || undefined;
     result.rebuild = {
-      measured: m !== undefined && m !== null,
-      note: m ? "from the owner's rebuilt line" : `no "<bytes> bytes in <ms> ms" in: ${logLine}`,
+      measured: timed.length > 0,
+      note: timed.length
+        ? `from the owner's rebuilt lines (${lines.length})`
+        : `no "<bytes> bytes in <ms> ms" in the owner's rebuilt lines (${lines.length})`,
       node: victimId,
       replacement,
       bytes: rebuiltBytes,
       ms: rebuiltMs,
       MBps: rebuiltBytes / 1e6 / (rebuiltMs / 1000),
       killToInSyncMs,
-      logLine,
+      logLine: lines.map((m) => m[0]).join("\n"),
     };
     progress(
-      `throughput: replacement on ${replacement} in sync ${seconds(killToInSyncMs)} after the ` +
-        `kill; ${logLine ?? "no rebuilt line"}`,
+      `throughput: ${lostSegments} lost segments replaced on ${replacement ?? "?"}; in sync ` +
+        `${seconds(killToInSyncMs)} after the kill; ${
+          result.rebuild.MBps?.toFixed(1) ?? "?"
+        } MB/s (${mib(rebuiltBytes)} in ${seconds(rebuiltMs)})`,
     );
+    if (lines.length) progress(`  ${lines.map((m) => m[0]).join("\n  ")}`);
   }
   await c.startNode(victim);
   return result;
