@@ -17,7 +17,8 @@ import { Op } from "../../protocol/frames.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Clock } from "../../actors/ports.ts";
 import { HostError } from "../../actors/replica/host.ts";
-import { ReplicaReplyError } from "../../actors/volume/actor.ts";
+import { ReplicaReplyError, takeoverPassOnAfterMs } from "../../actors/volume/actor.ts";
+import { SimScheduler } from "../../sim/scheduler.ts";
 
 const quiet = { info() {}, warn() {}, error() {} };
 const volumeId = "00112233445566aa";
@@ -294,4 +295,54 @@ Deno.test("a power loss while a replica takes a new term keeps the old term or t
     assert.ok(reopened.epoch === 3 || reopened.epoch === 4, `seed ${seed}: term ${reopened.epoch}`);
     await reopened.close();
   }
+});
+
+Deno.test("a takeover that keeps failing passes the volume on to a live node in sync everywhere", async () => {
+  const scheduler = new SimScheduler({ seed: 9 });
+  const clock = scheduler.clockFor("a");
+  const metadata = new MemoryMetadata(new MemoryKv());
+  const spec: VolumeSpec = {
+    name: "v",
+    id: volumeId,
+    incarnation: 0x00112233,
+    sizeBytes: 64 * 1024,
+    blockSize: 4096,
+    segmentBytes: 64 * 1024,
+    replicas: 3,
+    minInSync: 2,
+    readPolicy: "local",
+    createdAt: "now",
+  };
+  await metadata.createSpec(spec);
+  await metadata.createLayout("v", layout("a", 0));
+  // Every replica call fails (as on a node whose disk is full and whose peers it cannot use).
+  const failing: ReplicaLink = {
+    call: () => Promise.reject(new ReplicaReplyError("IO_ERROR", "No space left on device")),
+    write: () => Promise.reject(new ReplicaReplyError("IO_ERROR", "No space left on device")),
+    read: () => Promise.reject(new ReplicaReplyError("IO_ERROR", "No space left on device")),
+  };
+  const told: string[] = [];
+  const actor = new VolumeActor({
+    spec,
+    nodeId: "a",
+    metadata,
+    link: () => failing,
+    clock,
+    random: { next: () => 0.5 },
+    log: quiet,
+    judgedDown: (node) => node === "c",
+    liveNodes: () =>
+      Promise.resolve(["a", "b", "c"].map((id) => ({ id, zone: id, capacityBytes: 1 }))),
+    tellOwner: (node) => told.push(node),
+  });
+  let done = false;
+  scheduler.spawn(() => actor.start({ volumeId, owner: "a", term: 0 }).then(() => (done = true)));
+  await scheduler.runUntil(() => done, 60_000);
+  assert.ok(done, "the takeover ended");
+  assert.equal(actor.state, "stopped");
+  const now = (await metadata.getLayout("v"))!.value;
+  assert.equal(now.owner, "b", "passed on to the live node (c is judged down)");
+  assert.equal(now.term, 2, "one term won, one CAS to pass it on");
+  assert.deepEqual(told, ["b"]);
+  assert.ok(scheduler.nowMs >= takeoverPassOnAfterMs, "not before it had tried for a while");
 });
