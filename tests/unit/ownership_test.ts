@@ -17,7 +17,12 @@ import { Op } from "../../protocol/frames.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Clock } from "../../actors/ports.ts";
 import { HostError } from "../../actors/replica/host.ts";
-import { ReplicaReplyError, takeoverPassOnAfterMs } from "../../actors/volume/actor.ts";
+import {
+  belowMinInSyncWaitMs,
+  ReplicaReplyError,
+  takeoverPassOnAfterMs,
+} from "../../actors/volume/actor.ts";
+import { systemClock } from "../../actors/system_ports.ts";
 import { SimScheduler } from "../../sim/scheduler.ts";
 
 const quiet = { info() {}, warn() {}, error() {} };
@@ -103,13 +108,19 @@ interface Harness {
   disks: Map<string, MemoryDisk>;
   metadata: MemoryMetadata;
   failWrites: Set<string>;
+  /** Nodes whose next write batch fails (once). */
+  failOnce: Set<string>;
 }
 
-async function harness(spec: Partial<VolumeSpec> = {}): Promise<Harness> {
+async function harness(
+  spec: Partial<VolumeSpec> = {},
+  clock: Clock = stillClock,
+): Promise<Harness> {
   const metadata = new MemoryMetadata(new MemoryKv());
   const hosts = new Map<string, ReplicaHost>();
   const disks = new Map<string, MemoryDisk>();
   const failWrites = new Set<string>();
+  const failOnce = new Set<string>();
   for (const node of ["a", "b", "c"]) {
     const disk = new MemoryDisk({ seed: node.charCodeAt(0) });
     disks.set(node, disk);
@@ -138,7 +149,9 @@ async function harness(spec: Partial<VolumeSpec> = {}): Promise<Harness> {
     return {
       call: (op, body) => host.handle(volumeId, op, body),
       write: async (term, entries, seq) => {
-        if (failWrites.has(node)) throw new ReplicaReplyError("IO_ERROR", `${node} write fails`);
+        if (failWrites.has(node) || failOnce.delete(node)) {
+          throw new ReplicaReplyError("IO_ERROR", `${node} write fails`);
+        }
         await host.writeEntries(volumeId, term, entries, undefined, seq).catch((err) => {
           if (err instanceof HostError) throw new ReplicaReplyError(err.code, err.message);
           throw err;
@@ -152,11 +165,11 @@ async function harness(spec: Partial<VolumeSpec> = {}): Promise<Harness> {
     nodeId: "a",
     metadata,
     link,
-    clock: stillClock,
+    clock,
     random: { next: () => 0.5 },
     log: quiet,
   });
-  return { actor, hosts, disks, metadata, failWrites };
+  return { actor, hosts, disks, metadata, failWrites, failOnce };
 }
 
 const request = (op: number, offsetBytes: number, lengthBytes: number, payload?: Uint8Array) => ({
@@ -345,4 +358,23 @@ Deno.test("a takeover that keeps failing passes the volume on to a live node in 
   assert.equal(now.term, 2, "one term won, one CAS to pass it on");
   assert.deepEqual(told, ["b"]);
   assert.ok(scheduler.nowMs >= takeoverPassOnAfterMs, "not before it had tried for a while");
+});
+
+Deno.test("a write that leaves its segment below minInSync waits for a catch-up instead of failing", async () => {
+  const { actor, metadata, failOnce } = await harness({}, systemClock);
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  await actor.serve(request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(1)));
+  // b and c miss this write: both are marked stale, leaving one in-sync copy (a) of the two the
+  // volume wants. The write waits until catch-up has brought one back, then is acknowledged.
+  failOnce.add("b");
+  failOnce.add("c");
+  const startedMs = performance.now();
+  await actor.serve(request(Op.WRITE, 4096, 4096, new Uint8Array(4096).fill(2)));
+  const waitedMs = performance.now() - startedMs;
+  const now = (await metadata.getLayout("v"))!.value;
+  const inSync = now.segments[0].replicas.filter((r) => r.state === "in-sync").length;
+  assert.ok(inSync >= 2, `acknowledged with ${inSync} in-sync replicas`);
+  assert.ok(waitedMs < belowMinInSyncWaitMs, `waited ${Math.round(waitedMs)} ms`);
+  assert.equal((await actor.serve(request(Op.READ, 4096, 4096)))[0], 2);
+  await actor.stop();
 });
