@@ -46,6 +46,9 @@ const segmentBytes = 256 * 1024;
 const segments = 4;
 /** Virtual time after the faults stop for the cluster to settle before the final checks. */
 const settleMs = 45_000;
+/** Gap between two fault attempts (a disruptive one is skipped while another is active). */
+const faultGapMinMs = 50;
+const faultGapMaxMs = 500;
 /** At most this many disruptive faults (down, paused, cut off) at once: a volume survives one. */
 const maxConcurrentDisruptions = 1;
 
@@ -327,7 +330,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const faultLoop = () => {
     if (scheduler.nowMs > options.durationMs) return;
     injectFault();
-    scheduler.schedule(scheduler.int(50, 700), faultLoop);
+    scheduler.schedule(scheduler.int(faultGapMinMs, faultGapMaxMs), faultLoop);
   };
   scheduler.schedule(500, faultLoop);
 
