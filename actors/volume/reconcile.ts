@@ -193,9 +193,12 @@ export async function catchUp(
       blockCount: end - block,
     });
     const entries: WriteEntry[] = [];
+    /** Whether entries[k] holds bytes straight from `read` (so it can grow over the next block). */
+    const fromRun: boolean[] = [];
     for (let i = 0; i < end - block; i++) {
       let state = read.states[i];
       let data = read.data.subarray(i * blockSizeBytes, (i + 1) * blockSizeBytes);
+      let contiguous = true;
       if (state === "corrupt") {
         // Never skip it: the target would claim a version it does not hold. Versions are
         // unique, so another source with the same version holds the same bytes.
@@ -208,17 +211,40 @@ export async function catchUp(
         });
         state = good.state;
         data = good.data;
+        contiguous = false;
       }
-      const base = { segment, firstBlock: block + i, blockCount: 1, version: read.versions[i] };
-      if (online) entries.push({ ...base, kind: EntryKind.repair, data });
-      else if (state === "written") entries.push({ ...base, kind: EntryKind.data, data });
-      else entries.push({ ...base, kind: EntryKind.zero });
+      const version = read.versions[i];
+      const kind = online
+        ? EntryKind.repair
+        : state === "written"
+        ? EntryKind.data
+        : EntryKind.zero;
+      // Blocks of one write share its version: one entry for the run of them, so a large
+      // write is copied as one large entry (written in place) rather than block by block.
+      const last = entries.at(-1);
+      if (
+        last && contiguous && fromRun.at(-1) && last.kind === kind && last.version === version &&
+        last.firstBlock + last.blockCount === block + i
+      ) {
+        last.blockCount++;
+        if (kind !== EntryKind.zero) {
+          last.data = read.data.subarray(
+            (last.firstBlock - block) * blockSizeBytes,
+            (i + 1) * blockSizeBytes,
+          );
+        }
+        continue;
+      }
+      const base = { segment, firstBlock: block + i, blockCount: 1, version };
+      entries.push(kind === EntryKind.zero ? { ...base, kind } : { ...base, kind, data });
+      fromRun.push(contiguous);
     }
     if (entries.length) {
       await input.link(target).write(epoch, entries);
     }
-    copied += entries.length;
-    hooks.copied?.(entries.length);
+    const blocks = entries.reduce((n, e) => n + e.blockCount, 0);
+    copied += blocks;
+    hooks.copied?.(blocks);
   };
   // A few runs in flight at once: each is a read, then a write the target fdatasyncs.
   let next = 0;
