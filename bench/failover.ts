@@ -499,7 +499,11 @@ class Rig {
     this.cluster = null;
     this.client = null;
     this.volume = null;
-    if (cluster) await cluster.stop();
+    if (!cluster) return;
+    const t0 = performance.now();
+    progress(`stopping the ${cluster.nodes.length}-node cluster`);
+    await cluster.stop();
+    progress(`  stopped in ${seconds(performance.now() - t0)}`);
   }
 
   async startCluster(nodes: number, serveArgs: string[]): Promise<void> {
