@@ -597,13 +597,23 @@ export class ReplicaHost {
     let effective = entries;
     if (entries.some((e) => e.kind === EntryKind.repair)) {
       // A repair writes only blocks that are not newer: resolve it now into the data
-      // entries it really writes, which is what gets journaled.
+      // entries it really writes, which is what gets journaled. Guarded against the blocks
+      // as the entries before it in this batch leave them, not as they are on disk now: a
+      // write then an older repair of the same block in one batch must keep the write.
       effective = [];
+      const earlier = new Map<string, number>();
       for (const entry of entries) {
-        if (entry.kind !== EntryKind.repair) effective.push(entry);
-        else {effective.push(
-            ...await this.notOlder(this.replica(volume, entry.segment), entry),
-          );}
+        const resolved = entry.kind !== EntryKind.repair ? [entry] : await this.notOlder(
+          this.replica(volume, entry.segment),
+          entry,
+          (block) => earlier.get(`${entry.segment}/${block}`),
+        );
+        for (const e of resolved) {
+          for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
+            earlier.set(`${e.segment}/${b}`, e.version);
+          }
+        }
+        effective.push(...resolved);
       }
       encoded = undefined;
     }
@@ -689,8 +699,16 @@ export class ReplicaHost {
    * consecutive blocks: a repair or a replayed record never undoes a newer write.
    * Repair entries come back as data entries.
    */
-  private async notOlder(replica: Replica, entry: WriteEntry): Promise<WriteEntry[]> {
+  private async notOlder(
+    replica: Replica,
+    entry: WriteEntry,
+    /** A block's version once the entries before this one in its batch are applied, if any. */
+    pending: (block: number) => number | undefined = () => undefined,
+  ): Promise<WriteEntry[]> {
     const { versions } = await replica.file.readMeta(entry.firstBlock, entry.blockCount);
+    for (let i = 0; i < entry.blockCount; i++) {
+      versions[i] = pending(entry.firstBlock + i) ?? versions[i];
+    }
     const kind = entry.kind === EntryKind.zero ? EntryKind.zero : EntryKind.data;
     const out: WriteEntry[] = [];
     let start = -1;

@@ -636,7 +636,9 @@ export class VolumeActor {
     const lost = new Set<string>();
     for (const node of nodes) {
       if (node === this.deps.nodeId || !judgedDown(node)) {
-        this.downSinceMs.delete(node);
+        // Back: its catch-up is tried on this pass, not after the backoff it built up while
+        // it was away (a node returning after 10 s would otherwise wait up to 10 s more).
+        if (this.downSinceMs.delete(node)) this.catchUpBackoff.delete(node);
         continue;
       }
       if (!this.downSinceMs.has(node)) this.downSinceMs.set(node, nowMs);
@@ -988,7 +990,11 @@ export class VolumeActor {
     const done = new Promise<void>((resolve) => (finish = resolve));
     const id = this.inflight.add(firstBlock, lengthBytes / blockSizeBytes, done);
     try {
-      await Promise.all(pieces.map((piece) => this.writePiece(piece, data)));
+      // Every piece settles before the write leaves the in-flight set, even when one fails:
+      // a catch-up waiting for writes in flight must not copy around a piece still landing.
+      const settled = await Promise.allSettled(pieces.map((piece) => this.writePiece(piece, data)));
+      const failed = settled.find((r) => r.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
     } finally {
       this.inflight.remove(id);
       finish();

@@ -421,3 +421,20 @@ Deno.test("replica host: a crash during an unacknowledged in-place write leaves 
   }
   assert.ok(outcomes.size >= 2, `crash points reached only ${[...outcomes]}`);
 });
+
+Deno.test("replica host: a repair after a newer write in the same batch does not undo it", async () => {
+  const { host } = await newHost();
+  await host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 0, 10, 0x10)]));
+  // One batch: a client write (v20), then a read repair carrying an older good copy (v19),
+  // as the owner's batcher may send them. The repair is guarded against the write before it.
+  const repair: WriteEntry = { ...dataEntry(0, 0, 19, 0x19), kind: EntryKind.repair };
+  const reply = await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(1, [dataEntry(0, 0, 20, 0x20), repair]),
+  );
+  assert.equal(reply[0], ErrorCode.OK);
+  const result = await read(host, 0, 0, 1);
+  assert.deepEqual([...result.versions], [20]);
+  assert.equal(result.data[0], 0x20);
+});
