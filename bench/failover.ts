@@ -34,6 +34,7 @@ import type { VolumeInfo } from "../protocol/schemas.ts";
 import { CpuSampler, hostCpuName, type MachineInfo, machineInfo, othersCpuName } from "./proc.ts";
 import { xorshift } from "./load.ts";
 import { dash, markdownTable } from "./table.ts";
+import { eachFlag } from "./flags.ts";
 
 const usage =
   `usage: deno task bench:failover [--kills N] [--quick] [--json FILE] [--serve-arg ARG]...
@@ -94,20 +95,8 @@ function parseSettings(args: string[]): Settings | null {
   let only = new Set([1, 2, 3, 4]);
   let keep = false;
   const serveArgs: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const [flag, inline] = arg.startsWith("--") && arg.includes("=")
-      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-      : [arg, undefined];
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value`);
-      return v;
-    };
+  const wantsRun = eachFlag(args, (flag, value) => {
     switch (flag) {
-      case "--help":
-      case "-h":
-        return null;
       case "--kills": {
         kills = Number(value());
         if (!Number.isInteger(kills) || kills < 1 || kills > 1000) {
@@ -143,9 +132,10 @@ function parseSettings(args: string[]): Settings | null {
         keep = true;
         break;
       default:
-        throw new Error(`unknown argument ${arg}`);
+        throw new Error(`unknown argument ${flag}`);
     }
-  }
+  });
+  if (!wantsRun) return null;
   return {
     kills: kills ?? (quick ? 1 : 10),
     quick,

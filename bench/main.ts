@@ -43,6 +43,7 @@ import {
   formatPercent,
   markdownTable,
 } from "./table.ts";
+import { eachFlag } from "./flags.ts";
 
 const usage = `usage: deno task bench [--seconds N] [--json FILE] [--only TEXT]
   --seconds N   measured seconds per row and per ceiling (default 5; warm-up is extra)
@@ -175,20 +176,8 @@ interface Settings {
 
 function parseSettings(args: string[]): Settings | null {
   const settings: Settings = { seconds: 5, warmupSeconds: 1, jsonFile: null, only: null };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const [flag, inline] = arg.startsWith("--") && arg.includes("=")
-      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-      : [arg, undefined];
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined) throw new Error(`${flag} needs a value`);
-      return v;
-    };
+  const wantsRun = eachFlag(args, (flag, value) => {
     switch (flag) {
-      case "--help":
-      case "-h":
-        return null;
       case "--seconds": {
         const seconds = Number(value());
         if (!Number.isFinite(seconds) || seconds <= 0 || seconds > maxSeconds) {
@@ -204,9 +193,10 @@ function parseSettings(args: string[]): Settings | null {
         settings.only = value();
         break;
       default:
-        throw new Error(`unknown argument ${arg}`);
+        throw new Error(`unknown argument ${flag}`);
     }
-  }
+  });
+  if (!wantsRun) return null;
   // Long enough to fill queues and caches; short enough to keep the default run near 2 minutes.
   settings.warmupSeconds = Math.min(2, Math.max(0.5, settings.seconds / 10));
   return settings;

@@ -1182,30 +1182,24 @@ export class VolumeActor {
         return r !== undefined && when(r);
       });
     if (applicable(this.layout).length === 0) return false;
-    const result = await editLayout(
-      this.deps.metadata,
-      this.name,
-      this.claim,
-      (current) => setReplicaStates(current, applicable(current)),
-    );
+    return await this.editLayoutNow((current) => setReplicaStates(current, applicable(current)));
+  }
+
+  /**
+   * Any replica-list edit by CAS on the layout revision (the term stays: this fences no one);
+   * call from inside a mailbox message. False if nothing changed; fences the actor if the
+   * layout shows another owner or term.
+   */
+  private async editLayoutNow(
+    change: (current: VolumeLayout) => VolumeLayout | null,
+  ): Promise<boolean> {
+    const result = await editLayout(this.deps.metadata, this.name, this.claim, change);
     if (result.kind === "fenced") {
       this.fence(
         result.layout
           ? `layout shows ${result.layout.value.owner} at term ${result.layout.value.term}`
           : "volume is gone",
       );
-      throw new CairnError("MOVED", "volume was taken over by a newer owner");
-    }
-    this.layout = result.layout.value;
-    this.layoutChanged();
-    return result.kind === "done";
-  }
-
-  /** Any replica-list edit by CAS (the term stays); call from inside a mailbox message. */
-  private async editLayoutNow(change: (current: VolumeLayout) => VolumeLayout | null) {
-    const result = await editLayout(this.deps.metadata, this.name, this.claim, change);
-    if (result.kind === "fenced") {
-      this.fence("layout shows another owner or term");
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
     this.layout = result.layout.value;
