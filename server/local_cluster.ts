@@ -25,6 +25,8 @@ export const nodeV8Flags = "--v8-flags=--max-semi-space-size=2,--expose-gc";
  */
 export const nodeMallocEnv = { MALLOC_ARENA_MAX: "2", MALLOC_TRIM_THRESHOLD_: "131072" };
 const profileV8Flags = Deno.env.get("CAIRN_NODE_V8_FLAGS")?.trim().replaceAll(" ", ",");
+/** How long stopping the cluster waits for each client to drain and close. */
+const clientCloseTimeoutMs = 5000;
 /** How long a node may take to say it is serving. */
 const nodeStartTimeoutMs = 30_000;
 
@@ -360,15 +362,16 @@ export class LocalCluster {
 
   async stop(): Promise<void> {
     // A drain cannot finish while no NATS server runs: give each client 5 s.
-    for (const client of this.clients) {
+    const within = async (ms: number, work: Promise<unknown>) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        client.close().catch(() => {}),
-        new Promise((r) => (timer = setTimeout(r, 5000))),
-      ]);
+      await Promise.race([work.catch(() => {}), new Promise((r) => (timer = setTimeout(r, ms)))]);
       clearTimeout(timer);
-      if (!client.nc.isClosed()) await client.nc.close().catch(() => {});
-    }
+    };
+    // All at once, each bounded: a client whose server is gone must not hold the stop up.
+    await Promise.all(this.clients.map(async (client) => {
+      await within(clientCloseTimeoutMs, client.close());
+      if (!client.nc.isClosed()) await within(clientCloseTimeoutMs, client.nc.close());
+    }));
     this.clients = [];
     await Promise.all(this.nodes.map(async (node, i) => {
       if (!node.child || node.child.exitCode !== null || node.child.signalCode !== null) return;
