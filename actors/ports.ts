@@ -57,6 +57,11 @@ export interface TransportMessage {
   data: Uint8Array;
   /** Answers a request; a no-op for a plain publish. */
   respond(data: Uint8Array): void;
+  /**
+   * Who asked, where the transport can tell (the requester's reply inbox without its
+   * per-request token): the same for every request one client connection sends.
+   */
+  origin?: string;
 }
 
 export interface TransportSubscription {

@@ -50,7 +50,6 @@ export class Volume {
   private readonly attemptsStartedMs = new Set<{ startedMs: number }>();
   private probeTimer: ReturnType<typeof setTimeout> | null = null;
   private probing = false;
-  private nextRequestId = 1;
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly maxInFlight: number;
@@ -109,7 +108,8 @@ export class Volume {
     if (this.gone) throw this.gone;
     await this.slot();
     try {
-      const requestId = this.nextRequestId = (this.nextRequestId + 1) >>> 0;
+      // The same id on every attempt: the owner applies a resent write only once.
+      const requestId = this.mux.nextRequestId();
       const frame = encodeRequest({
         op,
         flags: 0,

@@ -36,7 +36,12 @@ export class NatsTransport implements Transport {
     return this.nc.subscribe(subject, {
       queue: options.queue,
       callback: (_err, msg) =>
-        handler({ subject: msg.subject, data: msg.data, respond: (data) => msg.respond(data) }),
+        handler({
+          subject: msg.subject,
+          data: msg.data,
+          respond: (data) => msg.respond(data),
+          origin: msg.reply ? msg.reply.slice(0, msg.reply.lastIndexOf(".")) : undefined,
+        }),
     });
   }
 

@@ -48,6 +48,7 @@ export class RequestMux {
   private readonly prefix: string;
   private readonly pending = new Map<number, Pending>();
   private nextToken = 1;
+  private lastRequestId = 0;
   /** Disconnects so far: requests sent before the latest one may be lost. */
   private disconnects = 0;
   private readonly subscription: Subscription;
@@ -83,6 +84,15 @@ export class RequestMux {
     } catch {
       // The connection closed: close() rejects what is left.
     }
+  }
+
+  /**
+   * A request id unique on this connection (wrapping at 2^32): the owner recognizes a resent
+   * write by this id and the connection's inbox, so it must not repeat across volume handles.
+   */
+  nextRequestId(): number {
+    this.lastRequestId = (this.lastRequestId + 1) >>> 0 || 1;
+    return this.lastRequestId;
   }
 
   /** Sends data to subject; resolves with the reply's payload. */

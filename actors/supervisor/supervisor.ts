@@ -222,7 +222,7 @@ export class Supervisor {
     if (state === "serving" && !entry.io) {
       this.restartDelayMs.delete(name);
       entry.io = this.deps.transport.subscribe(subjects.volumeIo(name), (msg) => {
-        actor.handleFrame(msg.data).then((reply) => msg.respond(reply));
+        actor.handleFrame(msg.data, msg.origin).then((reply) => msg.respond(reply));
       });
     }
     if (state !== "serving" && entry.io) {

@@ -97,6 +97,13 @@ export const maxCatchUpBackoffMs = 10_000;
  * and Ceph; a longer outage still fails rather than acknowledge too few copies.
  */
 export const belowMinInSyncWaitMs = 20_000;
+/**
+ * Writes each volume actor remembers by client connection and request id, to answer a resend
+ * without applying it twice (oldest forgotten first, about 1 MiB): seconds' worth at thousands
+ * of writes a second. A resend that comes later than that, or to a new owner after a
+ * failover, is applied again (with a newer version).
+ */
+export const rememberedWritesPerVolume = 8192;
 /** Default rate limit of catch-up and rebuild copies, per volume. */
 export const defaultRebuildRateBytesPerSec = 256 * 1024 * 1024;
 /**
@@ -236,6 +243,11 @@ export class VolumeActor {
   private homeReadySinceMs: number | null = null;
   /** The rate limit's clock: when the copy budget is next free. */
   private copyFreeAtMs = 0;
+  /** Writes by (origin, request id), so a resend is answered, not applied twice. */
+  private readonly recentWrites = new Map<
+    string,
+    Promise<{ frame: Uint8Array; ok: boolean }> | "ok"
+  >();
   /** Told whenever the layout held here changes (writes waiting for in-sync replicas). */
   private layoutWaiters: (() => void)[] = [];
   private catchUpRunning = false;
@@ -893,19 +905,52 @@ export class VolumeActor {
   }
 
   /** Serves one client frame and returns the reply frame. Never throws. */
-  async handleFrame(frame: Uint8Array): Promise<Uint8Array> {
+  async handleFrame(frame: Uint8Array, origin?: string): Promise<Uint8Array> {
     const decoded = decodeRequest(frame);
     if (!decoded.ok) {
       return encodeErrorReply(decoded.code, decoded.message, decoded.requestId, this.term);
     }
-    const { requestId } = decoded.request;
+    const request = decoded.request;
+    const mutates = request.op === Op.WRITE || request.op === Op.TRIM ||
+      request.op === Op.WRITE_ZEROES;
+    if (!origin || !mutates || request.requestId === 0) return (await this.answer(request)).frame;
+    // A resent write (the client's attempt timed out, or its connection moved) that this
+    // actor already applied, or is applying, is answered, not applied again: applied again,
+    // it would take a newer version and could undo a write acknowledged in between.
+    const key = `${origin}/${request.requestId}`;
+    const earlier = this.recentWrites.get(key);
+    if (earlier === "ok") {
+      return encodeReply({
+        status: 0,
+        requestId: request.requestId,
+        epoch: this.term,
+        payload: new Uint8Array(0),
+      });
+    }
+    if (earlier) return (await earlier).frame;
+    const answer = this.answer(request);
+    this.recentWrites.set(key, answer);
+    if (this.recentWrites.size > rememberedWritesPerVolume) {
+      this.recentWrites.delete(this.recentWrites.keys().next().value!);
+    }
+    const { frame: reply, ok } = await answer;
+    if (this.recentWrites.get(key) === answer) {
+      // Done: remember only that it was applied. A failed write may be tried again for real.
+      if (ok) this.recentWrites.set(key, "ok");
+      else this.recentWrites.delete(key);
+    }
+    return reply;
+  }
+
+  private async answer(request: IoRequest): Promise<{ frame: Uint8Array; ok: boolean }> {
+    const { requestId } = request;
     try {
-      const payload = await this.serve(decoded.request);
-      return encodeReply({ status: 0, requestId, epoch: this.term, payload });
+      const payload = await this.serve(request);
+      return { frame: encodeReply({ status: 0, requestId, epoch: this.term, payload }), ok: true };
     } catch (err) {
       // serve() throws only CairnErrors.
       const { code, detail } = err as CairnError;
-      return encodeErrorReply(code, detail, requestId, this.term);
+      return { frame: encodeErrorReply(code, detail, requestId, this.term), ok: false };
     }
   }
 

@@ -13,7 +13,7 @@ import { MemoryDisk } from "../../actors/memory_disk.ts";
 import { ReplicaHost, segmentFileName } from "../../actors/replica/host.ts";
 import { SegmentFile, segmentFileSizeBytes } from "../../actors/replica/segment_file.ts";
 import { type ReplicaLink, VolumeActor } from "../../actors/volume/actor.ts";
-import { Op } from "../../protocol/frames.ts";
+import { decodeReply, encodeRequest, Op } from "../../protocol/frames.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Clock } from "../../actors/ports.ts";
 import { HostError } from "../../actors/replica/host.ts";
@@ -377,4 +377,21 @@ Deno.test("a write that leaves its segment below minInSync waits for a catch-up 
   assert.ok(waitedMs < belowMinInSyncWaitMs, `waited ${Math.round(waitedMs)} ms`);
   assert.equal((await actor.serve(request(Op.READ, 4096, 4096)))[0], 2);
   await actor.stop();
+});
+
+Deno.test("a resent write the owner already applied is answered, not applied again", async () => {
+  const { actor } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  const frame = (requestId: number, fill: number) =>
+    encodeRequest({ ...request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(fill)), requestId });
+  const first = frame(7, 1);
+  assert.equal(decodeReply(await actor.handleFrame(first, "_INBOX.client1")).status, 0);
+  // Another write to the block is acknowledged; then the first one's resend arrives (its
+  // reply was lost with a NATS server). Applied again, it would undo the acknowledged write.
+  assert.equal(decodeReply(await actor.handleFrame(frame(8, 2), "_INBOX.client1")).status, 0);
+  assert.equal(decodeReply(await actor.handleFrame(first, "_INBOX.client1")).status, 0);
+  assert.equal((await actor.serve(request(Op.READ, 0, 4096)))[0], 2);
+  // The same request id from another connection is another write.
+  assert.equal(decodeReply(await actor.handleFrame(frame(7, 3), "_INBOX.client2")).status, 0);
+  assert.equal((await actor.serve(request(Op.READ, 0, 4096)))[0], 3);
 });
