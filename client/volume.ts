@@ -136,10 +136,16 @@ export class Volume {
           why = error.message;
         } catch (err) {
           if (err instanceof CairnError) throw err;
-          if (err instanceof OwnerChangedError) {
+          if (err instanceof OwnerChangedError && performance.now() <= deadline) {
             // Sent to an owner since replaced: resend now, to whoever serves the volume.
             this.stats.retries++;
             continue;
+          }
+          if (err instanceof OwnerChangedError) {
+            throw new CairnError(
+              "UNAVAILABLE",
+              `volume ${this.name}: gave up after ${retryDeadlineMs} ms (owners kept changing)`,
+            );
           }
           const kind = requestFailure(err);
           noResponders = kind === "no-responders";
