@@ -36,6 +36,8 @@ import { xorshift } from "./load.ts";
 import { dash, markdownTable } from "./table.ts";
 import { eachFlag } from "./flags.ts";
 
+/** Issue 8: a replacement replica is rebuilt at this rate or faster (MB/s). */
+const rebuildTargetMBps = 100;
 const usage =
   `usage: deno task bench:failover [--kills N] [--quick] [--json FILE] [--serve-arg ARG]...
   --kills N        owner kills (figure 1) and replica kills (figure 3); default 10 (1 with --quick)
@@ -1145,8 +1147,10 @@ function renderSummary(r: Report): string {
         t.rebuild.bytes !== undefined ? mib(t.rebuild.bytes) : "?"
       } in ${seconds(t.rebuild.ms)}; kill to in-sync ${seconds(t.rebuild.killToInSyncMs)}`
       : dash,
-    "next to import",
-    "—",
+    `≥ ${rebuildTargetMBps} MB/s`,
+    t?.rebuild.MBps !== undefined && Number.isFinite(t.rebuild.MBps)
+      ? t.rebuild.MBps >= rebuildTargetMBps ? "PASS" : "NOT MET"
+      : "—",
   ]);
   return markdownTable(["#", "Figure", "Measured", "Detail", "Target", "Result"], rows);
 }
