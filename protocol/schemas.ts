@@ -204,6 +204,11 @@ export const metaRequestSchema = z.object({
   blockCount: z.number().int().positive(),
 });
 
+/** `requests`: the client requests whose writes this replica holds (for a new owner). */
+export const requestsRequestSchema = z.object({
+  epoch: z.number().int().nonnegative(),
+});
+
 /** Parses JSON bytes against a schema; returns a readable error instead of throwing. */
 export function parseJson<T>(
   schema: z.ZodType<T>,

@@ -27,7 +27,15 @@ export const subjects = {
 
 export const controlQueueGroup = "cairn-ctl";
 
-export const replicaOps = ["write", "read", "fence", "lease", "meta", "scrub"] as const;
+export const replicaOps = [
+  "write",
+  "read",
+  "fence",
+  "lease",
+  "meta",
+  "scrub",
+  "requests",
+] as const;
 export type ReplicaOp = (typeof replicaOps)[number];
 
 export const nodeOps = [

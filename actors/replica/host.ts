@@ -18,6 +18,7 @@ import {
   EntryKind,
   type ReadRequest,
   type ReadResult,
+  requestKey,
   WireError,
   type WriteEntry,
 } from "./wire.ts";
@@ -29,6 +30,7 @@ import {
   leaseRequestSchema,
   metaRequestSchema,
   parseJson,
+  requestsRequestSchema,
   scrubRequestSchema,
 } from "../../protocol/schemas.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
@@ -55,6 +57,11 @@ export class HostError extends Error {
  * whole batch beats one per segment file.
  */
 export const directWriteMinBytes = 64 * 1024;
+/**
+ * Client requests remembered per volume (origin/requestId of writes held here), for a new
+ * owner to recognize resends: the writes of a few seconds at thousands a second.
+ */
+export const rememberedRequestsPerVolume = 16_384;
 
 function isDirect(entry: WriteEntry): boolean {
   return entry.kind === EntryKind.data && entry.blockCount * blockSizeBytes >= directWriteMinBytes;
@@ -177,6 +184,12 @@ export class ReplicaHost {
   /** Highest generation a checkpoint took the dirty replicas of: no record may go to it now. */
   private checkpointedThrough = 0;
   private checkpointing: Promise<void> | null = null;
+  /**
+   * Per volume, the client requests whose writes are held here (origin/requestId). In
+   * memory, rebuilt from the journal on start: a restart forgets those from before the
+   * last checkpoint (best effort; a resend is then applied again, as before this table).
+   */
+  private readonly clientRequests = new Map<string, Set<string>>();
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
   /** Per volume: the owner write stream this replica follows (set by fences, in memory only). */
@@ -289,6 +302,10 @@ export class ReplicaHost {
       for (const entry of record.entries) {
         const replica = this.volumes.get(record.volume)?.get(entry.segment);
         if (!replica) continue; // its volume was deleted
+        if (entry.kind === EntryKind.request) {
+          this.rememberRequest(record.volume, requestKey(entry));
+          continue;
+        }
         for (const run of await this.notOlder(replica, entry)) await this.applyEntry(replica, run);
         touched.add(replica);
       }
@@ -487,6 +504,8 @@ export class ReplicaHost {
           return this.lease(volume, body);
         case "meta":
           return await this.meta(volume, body);
+        case "requests":
+          return this.requests(volume, body);
         case "scrub":
           return await this.scrub(volume, body);
         default:
@@ -570,7 +589,7 @@ export class ReplicaHost {
     // Nothing is acknowledged once the host failed-stop (a sync that succeeded after a
     // failed one vouches for nothing; the gate already refuses those, this is cheap).
     this.failStop.check();
-    this.onDurable?.(volume, entries);
+    this.onDurable?.(volume, entries.filter((e) => e.kind !== EntryKind.request));
     // A failed checkpoint fails the host; there is nothing more to do with its error here.
     if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
   }
@@ -635,9 +654,16 @@ export class ReplicaHost {
     const direct = new Set<Replica>();
     // In arrival order, so a later entry for a block lands after an earlier one.
     for (const entry of effective) {
+      if (entry.kind === EntryKind.request) {
+        this.rememberRequest(volume, requestKey(entry));
+        continue;
+      }
       const replica = this.replica(volume, entry.segment);
       if (isDirect(entry)) direct.add(replica);
       await this.applyEntry(replica, entry);
+      if (entry.request) {
+        this.rememberRequest(volume, `${entry.request.origin}/${entry.request.requestId}`);
+      }
     }
     for (const replica of direct) syncs.push(replica.sync());
     const durable = Promise.all(syncs).then(() => {});
@@ -793,6 +819,27 @@ export class ReplicaHost {
     const answer = table.grant(volume, request.epoch, request.durationMs, clock.nowMs());
     if (!answer.granted) throw new StaleEpochError(answer.why);
     return encodeOk();
+  }
+
+  /**
+   * The client requests (origin/requestId) whose writes this replica holds, newest last,
+   * for a new owner to recognize their resends. Checks the term like meta.
+   */
+  private requests(volume: string, body: Uint8Array): Uint8Array {
+    const request = this.parse(requestsRequestSchema, body);
+    const held = this.volumes.get(volume);
+    if (!held) throw new HostError("NO_SUCH_VOLUME", `no replica of ${volume} here`);
+    for (const replica of held.values()) replica.check(request.epoch);
+    return encodeJsonOk({ requests: [...(this.clientRequests.get(volume)?.keys() ?? [])] });
+  }
+
+  /** Remembers that the write of `key` (origin/requestId) is held here. */
+  private rememberRequest(volume: string, key: string): void {
+    let keys = this.clientRequests.get(volume);
+    if (!keys) this.clientRequests.set(volume, keys = new Set());
+    keys.delete(key);
+    keys.add(key);
+    if (keys.size > rememberedRequestsPerVolume) keys.delete(keys.values().next().value!);
   }
 
   /** Block versions of a range of one segment (for diffs between replicas), as f64s. */

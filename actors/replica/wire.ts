@@ -4,7 +4,11 @@
  *
  * Write batch:  u8 version=1, u8 0, u16 entryCount, u32 seq, u64 epoch (the owner term),
  *               then per entry: u32 segment, u32 firstBlock, u32 blockCount,
- *               u32 kind (0 data, 1 zero, 2 repair), u64 version, data (data and repair).
+ *               u32 kind (0 data, 1 zero, 2 repair, 3 request), u64 version, data (data and
+ *               repair: blockCount blocks; request: blockCount bytes of the client's origin).
+ *               A request entry names the client request (origin, and its id in firstBlock)
+ *               whose write the entry before it is: the replica remembers it, so a new owner
+ *               recognizes that request's resend (see VolumeActor.handleFrame).
  * Read:         u8 version=1, u8 0, u16 0, u32 segment, u64 epoch, u32 firstBlock, u32 blockCount.
  *               seq numbers the owner's write stream to this replica (1, 2, ... after each
  *               fence; 0 = not sequenced, for tests and tools): a replica refuses a batch
@@ -25,7 +29,10 @@ const readRequestBytes = 24;
  * where the replica's version is not newer (read repair and catch-up copy,
  * which must never undo a newer write that overtook them).
  */
-export const EntryKind = { data: 0, zero: 1, repair: 2 } as const;
+export const EntryKind = { data: 0, zero: 1, repair: 2, request: 3 } as const;
+
+/** Longest client origin a request entry carries (a NATS inbox prefix is far shorter). */
+export const maxRequestOriginBytes = 255;
 
 export interface WriteEntry {
   segment: number;
@@ -33,16 +40,61 @@ export interface WriteEntry {
   blockCount: number;
   kind: number;
   version: number;
-  /** kind data: blockCount * blockSizeBytes bytes */
+  /** kind data: blockCount * blockSizeBytes bytes; kind request: the origin's bytes */
   data?: Uint8Array;
+  /**
+   * The client request this write serves (owner side only): encoded as a request entry
+   * right after this one, in the same batch, so it is durable exactly when the write is.
+   */
+  request?: ClientRequest;
+}
+
+export interface ClientRequest {
+  origin: string;
+  requestId: number;
+}
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
+/** The request entry that names `request` as the client request of a write at `version`. */
+export function requestEntry(segment: number, version: number, request: ClientRequest): WriteEntry {
+  const data = textEncoder.encode(request.origin).subarray(0, maxRequestOriginBytes);
+  return {
+    segment,
+    firstBlock: request.requestId,
+    blockCount: data.length,
+    kind: EntryKind.request,
+    version,
+    data,
+  };
+}
+
+/** The key a request entry names (origin/requestId), as the owner's resend table keys it. */
+export function requestKey(entry: WriteEntry): string {
+  return `${textDecoder.decode(entry.data)}/${entry.firstBlock}`;
 }
 
 export function carriesData(kind: number): boolean {
   return kind === EntryKind.data || kind === EntryKind.repair;
 }
 
+function payloadBytes(entry: WriteEntry): number {
+  if (entry.kind === EntryKind.request) return entry.blockCount;
+  return carriesData(entry.kind) ? entry.blockCount * blockSizeBytes : 0;
+}
+
 export function entryWireBytes(entry: WriteEntry): number {
-  return entryHeaderBytes + (carriesData(entry.kind) ? entry.blockCount * blockSizeBytes : 0);
+  const own = entryHeaderBytes + payloadBytes(entry);
+  return entry.request ? own + entryHeaderBytes + maxRequestOriginBytes : own;
+}
+
+/** The entries as they go on the wire: each write's request entry right after it. */
+function wireEntries(entries: readonly WriteEntry[]): WriteEntry[] {
+  if (!entries.some((e) => e.request)) return entries as WriteEntry[];
+  return entries.flatMap((e) =>
+    e.request ? [e, requestEntry(e.segment, e.version, e.request)] : [e]
+  );
 }
 
 export function encodeWriteBatch(
@@ -50,8 +102,9 @@ export function encodeWriteBatch(
   entries: readonly WriteEntry[],
   seq = 0,
 ): Uint8Array {
+  entries = wireEntries(entries);
   let total = batchHeaderBytes;
-  for (const e of entries) total += entryWireBytes(e);
+  for (const e of entries) total += entryHeaderBytes + payloadBytes(e);
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   view.setUint8(0, replicaWireVersion);
@@ -66,7 +119,7 @@ export function encodeWriteBatch(
     view.setUint32(at + 12, e.kind, true);
     view.setBigUint64(at + 16, BigInt(e.version), true);
     at += entryHeaderBytes;
-    if (carriesData(e.kind)) {
+    if (carriesData(e.kind) || e.kind === EntryKind.request) {
       out.set(e.data!, at);
       at += e.data!.length;
     }
@@ -102,6 +155,12 @@ export function decodeWriteBatch(
       if (at + length > bytes.length) throw new WireError("write batch data truncated");
       entry.data = bytes.subarray(at, at + length);
       at += length;
+    } else if (entry.kind === EntryKind.request) {
+      if (entry.blockCount > maxRequestOriginBytes || at + entry.blockCount > bytes.length) {
+        throw new WireError("write batch request entry truncated");
+      }
+      entry.data = bytes.subarray(at, at + entry.blockCount);
+      at += entry.blockCount;
     } else if (entry.kind !== EntryKind.zero) {
       throw new WireError(`unknown write entry kind ${entry.kind}`);
     }

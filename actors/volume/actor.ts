@@ -48,6 +48,7 @@ import { CairnError, type ErrorCodeName, errorCodeName } from "../../protocol/er
 import { blockSizeBytes, maxIoBytes, maxVolumeQueueDepth } from "../../protocol/limits.ts";
 import {
   bodyText,
+  type ClientRequest,
   decodeReply,
   EntryKind,
   type ReadRequest,
@@ -345,6 +346,7 @@ export class VolumeActor {
         for (const [segment, version] of result.highestVersions) {
           this.versions.seed(segment, version);
         }
+        await this.learnClientRequests();
         // Leases first, so the first reads need not wait for them.
         await this.renewLeases();
         if (this.stateNow() !== "taking-over") return;
@@ -391,6 +393,39 @@ export class VolumeActor {
     );
     this.deps.tellOwner?.(to);
     return true;
+  }
+
+  /**
+   * Seeds the resend table from the in-sync replicas (they answered the fence, and the
+   * reconcile made every write one of them holds the volume's): a client request whose
+   * write an earlier owner applied is answered when it is resent here, not applied again.
+   * Best effort: a replica that cannot say only costs that protection.
+   */
+  private async learnClientRequests(): Promise<void> {
+    const body = new TextEncoder().encode(JSON.stringify({ epoch: this.term }));
+    const nodes = new Set(this.layout.segments.flatMap((s) => inSyncNodes(s.replicas)));
+    let learned = 0;
+    await Promise.all([...nodes].map(async (node) => {
+      try {
+        const reply = await callReplica(this.stream(node), "requests", body);
+        const { requests } = JSON.parse(new TextDecoder().decode(reply.subarray(1))) as {
+          requests: string[];
+        };
+        for (const key of requests) {
+          if (this.recentWrites.has(key)) continue;
+          this.recentWrites.set(key, "ok");
+          learned++;
+          if (this.recentWrites.size > rememberedWritesPerVolume) {
+            this.recentWrites.delete(this.recentWrites.keys().next().value!);
+          }
+        }
+      } catch (err) {
+        this.deps.log.warn(
+          `volume ${this.name}: client requests of ${node} unknown (${(err as Error).message})`,
+        );
+      }
+    }));
+    if (learned) this.deps.log.info(`volume ${this.name}: ${learned} client requests known`);
   }
 
   /** For events that can race with a stop (a takeover that ends after stop() was called). */
@@ -928,7 +963,7 @@ export class VolumeActor {
       });
     }
     if (earlier) return (await earlier).frame;
-    const answer = this.answer(request);
+    const answer = this.answer(request, { origin, requestId: request.requestId });
     this.recentWrites.set(key, answer);
     if (this.recentWrites.size > rememberedWritesPerVolume) {
       this.recentWrites.delete(this.recentWrites.keys().next().value!);
@@ -942,10 +977,13 @@ export class VolumeActor {
     return reply;
   }
 
-  private async answer(request: IoRequest): Promise<{ frame: Uint8Array; ok: boolean }> {
+  private async answer(
+    request: IoRequest,
+    client?: ClientRequest,
+  ): Promise<{ frame: Uint8Array; ok: boolean }> {
     const { requestId } = request;
     try {
-      const payload = await this.serve(request);
+      const payload = await this.serve(request, client);
       return { frame: encodeReply({ status: 0, requestId, epoch: this.term, payload }), ok: true };
     } catch (err) {
       // serve() throws only CairnErrors.
@@ -959,7 +997,7 @@ export class VolumeActor {
    * CairnError. The frame path above and in-process callers (the NBD gateway
    * on the owner, which so skips encoding and copying frames) share it.
    */
-  async serve(request: IoRequest): Promise<Uint8Array> {
+  async serve(request: IoRequest, client?: ClientRequest): Promise<Uint8Array> {
     if (request.incarnation && request.incarnation !== this.deps.spec.incarnation) {
       // Checked before anything else: a handle to a deleted volume must never touch this one.
       throw new CairnError(
@@ -977,7 +1015,7 @@ export class VolumeActor {
     }
     this.requestsInFlight++;
     try {
-      return await this.execute(request);
+      return await this.execute(request, client);
     } catch (err) {
       if (err instanceof CairnError) throw err;
       this.deps.log.error(`volume ${this.name}: ${(err as Error).stack}`);
@@ -990,15 +1028,15 @@ export class VolumeActor {
     }
   }
 
-  private execute(request: IoRequest): Promise<Uint8Array> {
+  private execute(request: IoRequest, client?: ClientRequest): Promise<Uint8Array> {
     switch (request.op) {
       case Op.READ:
         return this.read(request.offsetBytes, request.lengthBytes);
       case Op.WRITE:
-        return this.write(request.offsetBytes, request.lengthBytes, request.payload);
+        return this.write(request.offsetBytes, request.lengthBytes, request.payload, client);
       case Op.TRIM:
       case Op.WRITE_ZEROES:
-        return this.write(request.offsetBytes, request.lengthBytes, null);
+        return this.write(request.offsetBytes, request.lengthBytes, null, client);
       case Op.FLUSH:
         // Every acknowledged write is already durable; FLUSH orders after writes in flight.
         return Promise.all(this.inflight.all()).then(() => new Uint8Array(0));
@@ -1027,6 +1065,7 @@ export class VolumeActor {
     offsetBytes: number,
     lengthBytes: number,
     data: Uint8Array | null,
+    client?: ClientRequest,
   ): Promise<Uint8Array> {
     const { spec } = this.deps;
     const pieces = splitBySegment(offsetBytes, lengthBytes, spec.segmentBytes);
@@ -1037,7 +1076,12 @@ export class VolumeActor {
     try {
       // Every piece settles before the write leaves the in-flight set, even when one fails:
       // a catch-up waiting for writes in flight must not copy around a piece still landing.
-      const settled = await Promise.allSettled(pieces.map((piece) => this.writePiece(piece, data)));
+      // Only a write of one piece names its request to the replicas: a new owner that saw
+      // the request on one piece could not know the other pieces had landed too.
+      const named = pieces.length === 1 ? client : undefined;
+      const settled = await Promise.allSettled(
+        pieces.map((piece) => this.writePiece(piece, data, named)),
+      );
       const failed = settled.find((r) => r.status === "rejected");
       if (failed) throw (failed as PromiseRejectedResult).reason;
     } finally {
@@ -1050,7 +1094,11 @@ export class VolumeActor {
     return new Uint8Array(0);
   }
 
-  private async writePiece(piece: SegmentPiece, data: Uint8Array | null): Promise<void> {
+  private async writePiece(
+    piece: SegmentPiece,
+    data: Uint8Array | null,
+    client?: ClientRequest,
+  ): Promise<void> {
     const segment = this.layout.segments[piece.segment];
     const entry: WriteEntry = {
       segment: piece.segment,
@@ -1059,6 +1107,8 @@ export class VolumeActor {
       kind: data ? EntryKind.data : EntryKind.zero,
       version: this.versions.take(piece.segment, this.term),
       data: data?.subarray(piece.byteStart, piece.byteStart + piece.blockCount * blockSizeBytes),
+      // Goes with the write to every replica, so a new owner knows this request was applied.
+      request: client,
     };
     const targets = writeTargets(segment.replicas);
     const results = await Promise.allSettled(

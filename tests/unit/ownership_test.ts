@@ -395,3 +395,41 @@ Deno.test("a resent write the owner already applied is answered, not applied aga
   assert.equal(decodeReply(await actor.handleFrame(frame(7, 3), "_INBOX.client2")).status, 0);
   assert.equal((await actor.serve(request(Op.READ, 0, 4096)))[0], 3);
 });
+
+Deno.test("a write resent to a new owner after the old one applied it is not applied again", async () => {
+  const { actor, metadata, hosts } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  const frame = (requestId: number, fill: number) =>
+    encodeRequest({ ...request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(fill)), requestId });
+  // Owner a applies client 1's request 7; its reply is lost with a, which is then taken over.
+  const first = frame(7, 1);
+  assert.equal(decodeReply(await actor.handleFrame(first, "_INBOX.client1")).status, 0);
+  await actor.stop();
+  const spec = (await metadata.getSpec("v"))!.value;
+  const link = (node: string): ReplicaLink => {
+    const host = hosts.get(node)!;
+    return {
+      call: (op, body) => host.handle(volumeId, op, body),
+      write: (term, entries, seq) => host.writeEntries(volumeId, term, entries, undefined, seq),
+      read: (req) => host.readBlocks(volumeId, req),
+    };
+  };
+  const successor = new VolumeActor({
+    spec,
+    nodeId: "b",
+    metadata,
+    link,
+    clock: stillClock,
+    random: { next: () => 0.5 },
+    log: quiet,
+  });
+  const now = (await metadata.getLayout("v"))!.value;
+  await successor.start({ volumeId, owner: "a", term: now.term });
+  assert.equal(successor.state, "serving");
+  // Client 2's write to the block is acknowledged by the successor; then client 1's resend of
+  // request 7 arrives. Applied again, it would undo client 2's acknowledged write.
+  assert.equal(decodeReply(await successor.handleFrame(frame(1, 2), "_INBOX.client2")).status, 0);
+  assert.equal(decodeReply(await successor.handleFrame(first, "_INBOX.client1")).status, 0);
+  assert.equal((await successor.serve(request(Op.READ, 0, 4096)))[0], 2);
+  await successor.stop();
+});

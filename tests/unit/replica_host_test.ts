@@ -5,6 +5,7 @@ import { decideEpoch, GroupSync } from "../../actors/replica/core.ts";
 import {
   decodeReadReply,
   decodeReply,
+  decodeWriteBatch,
   encodeReadRequest,
   encodeWriteBatch,
   EntryKind,
@@ -437,4 +438,37 @@ Deno.test("replica host: a repair after a newer write in the same batch does not
   const result = await read(host, 0, 0, 1);
   assert.deepEqual([...result.versions], [20]);
   assert.equal(result.data[0], 0x20);
+});
+
+Deno.test("replica host: a write's client request is remembered (not written as blocks) and survives a crash", async () => {
+  const disk = new MemoryDisk({ seed: 5 });
+  const { host } = await newHost(disk);
+  const entry: WriteEntry = {
+    ...dataEntry(0, 2, 30, 0x30),
+    request: { origin: "_INBOX.abc", requestId: 7 },
+  };
+  // Over the wire the request travels as its own entry, right after the write.
+  const wire = encodeWriteBatch(1, [entry]);
+  assert.deepEqual(
+    decodeWriteBatch(wire).entries.map((e) => e.kind),
+    [EntryKind.data, EntryKind.request],
+  );
+  assert.equal((await host.handle("vol", "write", wire))[0], ErrorCode.OK);
+  const asked = async (h: ReplicaHost) => {
+    const reply = await h.handle("vol", "requests", new TextEncoder().encode('{"epoch":1}'));
+    assert.equal(reply[0], ErrorCode.OK);
+    return JSON.parse(new TextDecoder().decode(reply.subarray(1))).requests as string[];
+  };
+  assert.deepEqual(await asked(host), ["_INBOX.abc/7"]);
+  // Block 7 (the request id) is untouched; block 2 holds the write.
+  assert.deepEqual([...(await read(host, 0, 7, 1)).versions], [0]);
+  assert.deepEqual([...(await read(host, 0, 2, 1)).versions], [30]);
+  // kill -9: the journal still holds the record; replay remembers the request again.
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  const after = new ReplicaHost("/data", disk, silent);
+  await after.loadAll();
+  assert.deepEqual(await asked(after), ["_INBOX.abc/7"]);
+  // A stale term may not ask.
+  const stale = await after.handle("vol", "requests", new TextEncoder().encode('{"epoch":0}'));
+  assert.equal(stale[0], ErrorCode.STALE_EPOCH);
 });
