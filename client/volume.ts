@@ -3,6 +3,7 @@ import {
   decodeReply,
   decodeStat,
   encodeRequest,
+  Flag,
   Op,
   replyError,
   type VolumeStat,
@@ -35,6 +36,21 @@ export interface VolumeOptions {
   maxInFlight?: number;
   /** Asked when the volume's subject has no responders: does the volume still exist? */
   exists?: () => Promise<boolean>;
+  /**
+   * Writes without a `durable` option are cached (acknowledged once applied on every
+   * in-sync replica, durable after the next flush()), as a disk with a volatile write
+   * cache. Default false: every write is durable before it is acknowledged.
+   */
+  cachedWrites?: boolean;
+}
+
+export interface WriteOptions {
+  /**
+   * true: durable on every in-sync replica before the write is acknowledged (FUA).
+   * false: acknowledged once applied; durable after the next flush(). Default: the
+   * volume's `cachedWrites` setting.
+   */
+  durable?: boolean;
 }
 
 export interface IoStats {
@@ -53,6 +69,7 @@ export class Volume {
   private inFlight = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly maxInFlight: number;
+  private readonly cachedWrites: boolean;
   private closed = false;
   /** Set once the volume this handle was opened on is gone; every call then fails with it. */
   private gone: CairnError | null = null;
@@ -67,6 +84,7 @@ export class Volume {
   ) {
     this.subject = subjects.volumeIo(name);
     this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight;
+    this.cachedWrites = options.cachedWrites ?? false;
   }
 
   static async open(
@@ -103,7 +121,13 @@ export class Volume {
   }
 
   /** One frame, resent with backoff on no-responders, timeouts, MOVED and BUSY. */
-  private async call(op: number, offsetBytes: number, lengthBytes: number, payload?: Uint8Array) {
+  private async call(
+    op: number,
+    offsetBytes: number,
+    lengthBytes: number,
+    payload?: Uint8Array,
+    flags = 0,
+  ) {
     if (this.closed) throw new CairnError("BAD_REQUEST", `volume ${this.name} is closed`);
     if (this.gone) throw this.gone;
     await this.slot();
@@ -112,7 +136,7 @@ export class Volume {
       const requestId = this.mux.nextRequestId();
       const frame = encodeRequest({
         op,
-        flags: 0,
+        flags,
         requestId,
         offsetBytes,
         lengthBytes,
@@ -277,24 +301,40 @@ export class Volume {
     return out;
   }
 
-  async write(offsetBytes: number, data: Uint8Array): Promise<void> {
+  /**
+   * The frame flags of a write: CACHED unless durable (asked for, or by default); a durable
+   * one carries no flag, which every owner version reads as durable.
+   */
+  private writeFlags(options: WriteOptions): number {
+    return (options.durable ?? !this.cachedWrites) ? 0 : Flag.CACHED;
+  }
+
+  async write(offsetBytes: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+    const flags = this.writeFlags(options);
     await this.chunked(offsetBytes, data.length, maxIoBytes, async (offset, length, at) => {
-      await this.call(Op.WRITE, offset, length, data.subarray(at, at + length));
+      await this.call(Op.WRITE, offset, length, data.subarray(at, at + length), flags);
     });
   }
 
-  async trim(offsetBytes: number, lengthBytes: number): Promise<void> {
+  async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
+    const flags = this.writeFlags(options);
     await this.chunked(offsetBytes, lengthBytes, maxZeroIoBytes, async (offset, length) => {
-      await this.call(Op.TRIM, offset, length);
+      await this.call(Op.TRIM, offset, length, undefined, flags);
     });
   }
 
-  async writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
+  async writeZeroes(
+    offsetBytes: number,
+    lengthBytes: number,
+    options: WriteOptions = {},
+  ): Promise<void> {
+    const flags = this.writeFlags(options);
     await this.chunked(offsetBytes, lengthBytes, maxZeroIoBytes, async (offset, length) => {
-      await this.call(Op.WRITE_ZEROES, offset, length);
+      await this.call(Op.WRITE_ZEROES, offset, length, undefined, flags);
     });
   }
 
+  /** Every write acknowledged before this call is durable on every in-sync replica. */
   async flush(): Promise<void> {
     await this.call(Op.FLUSH, 0, 0);
   }

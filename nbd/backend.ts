@@ -10,9 +10,9 @@
  *   in-process volume actor (no NATS hop); whenever the actor is gone or answers
  *   MOVED/BUSY it falls back to the client path, which waits out the handoff.
  */
-import type { Volume } from "../client/volume.ts";
+import type { Volume, WriteOptions } from "../client/volume.ts";
 import type { CairnClient } from "../client/client.ts";
-import { type IoRequest, Op } from "../protocol/frames.ts";
+import { Flag, type IoRequest, Op } from "../protocol/frames.ts";
 import { CairnError } from "../protocol/errors.ts";
 import { blockSizeBytes, maxIoBytes, maxZeroIoBytes, namePattern } from "../protocol/limits.ts";
 
@@ -23,13 +23,16 @@ export interface NbdBackend {
   readonly blockBytes: number;
   /** The bytes of [offset, offset+length), as one or more consecutive pieces. */
   read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array[]>;
-  /** Resolves once the data is durable (every acknowledged Cairn write is). */
-  write(offsetBytes: number, data: Uint8Array): Promise<void>;
+  /**
+   * Resolves once the data is applied on every in-sync replica, and durable there unless
+   * `options.durable` is false (then durable after the next flush()).
+   */
+  write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void>;
   /** Resolves once every write acknowledged before it is durable. */
   flush(): Promise<void>;
   /** Discards the range; Cairn reads a trimmed range back as zeroes. */
-  trim(offsetBytes: number, lengthBytes: number): Promise<void>;
-  writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void>;
+  trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void>;
+  writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -62,17 +65,17 @@ export class VolumeBackend implements NbdBackend {
   async read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array[]> {
     return [await this.volume.read(offsetBytes, lengthBytes)];
   }
-  write(offsetBytes: number, data: Uint8Array): Promise<void> {
-    return this.volume.write(offsetBytes, data);
+  write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    return this.volume.write(offsetBytes, data, options);
   }
   flush(): Promise<void> {
     return this.volume.flush();
   }
-  trim(offsetBytes: number, lengthBytes: number): Promise<void> {
-    return this.volume.trim(offsetBytes, lengthBytes);
+  trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
+    return this.volume.trim(offsetBytes, lengthBytes, options);
   }
-  writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
-    return this.volume.writeZeroes(offsetBytes, lengthBytes);
+  writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
+    return this.volume.writeZeroes(offsetBytes, lengthBytes, options);
   }
   close(): Promise<void> {
     return this.volume.close();
@@ -126,6 +129,7 @@ export class LocalFirstBackend implements NbdBackend {
     offsetBytes: number,
     lengthBytes: number,
     payload: Uint8Array = noPayload,
+    options: WriteOptions = {},
   ): Promise<Uint8Array | null> {
     const actor = this.lookup(this.name);
     if (!actor) return null;
@@ -133,7 +137,8 @@ export class LocalFirstBackend implements NbdBackend {
     try {
       const reply = await actor.serve({
         op,
-        flags: 0,
+        // As the client library sends them: durable unless asked otherwise.
+        flags: options.durable === false ? Flag.CACHED : 0,
         requestId,
         offsetBytes,
         lengthBytes,
@@ -180,12 +185,12 @@ export class LocalFirstBackend implements NbdBackend {
     return out;
   }
 
-  write(offsetBytes: number, data: Uint8Array): Promise<void> {
+  write(offsetBytes: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
     return this.pieces(offsetBytes, data.byteLength, maxIoBytes, async (offset, length, at) => {
       const piece = data.subarray(at, at + length);
-      if (await this.local(Op.WRITE, offset, length, piece) !== null) return;
+      if (await this.local(Op.WRITE, offset, length, piece, options) !== null) return;
       this.stats.remote++;
-      await this.remote.write(offset, piece);
+      await this.remote.write(offset, piece, options);
     });
   }
 
@@ -195,19 +200,19 @@ export class LocalFirstBackend implements NbdBackend {
     await this.remote.flush();
   }
 
-  trim(offsetBytes: number, lengthBytes: number): Promise<void> {
+  trim(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     return this.pieces(offsetBytes, lengthBytes, maxZeroIoBytes, async (offset, length) => {
-      if (await this.local(Op.TRIM, offset, length) !== null) return;
+      if (await this.local(Op.TRIM, offset, length, noPayload, options) !== null) return;
       this.stats.remote++;
-      await this.remote.trim(offset, length);
+      await this.remote.trim(offset, length, options);
     });
   }
 
-  writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
+  writeZeroes(offsetBytes: number, lengthBytes: number, options?: WriteOptions): Promise<void> {
     return this.pieces(offsetBytes, lengthBytes, maxZeroIoBytes, async (offset, length) => {
-      if (await this.local(Op.WRITE_ZEROES, offset, length) !== null) return;
+      if (await this.local(Op.WRITE_ZEROES, offset, length, noPayload, options) !== null) return;
       this.stats.remote++;
-      await this.remote.writeZeroes(offset, length);
+      await this.remote.writeZeroes(offset, length, options);
     });
   }
 

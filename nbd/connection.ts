@@ -85,6 +85,11 @@ class RequestError extends Error {
   }
 }
 
+/** NBD_CMD_FLAG_FUA asks for a durable write; without it a write may sit in the cache. */
+function durability(flags: number): { durable: boolean } {
+  return { durable: (flags & CmdFlag.FUA) !== 0 };
+}
+
 /** Transmission flags the gateway advertises. */
 function transmissionFlags(structured: boolean): number {
   let flags = TransmissionFlag.HAS_FLAGS | TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA |
@@ -645,13 +650,13 @@ export class NbdConnection {
           return pieces;
         });
       case Cmd.WRITE:
-        // FUA needs nothing more: an acknowledged Cairn write is already on every in-sync
-        // replica's disk.
-        return io.write(offset, data!).then(() => null);
+        // As a disk with a volatile write cache: a plain write is acknowledged once applied
+        // on every in-sync replica; FUA makes it durable first; FLUSH syncs the ones before.
+        return io.write(offset, data!, durability(request.flags)).then(() => null);
       case Cmd.FLUSH:
         return io.flush().then(() => null);
       case Cmd.TRIM:
-        return io.trim(offset, length).then(() => null);
+        return io.trim(offset, length, durability(request.flags)).then(() => null);
       case Cmd.WRITE_ZEROES:
         if ((request.flags & CmdFlag.FAST_ZERO) && !io.isAligned(offset, length)) {
           return Promise.reject(
@@ -659,7 +664,7 @@ export class NbdConnection {
           );
         }
         // NO_HOLE needs nothing more: Cairn segments are fully allocated.
-        return io.writeZeroes(offset, length).then(() => null);
+        return io.writeZeroes(offset, length, durability(request.flags)).then(() => null);
       default:
         return Promise.reject(
           new RequestError(NbdErrno.EINVAL, `command ${cmdName(request.type)}`),

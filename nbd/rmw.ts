@@ -9,6 +9,7 @@
  * Two separate gateways doing RMW on the same block at the same time are not protected.
  */
 import type { NbdBackend } from "./backend.ts";
+import type { WriteOptions } from "../client/volume.ts";
 
 interface Hold {
   first: number;
@@ -105,35 +106,35 @@ export class SubBlockIo {
     return [data.subarray(offsetBytes - start, offsetBytes - start + lengthBytes)];
   }
 
-  write(offsetBytes: number, data: Uint8Array): Promise<void> {
+  write(offsetBytes: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     return this.split(offsetBytes, data.byteLength, {
       whole: (offset, length) =>
         this.wholeBlocks(offset, length, () => {
           const from = offset - offsetBytes;
-          return this.backend.write(offset, data.subarray(from, from + length));
+          return this.backend.write(offset, data.subarray(from, from + length), options);
         }),
       part: (block, at, length) =>
-        this.readModifyWrite(block, (buf) => {
+        this.readModifyWrite(block, options, (buf) => {
           const from = block * this.blockBytes + at - offsetBytes;
           buf.set(data.subarray(from, from + length), at);
         }),
     });
   }
 
-  writeZeroes(offsetBytes: number, lengthBytes: number): Promise<void> {
+  writeZeroes(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
     return this.split(offsetBytes, lengthBytes, {
       whole: (offset, length) =>
-        this.wholeBlocks(offset, length, () => this.backend.writeZeroes(offset, length)),
+        this.wholeBlocks(offset, length, () => this.backend.writeZeroes(offset, length, options)),
       part: (block, at, length) =>
-        this.readModifyWrite(block, (buf) => buf.fill(0, at, at + length)),
+        this.readModifyWrite(block, options, (buf) => buf.fill(0, at, at + length)),
     });
   }
 
   /** Trims the whole blocks inside the range; partial blocks at the edges are left as they are. */
-  trim(offsetBytes: number, lengthBytes: number): Promise<void> {
+  trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
     return this.split(offsetBytes, lengthBytes, {
       whole: (offset, length) =>
-        this.wholeBlocks(offset, length, () => this.backend.trim(offset, length)),
+        this.wholeBlocks(offset, length, () => this.backend.trim(offset, length, options)),
       part: () => Promise.resolve(),
     });
   }
@@ -161,7 +162,11 @@ export class SubBlockIo {
   }
 
   /** Reads one block, lets `modify` change it, writes it back, all under its exclusive lock. */
-  private async readModifyWrite(block: number, modify: (buf: Uint8Array) => void): Promise<void> {
+  private async readModifyWrite(
+    block: number,
+    options: WriteOptions,
+    modify: (buf: Uint8Array) => void,
+  ): Promise<void> {
     const release = await this.locks.acquire(block, block + 1, true);
     this.stats.readModifyWrites++;
     try {
@@ -173,7 +178,7 @@ export class SubBlockIo {
         at += piece.byteLength;
       }
       modify(buf);
-      await this.backend.write(offset, buf);
+      await this.backend.write(offset, buf, options);
     } finally {
       release();
     }

@@ -29,10 +29,19 @@ export type OpCode = (typeof Op)[OpName];
 
 /** Request flag bits. */
 export const Flag = {
-  /** Force unit access. Accepted on WRITE and WRITE_ZEROES; every acknowledged write is durable anyway. */
+  /**
+   * Force unit access: this write is durable on every in-sync replica before OK. Writes
+   * without CACHED are durable anyway; FUA overrides CACHED.
+   */
   FUA: 1,
+  /**
+   * WRITE, WRITE_ZEROES, TRIM: acknowledge once every in-sync replica has applied the write
+   * (written, not yet fdatasync'd); it is durable once a later FLUSH answers OK. A process
+   * crash keeps it (the page cache survives); a power loss before the FLUSH may not.
+   */
+  CACHED: 2,
 } as const;
-const knownFlags = Flag.FUA;
+const knownFlags = Flag.FUA | Flag.CACHED;
 
 const opNames: readonly (OpName | undefined)[] = [
   undefined,
@@ -258,6 +267,9 @@ function checkFlags(op: number, flags: number): string | null {
   }
   if ((flags & Flag.FUA) !== 0 && !takesFua(op)) {
     return `FUA flag is only allowed on WRITE and WRITE_ZEROES, not ${opName(op)}`;
+  }
+  if ((flags & Flag.CACHED) !== 0 && !takesFua(op) && op !== Op.TRIM) {
+    return `CACHED flag is only allowed on WRITE, WRITE_ZEROES and TRIM, not ${opName(op)}`;
   }
   return null;
 }

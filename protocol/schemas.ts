@@ -204,8 +204,11 @@ export const metaRequestSchema = z.object({
   blockCount: z.number().int().positive(),
 });
 
-/** `requests`: the client requests whose writes this replica holds (for a new owner). */
-export const requestsRequestSchema = z.object({
+/**
+ * Replica ops that name only the owner's term: `requests` (the client requests whose writes
+ * this replica holds, for a new owner) and `flush` (make every cached write durable).
+ */
+export const epochRequestSchema = z.object({
   epoch: z.number().int().nonnegative(),
 });
 

@@ -35,6 +35,7 @@ export const replicaOps = [
   "meta",
   "scrub",
   "requests",
+  "flush",
 ] as const;
 export type ReplicaOp = (typeof replicaOps)[number];
 

@@ -16,7 +16,12 @@ import {
   ReplicaReplyError,
   type VolumeActor,
 } from "../volume/actor.ts";
-import { decodeReadReply, encodeReadRequest, encodeWriteBatch } from "../replica/wire.ts";
+import {
+  BatchFlag,
+  decodeReadReply,
+  encodeReadRequest,
+  encodeWriteBatch,
+} from "../replica/wire.ts";
 import { StaleEpochError } from "../replica/replica.ts";
 import { PlacementActor } from "../placement/actor.ts";
 import { Watchdog } from "../watchdog/actor.ts";
@@ -241,8 +246,8 @@ export class NodeRuntime {
     if (node === this.id) {
       return {
         call: (op, body) => this.host.handle(volumeId, op, body),
-        write: (term, entries, seq) =>
-          this.host.writeEntries(volumeId, term, entries, undefined, seq).catch((err) => {
+        write: (term, entries, seq, cached) =>
+          this.host.writeEntries(volumeId, term, entries, undefined, seq, cached).catch((err) => {
             throw replicaError(err);
           }),
         read: (request) =>
@@ -260,8 +265,9 @@ export class NodeRuntime {
       );
     return {
       call,
-      write: async (term, entries, seq) => {
-        checkReplicaReply(await call("write", encodeWriteBatch(term, entries, seq)));
+      write: async (term, entries, seq, cached) => {
+        const flags = cached ? BatchFlag.cached : 0;
+        checkReplicaReply(await call("write", encodeWriteBatch(term, entries, seq, flags)));
       },
       read: async (request) =>
         decodeReadReply(checkReplicaReply(await call("read", encodeReadRequest(request)))),

@@ -8,6 +8,7 @@ import { Replica, StaleEpochError } from "./replica.ts";
 import { encodeRecord, journalCheckpointBytes, NodeJournal } from "./journal.ts";
 import { FailStop, FailStopError } from "./fail_stop.ts";
 import {
+  BatchFlag,
   decodeReadRequest,
   decodeWriteBatch,
   encodeError,
@@ -26,11 +27,11 @@ import type { ReplicaOp } from "../../protocol/subjects.ts";
 import { LeaseTable } from "./lease.ts";
 import type { Clock } from "../ports.ts";
 import {
+  epochRequestSchema,
   fenceRequestSchema,
   leaseRequestSchema,
   metaRequestSchema,
   parseJson,
-  requestsRequestSchema,
   scrubRequestSchema,
 } from "../../protocol/schemas.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
@@ -190,6 +191,14 @@ export class ReplicaHost {
    * last checkpoint (best effort; a resend is then applied again, as before this table).
    */
   private readonly clientRequests = new Map<string, Set<string>>();
+  /**
+   * Per volume, cached writes applied and not yet synced: the segment files written in
+   * place, and (only for the onDurable oracle) the entries, told durable at the flush.
+   */
+  private readonly unsyncedWrites = new Map<
+    string,
+    { replicas: Set<Replica>; entries: WriteEntry[] }
+  >();
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
   /** Per volume: the owner write stream this replica follows (set by fences, in memory only). */
@@ -506,6 +515,8 @@ export class ReplicaHost {
           return await this.meta(volume, body);
         case "requests":
           return this.requests(volume, body);
+        case "flush":
+          return await this.flush(volume, body);
         case "scrub":
           return await this.scrub(volume, body);
         default:
@@ -524,8 +535,8 @@ export class ReplicaHost {
   }
 
   private async write(volume: string, body: Uint8Array): Promise<Uint8Array> {
-    const { epoch, seq, entries } = decodeWriteBatch(body);
-    await this.writeEntries(volume, epoch, entries, body, seq);
+    const { epoch, seq, flags, entries } = decodeWriteBatch(body);
+    await this.writeEntries(volume, epoch, entries, body, seq, (flags & BatchFlag.cached) !== 0);
     return encodeOk();
   }
 
@@ -558,7 +569,8 @@ export class ReplicaHost {
    * Applies write entries in arrival order and returns once they are durable:
    * one journal record and one journal fdatasync however many segment files
    * they touch (group commit). The owner's own replica calls this directly;
-   * remote owners arrive through `handle("write")`.
+   * remote owners arrive through `handle("write")`. A cached batch returns once
+   * applied (written, not synced); flushVolume makes it durable.
    */
   async writeEntries(
     volume: string,
@@ -568,6 +580,7 @@ export class ReplicaHost {
     encoded?: Uint8Array,
     /** The batch's place in the owner's write stream (see checkSequence); 0 = unsequenced. */
     seq = 0,
+    cached = false,
   ): Promise<void> {
     this.checkUsable();
     const touched = new Set<Replica>();
@@ -579,7 +592,7 @@ export class ReplicaHost {
     this.checkSequence(volume, epoch, seq);
     const previous = this.writeChains.get(volume) ?? Promise.resolve();
     const applied = previous.catch(() => {}).then(() =>
-      this.applyEntries(volume, epoch, entries, touched, encoded)
+      this.applyEntries(volume, epoch, entries, touched, encoded, cached)
     );
     this.writeChains.set(volume, applied);
     const { advanced, durable } = await applied;
@@ -589,7 +602,9 @@ export class ReplicaHost {
     // Nothing is acknowledged once the host failed-stop (a sync that succeeded after a
     // failed one vouches for nothing; the gate already refuses those, this is cheap).
     this.failStop.check();
-    this.onDurable?.(volume, entries.filter((e) => e.kind !== EntryKind.request));
+    const written = entries.filter((e) => e.kind !== EntryKind.request);
+    if (!cached) this.onDurable?.(volume, written);
+    else if (this.onDurable) this.unsynced(volume).entries.push(...written);
     // A failed checkpoint fails the host; there is nothing more to do with its error here.
     if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
   }
@@ -606,6 +621,7 @@ export class ReplicaHost {
     entries: WriteEntry[],
     touched: Set<Replica>,
     encoded: Uint8Array | undefined,
+    cached: boolean,
   ): Promise<{ advanced: Replica[]; durable: Promise<void> }> {
     const advanced: Replica[] = [];
     for (const replica of touched) {
@@ -645,11 +661,13 @@ export class ReplicaHost {
       // The segment files this record writes, under the generation of the file it is
       // in: a checkpoint syncs them before it removes that file.
       this.markDirty(file.generation, journaled.map((e) => this.replica(volume, e.segment)));
-      // Started before the segment writes below, so the two overlap.
-      const synced = file.sync();
-      // Awaited through durable; this keeps it from going unhandled if a segment write throws first.
-      synced.catch(() => {});
-      syncs.push(synced);
+      if (!cached) {
+        // Started before the segment writes below, so the two overlap.
+        const synced = file.sync();
+        // Awaited through durable; keeps it from going unhandled if a segment write throws first.
+        synced.catch(() => {});
+        syncs.push(synced);
+      }
     }
     const direct = new Set<Replica>();
     // In arrival order, so a later entry for a block lands after an earlier one.
@@ -665,7 +683,8 @@ export class ReplicaHost {
         this.rememberRequest(volume, `${entry.request.origin}/${entry.request.requestId}`);
       }
     }
-    for (const replica of direct) syncs.push(replica.sync());
+    if (cached) { for (const replica of direct) this.unsynced(volume).replicas.add(replica); }
+    else for (const replica of direct) syncs.push(replica.sync());
     const durable = Promise.all(syncs).then(() => {});
     return { advanced, durable };
   }
@@ -794,6 +813,8 @@ export class ReplicaHost {
       const waitMs = table.fenceReadyAtMs(volume, request.epoch, clock.nowMs()) - clock.nowMs();
       if (waitMs > 0) await new Promise<void>((resolve) => clock.setTimer(waitMs, resolve));
     }
+    // A new owner starts from durable state: every write applied here, cached or not, went
+    // to its segment file before it was acknowledged, so the sync below makes it durable.
     const segments = [];
     for (const segment of held) {
       const replica = this.replica(volume, segment);
@@ -826,11 +847,45 @@ export class ReplicaHost {
    * for a new owner to recognize their resends. Checks the term like meta.
    */
   private requests(volume: string, body: Uint8Array): Uint8Array {
-    const request = this.parse(requestsRequestSchema, body);
+    const request = this.parse(epochRequestSchema, body);
     const held = this.volumes.get(volume);
     if (!held) throw new HostError("NO_SUCH_VOLUME", `no replica of ${volume} here`);
     for (const replica of held.values()) replica.check(request.epoch);
     return encodeJsonOk({ requests: [...(this.clientRequests.get(volume)?.keys() ?? [])] });
+  }
+
+  /** The owner's FLUSH: every cached write applied here so far becomes durable. */
+  private async flush(volume: string, body: Uint8Array): Promise<Uint8Array> {
+    const request = this.parse(epochRequestSchema, body);
+    const held = this.volumes.get(volume);
+    if (!held) throw new HostError("NO_SUCH_VOLUME", `no replica of ${volume} here`);
+    for (const replica of held.values()) replica.check(request.epoch);
+    await this.flushVolume(volume);
+    return encodeOk();
+  }
+
+  /**
+   * Makes every write of `volume` applied here so far durable: the journal (one fdatasync
+   * covers every volume's records) and the segment files cached large writes went to.
+   */
+  async flushVolume(volume: string): Promise<void> {
+    this.checkUsable();
+    // Batches already applying finish first (their records and pwrites are then issued).
+    await this.writeChains.get(volume)?.catch(() => {});
+    const pending = this.unsyncedWrites.get(volume);
+    this.unsyncedWrites.delete(volume);
+    // A failed fdatasync fails the host (the disk gate, fail_stop.ts): nothing is dropped.
+    await this.journal.sync();
+    await Promise.all([...pending?.replicas ?? []].map((replica) => replica.sync()));
+    this.failStop.check();
+    if (pending?.entries.length) this.onDurable?.(volume, pending.entries);
+  }
+
+  /** What of `volume` was applied cached and is not yet synced. */
+  private unsynced(volume: string): { replicas: Set<Replica>; entries: WriteEntry[] } {
+    let pending = this.unsyncedWrites.get(volume);
+    if (!pending) this.unsyncedWrites.set(volume, pending = { replicas: new Set(), entries: [] });
+    return pending;
   }
 
   /** Remembers that the write of `key` (origin/requestId) is held here. */

@@ -252,6 +252,15 @@ export class NodeJournal {
     return previous.generation;
   }
 
+  /** Resolves once every record appended so far (to any file) is durable: a FLUSH. */
+  async sync(): Promise<void> {
+    const file = this.current;
+    // A switch under way retires (syncs) the files before `file`; a retired `file` answers
+    // sync() with its retirement, which syncs every record it has.
+    await this.switching.catch(() => {});
+    await file?.sync();
+  }
+
   async remove(generation: number): Promise<void> {
     if (!this.current || generation >= this.current.generation) {
       throw new Error(`journal invariant: removing generation ${generation}, which takes appends`);

@@ -2,7 +2,8 @@
  * Binary messages between a volume actor and a replica host (internal; not
  * for clients). Little-endian. Every request carries the sender's epoch.
  *
- * Write batch:  u8 version=1, u8 0, u16 entryCount, u32 seq, u64 epoch (the owner term),
+ * Write batch:  u8 version=1, u8 flags (bit 0: cached, see BatchFlag), u16 entryCount, u32 seq,
+ *               u64 epoch (the owner term),
  *               then per entry: u32 segment, u32 firstBlock, u32 blockCount,
  *               u32 kind (0 data, 1 zero, 2 repair, 3 request), u64 version, data (data and
  *               repair: blockCount blocks; request: blockCount bytes of the client's origin).
@@ -31,6 +32,14 @@ const readRequestBytes = 24;
  */
 export const EntryKind = { data: 0, zero: 1, repair: 2, request: 3 } as const;
 
+/**
+ * Write batch flags. `cached`: acknowledge once applied (written to the page cache, not
+ * yet fdatasync'd); the owner's FLUSH makes it durable with the `flush` op. Without it a
+ * batch is acknowledged only once durable, as before the flag existed.
+ */
+export const BatchFlag = { cached: 1 } as const;
+const knownBatchFlags = BatchFlag.cached;
+
 /** Longest client origin a request entry carries (a NATS inbox prefix is far shorter). */
 export const maxRequestOriginBytes = 255;
 
@@ -47,6 +56,12 @@ export interface WriteEntry {
    * right after this one, in the same batch, so it is durable exactly when the write is.
    */
   request?: ClientRequest;
+  /**
+   * Owner side only: the client asked for a cached write (acknowledged once applied on
+   * every in-sync replica, durable at the next FLUSH). A batch is sent cached only when
+   * every entry in it is.
+   */
+  cached?: boolean;
 }
 
 export interface ClientRequest {
@@ -101,6 +116,7 @@ export function encodeWriteBatch(
   epoch: number,
   entries: readonly WriteEntry[],
   seq = 0,
+  flags = 0,
 ): Uint8Array {
   entries = wireEntries(entries);
   let total = batchHeaderBytes;
@@ -108,6 +124,7 @@ export function encodeWriteBatch(
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   view.setUint8(0, replicaWireVersion);
+  view.setUint8(1, flags);
   view.setUint16(2, entries.length, true);
   view.setUint32(4, seq, true);
   view.setBigUint64(8, BigInt(epoch), true);
@@ -131,10 +148,14 @@ export class WireError extends Error {}
 
 export function decodeWriteBatch(
   bytes: Uint8Array,
-): { epoch: number; seq: number; entries: WriteEntry[] } {
+): { epoch: number; seq: number; flags: number; entries: WriteEntry[] } {
   if (bytes.length < batchHeaderBytes) throw new WireError("write batch shorter than its header");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint8(0) !== replicaWireVersion) throw new WireError("unknown write batch version");
+  const flags = view.getUint8(1);
+  if (flags & ~knownBatchFlags) {
+    throw new WireError(`unknown write batch flags 0x${flags.toString(16)}`);
+  }
   const count = view.getUint16(2, true);
   const seq = view.getUint32(4, true);
   const epoch = Number(view.getBigUint64(8, true));
@@ -167,7 +188,7 @@ export function decodeWriteBatch(
     entries.push(entry);
   }
   if (at !== bytes.length) throw new WireError("write batch has trailing bytes");
-  return { epoch, seq, entries };
+  return { epoch, seq, flags, entries };
 }
 
 export interface ReadRequest {

@@ -40,6 +40,7 @@ import {
   encodeErrorReply,
   encodeReply,
   encodeStat,
+  Flag,
   type IoRequest,
   Op,
   validateRequest,
@@ -181,6 +182,11 @@ export function checkReplicaReply(reply: Uint8Array): Uint8Array {
 }
 
 /** Calls a replica; a non-OK status becomes ReplicaReplyError. */
+/** A write the client asked to be acknowledged before it is durable (see Flag.CACHED). */
+function isCached(flags: number): boolean {
+  return (flags & Flag.CACHED) !== 0 && (flags & Flag.FUA) === 0;
+}
+
 export async function callReplica(
   link: Pick<ReplicaLink, "call">,
   op: string,
@@ -245,6 +251,8 @@ export class VolumeActor {
   /** The rate limit's clock: when the copy budget is next free. */
   private copyFreeAtMs = 0;
   /** Writes by (origin, request id), so a resend is answered, not applied twice. */
+  /** A cached write was sent since the last FLUSH began (a FLUSH then syncs replicas). */
+  private cachedSinceFlush = false;
   private readonly recentWrites = new Map<
     string,
     Promise<{ frame: Uint8Array; ok: boolean }> | "ok"
@@ -1033,13 +1041,16 @@ export class VolumeActor {
       case Op.READ:
         return this.read(request.offsetBytes, request.lengthBytes);
       case Op.WRITE:
-        return this.write(request.offsetBytes, request.lengthBytes, request.payload, client);
+        return this.write(request.offsetBytes, request.lengthBytes, request.payload, client, {
+          cached: isCached(request.flags),
+        });
       case Op.TRIM:
       case Op.WRITE_ZEROES:
-        return this.write(request.offsetBytes, request.lengthBytes, null, client);
+        return this.write(request.offsetBytes, request.lengthBytes, null, client, {
+          cached: isCached(request.flags),
+        });
       case Op.FLUSH:
-        // Every acknowledged write is already durable; FLUSH orders after writes in flight.
-        return Promise.all(this.inflight.all()).then(() => new Uint8Array(0));
+        return this.flush();
       case Op.STAT:
         return Promise.resolve(this.stat());
       default:
@@ -1061,12 +1072,69 @@ export class VolumeActor {
 
   // ---- writes ----
 
+  /**
+   * FLUSH: every write acknowledged before it becomes durable on every replica written to
+   * (in sync or catching up). Orders after the writes in flight; free when no cached write
+   * was sent since the last FLUSH. A replica whose flush fails is marked stale like one
+   * whose write failed; the last in-sync copy is kept and the FLUSH fails.
+   */
+  private async flush(): Promise<Uint8Array> {
+    const needed = this.cachedSinceFlush;
+    this.cachedSinceFlush = false;
+    try {
+      await Promise.all(this.inflight.all());
+      if (needed) await this.flushReplicas();
+    } catch (err) {
+      if (needed) this.cachedSinceFlush = true;
+      throw err;
+    }
+    return new Uint8Array(0);
+  }
+
+  private async flushReplicas(): Promise<void> {
+    const segmentsByNode = new Map<string, number[]>();
+    this.layout.segments.forEach((segment, index) => {
+      for (const { node } of writeTargets(segment.replicas)) {
+        segmentsByNode.set(node, [...segmentsByNode.get(node) ?? [], index]);
+      }
+    });
+    const body = new TextEncoder().encode(JSON.stringify({ epoch: this.term }));
+    const nodes = [...segmentsByNode.keys()];
+    const results = await Promise.allSettled(
+      nodes.map((node) => callReplica(this.stream(node), "flush", body)),
+    );
+    let keptLastCopy = false;
+    for (const [i, result] of results.entries()) {
+      if (result.status === "fulfilled") continue;
+      const err = result.reason as Error;
+      if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") this.fence(err.message);
+      this.deps.log.warn(`volume ${this.name}: flush on ${nodes[i]} failed: ${err.message}`);
+      for (const segment of segmentsByNode.get(nodes[i])!) {
+        if (await this.replicaWriteFailed(nodes[i], segment) === "kept-last-copy") {
+          keptLastCopy = true;
+        }
+      }
+    }
+    if (this.stateNow() === "fenced") {
+      throw new CairnError("MOVED", "volume was taken over by a newer owner");
+    }
+    if (keptLastCopy) {
+      throw new CairnError(
+        "UNAVAILABLE",
+        `the flush failed on a last in-sync replica, which stays in sync; not acknowledged`,
+      );
+    }
+  }
+
   private async write(
     offsetBytes: number,
     lengthBytes: number,
     data: Uint8Array | null,
     client?: ClientRequest,
+    { cached = false } = {},
   ): Promise<Uint8Array> {
+    // Set before the write is sent: a FLUSH arriving meanwhile waits for it and syncs it.
+    if (cached) this.cachedSinceFlush = true;
     const { spec } = this.deps;
     const pieces = splitBySegment(offsetBytes, lengthBytes, spec.segmentBytes);
     const firstBlock = offsetBytes / blockSizeBytes;
@@ -1080,7 +1148,7 @@ export class VolumeActor {
       // the request on one piece could not know the other pieces had landed too.
       const named = pieces.length === 1 ? client : undefined;
       const settled = await Promise.allSettled(
-        pieces.map((piece) => this.writePiece(piece, data, named)),
+        pieces.map((piece) => this.writePiece(piece, data, named, cached)),
       );
       const failed = settled.find((r) => r.status === "rejected");
       if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -1097,7 +1165,8 @@ export class VolumeActor {
   private async writePiece(
     piece: SegmentPiece,
     data: Uint8Array | null,
-    client?: ClientRequest,
+    client: ClientRequest | undefined,
+    cached: boolean,
   ): Promise<void> {
     const segment = this.layout.segments[piece.segment];
     const entry: WriteEntry = {
@@ -1109,6 +1178,7 @@ export class VolumeActor {
       data: data?.subarray(piece.byteStart, piece.byteStart + piece.blockCount * blockSizeBytes),
       // Goes with the write to every replica, so a new owner knows this request was applied.
       request: client,
+      cached,
     };
     const targets = writeTargets(segment.replicas);
     const results = await Promise.allSettled(

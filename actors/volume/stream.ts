@@ -14,8 +14,11 @@ export interface ReplicaLink {
    * (default: the replica timeout) bounds a remote call; in-process calls ignore it.
    */
   call(op: string, body: Uint8Array, timeoutMs?: number): Promise<Uint8Array>;
-  /** Applies a batch of write entries durably; rejects (ReplicaReplyError or transport) otherwise. */
-  write(term: number, entries: WriteEntry[], seq: number): Promise<void>;
+  /**
+   * Applies a batch of write entries, durably unless `cached` (then once applied);
+   * rejects (ReplicaReplyError or transport) otherwise.
+   */
+  write(term: number, entries: WriteEntry[], seq: number, cached?: boolean): Promise<void>;
   /** Reads blocks of one segment; rejects like write. */
   read(request: ReadRequest): Promise<ReadResult>;
 }
@@ -37,9 +40,12 @@ export class ReplicaStream {
     return this.link.call(op, body, timeoutMs);
   }
 
-  /** Sends one batch as the stream's next (the send itself happens before this returns). */
+  /**
+   * Sends one batch as the stream's next (the send itself happens before this returns):
+   * cached only if every entry is, so a durable write is never acknowledged unsynced.
+   */
   write(term: number, entries: WriteEntry[]): Promise<void> {
-    return this.link.write(term, entries, this.nextSeq++);
+    return this.link.write(term, entries, this.nextSeq++, entries.every((e) => e.cached));
   }
 
   read(request: ReadRequest): Promise<ReadResult> {

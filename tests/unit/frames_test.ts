@@ -196,8 +196,8 @@ Deno.test("rejects unknown ops", () => {
   }
 });
 
-Deno.test("rejects unknown flags and FUA on ops that do not write", () => {
-  for (const flags of [2, 0x8000, 0xffff]) {
+Deno.test("rejects unknown flags, and FUA and CACHED on ops that do not write", () => {
+  for (const flags of [4, 0x8000, 0xffff]) {
     const frame = validFrame();
     new DataView(frame.buffer).setUint16(2, flags, true);
     assert.match(assertRejected(frame, "BAD_FRAME"), /flag/);
@@ -208,6 +208,20 @@ Deno.test("rejects unknown flags and FUA on ops that do not write", () => {
       assertRejected(encodeRequest({ ...base, op, flags: Flag.FUA, lengthBytes }), "BAD_FRAME"),
       /FUA/,
     );
+  }
+  for (const op of [Op.READ, Op.FLUSH, Op.STAT]) {
+    const lengthBytes = op === Op.FLUSH || op === Op.STAT ? 0 : 4096;
+    assert.match(
+      assertRejected(encodeRequest({ ...base, op, flags: Flag.CACHED, lengthBytes }), "BAD_FRAME"),
+      /CACHED/,
+    );
+  }
+  for (const op of [Op.WRITE, Op.WRITE_ZEROES, Op.TRIM]) {
+    const payload = new Uint8Array(op === Op.WRITE ? 4096 : 0);
+    const frame = encodeRequest({ ...base, op, flags: Flag.CACHED, lengthBytes: 4096, payload });
+    const decoded = decodeRequest(frame);
+    assert.ok(decoded.ok, `CACHED on ${op}`);
+    assert.equal(decoded.request.flags, Flag.CACHED);
   }
 });
 

@@ -13,7 +13,7 @@ import { MemoryDisk } from "../../actors/memory_disk.ts";
 import { ReplicaHost, segmentFileName } from "../../actors/replica/host.ts";
 import { SegmentFile, segmentFileSizeBytes } from "../../actors/replica/segment_file.ts";
 import { type ReplicaLink, VolumeActor } from "../../actors/volume/actor.ts";
-import { decodeReply, encodeRequest, Op } from "../../protocol/frames.ts";
+import { decodeReply, encodeRequest, Flag, Op } from "../../protocol/frames.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Clock } from "../../actors/ports.ts";
 import { HostError } from "../../actors/replica/host.ts";
@@ -148,11 +148,11 @@ async function harness(
     const host = hosts.get(node)!;
     return {
       call: (op, body) => host.handle(volumeId, op, body),
-      write: async (term, entries, seq) => {
+      write: async (term, entries, seq, cached) => {
         if (failWrites.has(node) || failOnce.delete(node)) {
           throw new ReplicaReplyError("IO_ERROR", `${node} write fails`);
         }
-        await host.writeEntries(volumeId, term, entries, undefined, seq).catch((err) => {
+        await host.writeEntries(volumeId, term, entries, undefined, seq, cached).catch((err) => {
           if (err instanceof HostError) throw new ReplicaReplyError(err.code, err.message);
           throw err;
         });
@@ -410,7 +410,8 @@ Deno.test("a write resent to a new owner after the old one applied it is not app
     const host = hosts.get(node)!;
     return {
       call: (op, body) => host.handle(volumeId, op, body),
-      write: (term, entries, seq) => host.writeEntries(volumeId, term, entries, undefined, seq),
+      write: (term, entries, seq, cached) =>
+        host.writeEntries(volumeId, term, entries, undefined, seq, cached),
       read: (req) => host.readBlocks(volumeId, req),
     };
   };
@@ -432,4 +433,50 @@ Deno.test("a write resent to a new owner after the old one applied it is not app
   assert.equal(decodeReply(await successor.handleFrame(first, "_INBOX.client1")).status, 0);
   assert.equal((await successor.serve(request(Op.READ, 0, 4096)))[0], 2);
   await successor.stop();
+});
+
+Deno.test("FLUSH makes the cached writes before it durable on every in-sync replica", async () => {
+  const cachedWrite = (offsetBytes: number, fill: number, lengthBytes = 4096) => ({
+    ...request(Op.WRITE, offsetBytes, lengthBytes, new Uint8Array(lengthBytes).fill(fill)),
+    flags: Flag.CACHED,
+  });
+  /** Every node loses power (unsynced writes lost); what each holds after, block 0..15. */
+  const afterPowerLoss = async (h: Harness, term: number) => {
+    const held = new Map<string, number[]>();
+    for (const [node, disk] of h.disks) {
+      disk.crash({ keepPendingProbability: 0 });
+      const host = new ReplicaHost(`/${node}`, disk, quiet);
+      await host.loadAll();
+      const read = await host.readBlocks(volumeId, {
+        segment: 0,
+        epoch: term,
+        firstBlock: 0,
+        blockCount: 16,
+      });
+      held.set(node, [...read.data.filter((_, i) => i % 4096 === 0)]);
+    }
+    return held;
+  };
+  // The whole segment in place (a large write), then small journaled ones over it.
+  const writeAll = async (actor: VolumeActor) => {
+    await actor.serve(cachedWrite(0, 7, 64 * 1024));
+    await Promise.all([1, 5, 9].map((block) => actor.serve(cachedWrite(block * 4096, block))));
+  };
+  const want = Array.from({ length: 16 }, (_, i) => [1, 5, 9].includes(i) ? i : 7);
+
+  const flushed = await harness();
+  await flushed.actor.start({ volumeId, owner: "a", term: 0 });
+  await writeAll(flushed.actor);
+  await flushed.actor.serve(request(Op.FLUSH, 0, 0));
+  for (const [node, blocks] of await afterPowerLoss(flushed, flushed.actor.ownerTerm)) {
+    assert.deepEqual(blocks, want, `${node} holds every write acknowledged before the FLUSH`);
+  }
+
+  // Without the FLUSH the same power loss takes them: the check above can tell.
+  const unflushed = await harness();
+  await unflushed.actor.start({ volumeId, owner: "a", term: 0 });
+  await writeAll(unflushed.actor);
+  for (const [node, blocks] of await afterPowerLoss(unflushed, unflushed.actor.ownerTerm)) {
+    assert.notDeepEqual(blocks, want, `${node} lost unflushed cached writes`);
+  }
 });

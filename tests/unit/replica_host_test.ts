@@ -3,6 +3,7 @@ import { MemoryDisk } from "../../actors/memory_disk.ts";
 import { directWriteMinBytes, ReplicaHost } from "../../actors/replica/host.ts";
 import { decideEpoch, GroupSync } from "../../actors/replica/core.ts";
 import {
+  BatchFlag,
   decodeReadReply,
   decodeReply,
   decodeWriteBatch,
@@ -471,4 +472,76 @@ Deno.test("replica host: a write's client request is remembered (not written as 
   // A stale term may not ask.
   const stale = await after.handle("vol", "requests", new TextEncoder().encode('{"epoch":0}'));
   assert.equal(stale[0], ErrorCode.STALE_EPOCH);
+});
+
+Deno.test("replica host: a cached batch is acknowledged unsynced, and durable only after a flush", async () => {
+  const bigBlocks = directWriteMinBytes / 4096; // written in place, not journaled
+  const big = (version: number, fill: number): WriteEntry => ({
+    segment: 1,
+    firstBlock: 0,
+    blockCount: bigBlocks,
+    kind: EntryKind.data,
+    version,
+    data: new Uint8Array(bigBlocks * 4096).fill(fill),
+  });
+  const cachedBatch = (small: number, large: number) =>
+    encodeWriteBatch(1, [dataEntry(0, 3, small, small), big(large, large)], 0, BatchFlag.cached);
+  const flushBody = encoder.encode('{"epoch":1}');
+  const powerLoss = (disk: MemoryDisk) => disk.crash({ keepPendingProbability: 0 });
+
+  // Power loss before the flush: both writes are gone (they were never synced).
+  {
+    const disk = new MemoryDisk({ seed: 7 });
+    const durable: number[] = [];
+    const host = new ReplicaHost("/data", disk, silent, {
+      onDurable: (_v, entries) => durable.push(...entries.map((e) => e.version)),
+    });
+    await host.loadAll();
+    await host.createSegments("vol", segmentBytes, [0, 1], 1);
+    const syncsBefore = disk.stats.datasyncs;
+    assert.equal((await host.handle("vol", "write", cachedBatch(11, 12)))[0], ErrorCode.OK);
+    assert.equal(disk.stats.datasyncs, syncsBefore, "a cached batch costs no fdatasync");
+    assert.deepEqual(durable, [], "not told durable before the flush");
+    // Reads see it at once.
+    assert.deepEqual([...(await read(host, 0, 3, 1)).versions], [11]);
+    powerLoss(disk);
+    const after = new ReplicaHost("/data", disk, silent);
+    await after.loadAll();
+    assert.deepEqual([...(await read(after, 0, 3, 1)).versions], [0]);
+    assert.deepEqual([...(await read(after, 1, 0, 1)).versions], [0]);
+  }
+  // Flushed, then power loss: both are there.
+  {
+    const disk = new MemoryDisk({ seed: 8 });
+    const durable: number[] = [];
+    const host = new ReplicaHost("/data", disk, silent, {
+      onDurable: (_v, entries) => durable.push(...entries.map((e) => e.version)),
+    });
+    await host.loadAll();
+    await host.createSegments("vol", segmentBytes, [0, 1], 1);
+    assert.equal((await host.handle("vol", "write", cachedBatch(21, 22)))[0], ErrorCode.OK);
+    assert.equal((await host.handle("vol", "flush", flushBody))[0], ErrorCode.OK);
+    assert.deepEqual(durable, [21, 22], "told durable at the flush");
+    // A stale term may not flush.
+    const stale = await host.handle("vol", "flush", encoder.encode('{"epoch":0}'));
+    assert.equal(stale[0], ErrorCode.STALE_EPOCH);
+    powerLoss(disk);
+    const after = new ReplicaHost("/data", disk, silent);
+    await after.loadAll();
+    assert.deepEqual([...(await read(after, 0, 3, 1)).versions], [21]);
+    assert.deepEqual([...(await read(after, 1, 0, 1)).versions], [22]);
+  }
+  // A fence (a new owner taking over) flushes too.
+  {
+    const disk = new MemoryDisk({ seed: 9 });
+    const { host } = await newHost(disk);
+    assert.equal((await host.handle("vol", "write", cachedBatch(31, 32)))[0], ErrorCode.OK);
+    const fence = encoder.encode(JSON.stringify({ epoch: 2, segments: [0, 1] }));
+    assert.equal((await host.handle("vol", "fence", fence))[0], ErrorCode.OK);
+    powerLoss(disk);
+    const after = new ReplicaHost("/data", disk, silent);
+    await after.loadAll();
+    assert.deepEqual([...(await read(after, 0, 3, 1, 2)).versions], [31]);
+    assert.deepEqual([...(await read(after, 1, 0, 1, 2)).versions], [32]);
+  }
 });

@@ -270,7 +270,8 @@ Deno.test("scrub: the volume actor scrubs while it serves and stops when it stop
         if (op === "scrub") scrubCalls++;
         return host.handle(volumeId, op, body);
       },
-      write: (term, entries, seq) => host.writeEntries(volumeId, term, entries, undefined, seq),
+      write: (term, entries, seq, cached) =>
+        host.writeEntries(volumeId, term, entries, undefined, seq, cached),
       read: (request) => host.readBlocks(volumeId, request),
     };
   };
