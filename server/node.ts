@@ -38,6 +38,15 @@ export interface NodeOptions {
 }
 
 /** Reads the node id stored in the data dir, or stores the given (or a new) one. */
+/** This boot of the machine (a reboot or power cycle changes it), or undefined off Linux. */
+function machineBootId(): string | undefined {
+  try {
+    return fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
 export function stableNodeId(dataDir: string, wanted?: string): string {
   const path = `${dataDir}/node-id`;
   fs.mkdirSync(dataDir, { recursive: true });
@@ -117,6 +126,7 @@ export class CairnNode {
       capacityBytes: options.capacityBytes ?? defaultCapacityBytes(options.dataDir),
       dataDir: options.dataDir,
       disk: systemDisk,
+      bootId: machineBootId(),
       transport: this.transport,
       metadata: await JetStreamMetadata.open(this.nc, {
         replicas: options.kvReplicas ?? defaultKvReplicas(servers.length),

@@ -6,7 +6,7 @@
  * write id, so a read tells exactly which write it saw.
  */
 import type { Transport } from "../actors/ports.ts";
-import { decodeReply, encodeRequest, Op, replyError } from "../protocol/frames.ts";
+import { decodeReply, encodeRequest, Flag, Op, replyError } from "../protocol/frames.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
@@ -19,6 +19,10 @@ export const attemptTimeoutMs = 1500;
 export const operationDeadlineMs = 20_000;
 /** Blocks per stripe: each stripe has one writer, so retried writes cannot reorder writers. */
 export const stripeBlocks = 4;
+/** Share of writes sent CACHED (acknowledged once applied, durable at the next FLUSH). */
+export const cachedWriteChance = 0.5;
+/** A client sends FLUSH after this many acknowledged cached writes. */
+export const cachedWritesPerFlush = 4;
 
 export interface SimVolume {
   name: string;
@@ -53,6 +57,8 @@ export interface ClientStats {
   failed: number;
   retries: number;
   errors: Map<string, number>;
+  /** FLUSHes answered OK. */
+  flushes: number;
 }
 
 /**
@@ -63,8 +69,9 @@ export interface ClientStats {
 export const clientThinkMaxMs = 40;
 
 export class SimClient {
-  readonly stats: ClientStats = { ok: 0, failed: 0, retries: 0, errors: new Map() };
+  readonly stats: ClientStats = { ok: 0, failed: 0, retries: 0, errors: new Map(), flushes: 0 };
   private requestId = 1;
+  private cachedSinceFlush = 0;
   stopped = false;
 
   constructor(
@@ -88,11 +95,12 @@ export class SimClient {
     offsetBytes: number,
     lengthBytes: number,
     payload?: Uint8Array,
+    flags = 0,
   ): Promise<{ ok: true; payload: Uint8Array } | { ok: false; why: string }> {
     const deadline = this.scheduler.nowMs + operationDeadlineMs;
     const frame = encodeRequest({
       op,
-      flags: 0,
+      flags,
       requestId: this.requestId = (this.requestId + 1) >>> 0,
       offsetBytes,
       lengthBytes,
@@ -138,8 +146,17 @@ export class SimClient {
     const data = new Uint8Array(count * blockSizeBytes);
     for (let i = 0; i < count; i++) data.set(blockImage(writeId, first + i), i * blockSizeBytes);
     const startMs = this.scheduler.nowMs;
-    const result = await this.call(Op.WRITE, first * blockSizeBytes, data.length, data);
+    // Half the writes are cached (durable at a FLUSH, which follows every few of them).
+    const cached = this.scheduler.chance(cachedWriteChance);
+    const flags = cached ? Flag.CACHED : 0;
+    const result = await this.call(Op.WRITE, first * blockSizeBytes, data.length, data, flags);
     const endMs = this.scheduler.nowMs;
+    if (cached && result.ok && ++this.cachedSinceFlush >= cachedWritesPerFlush) {
+      this.cachedSinceFlush = 0;
+      const flushed = await this.call(Op.FLUSH, 0, 0);
+      if (flushed.ok) this.stats.flushes++;
+      else this.count(`FLUSH ${flushed.why}`);
+    }
     if (result.ok) this.stats.ok++;
     else {
       this.stats.failed++;

@@ -36,6 +36,8 @@ export interface SimNode {
   life: number;
   /** Set when the node's replica host failed-stop (a failed fdatasync). */
   failStopped: boolean;
+  /** Bumped by every power loss: the machine's boot id (ReplicaHostOptions.bootId). */
+  boot: number;
 }
 
 /** The simulator's replica grace period and scrub settings (see NodeRuntimeDeps). */
@@ -92,6 +94,7 @@ export class SimCluster {
         runtime: null,
         state: "crashed",
         life: 0,
+        boot: 0,
         failStopped: false,
       });
     }
@@ -141,6 +144,7 @@ export class SimCluster {
       zone: node.zone,
       capacityBytes: 100 * 1024 ** 3,
       dataDir: `/${id}`,
+      bootId: `${id}-boot-${node.boot}`,
       disk: slowDisk(node.disk, this.scheduler, id, (path) => {
         if (!path.endsWith(".seg") || !this.powerLossAtSync.delete(id)) return false;
         this.scheduler.trace("fault", `power loss of ${id} during fdatasync of ${path}`);
@@ -229,6 +233,7 @@ export class SimCluster {
   powerLoss(id: string): void {
     this.kill(id);
     const node = this.nodes.get(id)!;
+    node.boot++;
     node.disk.crash({
       keepPendingProbability: this.scheduler.random(),
       tearWrites: true,

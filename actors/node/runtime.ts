@@ -78,6 +78,8 @@ export interface NodeRuntimeDeps {
   rebuildRateBytesPerSec?: number;
   /** See ReplicaHostOptions.onDurable (the simulator's durability oracle). */
   onReplicaDurable?: ReplicaHostOptions["onDurable"];
+  /** See ReplicaHostOptions.bootId (power loss detection for cached writes). */
+  bootId?: string;
   /** Background scrub settings (`--scrub-interval`, `--scrub-rate`); default: scrub.ts. */
   scrub?: Partial<ScrubSettings>;
 }
@@ -121,6 +123,7 @@ export class NodeRuntime {
       journalCheckpointBytes: deps.journalCheckpointBytes,
       clock: deps.clock,
       onDurable: deps.onReplicaDurable,
+      bootId: deps.bootId,
       onFailStop: (reason) => {
         // Serve nothing more from here: volume actors stop, so clients move on.
         void this.supervisor?.stopAll();

@@ -86,7 +86,21 @@ export interface ReplicaHostOptions {
    * term wait out leases granted to lower ones. Without it (unit tests) fences never wait.
    */
   clock?: Clock;
+  /**
+   * Names this boot of the machine (Linux: /proc/sys/kernel/random/boot_id; the simulator:
+   * one per power cycle). A host that finds its cached-writes marker from another boot may
+   * have lost unflushed cached writes: its replicas are suspect (see loadAll). Without it
+   * (unit tests) the boot never changes.
+   */
+  bootId?: string;
 }
+
+/**
+ * Written (with the boot id) before the first cached write a host applies: found at start
+ * with another boot's id, the machine lost power or rebooted since, and unflushed cached
+ * writes may be gone.
+ */
+export const cachedWritesMarkerName = "cached-writes.boot";
 
 export function segmentFileName(segment: number): string {
   return `${String(segment).padStart(6, "0")}.seg`;
@@ -199,6 +213,17 @@ export class ReplicaHost {
     string,
     { replicas: Set<Replica>; entries: WriteEntry[] }
   >();
+  private readonly bootId: string;
+  /** The cached-writes marker names this boot (set once written or found so). */
+  private markerWritten: Promise<void> | null = null;
+  /**
+   * Segments (volume/segment) that may have lost unflushed cached writes in a power loss:
+   * refused for reads, reported `suspect` to fences so an owner with another in-sync copy
+   * marks them stale and catches them up. Value: the term of the last fence that heard
+   * it (0: none yet); the first write batch at that term or later clears it, since the
+   * owner has then recorded its decision in the layout.
+   */
+  private readonly suspect = new Map<string, number>();
   /** Per volume: pwrites of write batches apply in arrival order (fsyncs overlap). */
   private readonly writeChains = new Map<string, Promise<unknown>>();
   /** Per volume: the owner write stream this replica follows (set by fences, in memory only). */
@@ -230,6 +255,7 @@ export class ReplicaHost {
   ) {
     this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
     this.onDurable = options.onDurable;
+    this.bootId = options.bootId ?? "this-boot";
     this.leases = options.clock
       ? { table: new LeaseTable(options.clock.nowMs()), clock: options.clock }
       : null;
@@ -295,6 +321,94 @@ export class ReplicaHost {
       if (replicas.size) this.volumes.set(volume, replicas);
     }
     await this.replayJournal();
+    await this.checkCachedWritesMarker();
+  }
+
+  private get markerPath(): string {
+    return `${this.dataDir}/${cachedWritesMarkerName}`;
+  }
+
+  /** At start: a marker from another boot makes every replica here suspect (see `suspect`). */
+  private async checkCachedWritesMarker(): Promise<void> {
+    const boot = await this.readMarker();
+    if (boot === null) return;
+    if (boot === this.bootId) {
+      this.markerWritten = Promise.resolve();
+      return;
+    }
+    for (const [volume, replicas] of this.volumes) {
+      for (const segment of replicas.keys()) this.suspect.set(`${volume}/${segment}`, 0);
+    }
+    this.log.warn(
+      `cached writes were applied here in an earlier boot (${boot}): unflushed ones may be ` +
+        `lost, so the ${this.suspect.size} replicas here are suspect until their owners ` +
+        `catch them up from another copy (or keep them, where no other copy is in sync)`,
+    );
+  }
+
+  private async readMarker(): Promise<string | null> {
+    if (!(await this.disk.list(this.dataDir)).includes(cachedWritesMarkerName)) return null;
+    const file = await this.disk.open(this.markerPath, { create: false });
+    try {
+      const bytes = new Uint8Array(await file.sizeBytes());
+      await file.read(bytes, 0);
+      return new TextDecoder().decode(bytes);
+    } finally {
+      await file.close();
+    }
+  }
+
+  /** Makes the marker durably name this boot (before a cached write is applied). */
+  private writeMarker(): Promise<void> {
+    return (async () => {
+      const file = await this.disk.open(this.markerPath, { create: true });
+      try {
+        const bytes = new TextEncoder().encode(this.bootId);
+        await file.truncate(0);
+        await file.write(bytes, 0);
+        await file.datasync();
+      } finally {
+        await file.close();
+      }
+      await this.disk.syncDir(this.dataDir);
+    })();
+  }
+
+  /**
+   * Before the first cached batch: the marker must name this boot, durably. While suspect
+   * replicas remain, the other boot's marker stays (it keeps them suspect across restarts).
+   */
+  private cachedWritesMarked(): Promise<void> {
+    if (this.suspect.size) return Promise.resolve();
+    return this.markerWritten ??= this.writeMarker().catch((err) => {
+      this.markerWritten = null;
+      throw err;
+    });
+  }
+
+  /** A write batch at `epoch` was applied to `segments`: clears those an owner has judged. */
+  private clearSuspect(volume: string, epoch: number, segments: Iterable<number>): void {
+    if (!this.suspect.size) return;
+    for (const segment of segments) {
+      const key = `${volume}/${segment}`;
+      const fencedAt = this.suspect.get(key);
+      if (fencedAt !== undefined && fencedAt > 0 && epoch >= fencedAt) this.suspect.delete(key);
+    }
+    if (this.suspect.size === 0) {
+      this.log.info("no suspect replicas left: the cached-writes marker names this boot again");
+      this.markerWritten = this.writeMarker();
+      this.markerWritten.catch((err) => this.log.warn(`cached-writes marker: ${err.message}`));
+    }
+  }
+
+  private checkNotSuspect(volume: string, segment: number): void {
+    if (this.suspect.has(`${volume}/${segment}`)) {
+      throw new HostError(
+        "NO_SUCH_VOLUME",
+        `segment ${segment} of ${volume} here may have lost unflushed cached writes in a ` +
+          `power loss; not served until its owner fences it (it is caught up from another copy)`,
+      );
+    }
   }
 
   /**
@@ -591,9 +705,11 @@ export class ReplicaHost {
     }
     this.checkSequence(volume, epoch, seq);
     const previous = this.writeChains.get(volume) ?? Promise.resolve();
-    const applied = previous.catch(() => {}).then(() =>
-      this.applyEntries(volume, epoch, entries, touched, encoded, cached)
-    );
+    const marked = cached ? this.cachedWritesMarked() : null;
+    const applied = previous.catch(() => {}).then(async () => {
+      await marked;
+      return this.applyEntries(volume, epoch, entries, touched, encoded, cached);
+    });
     this.writeChains.set(volume, applied);
     const { advanced, durable } = await applied;
     await durable;
@@ -602,6 +718,7 @@ export class ReplicaHost {
     // Nothing is acknowledged once the host failed-stop (a sync that succeeded after a
     // failed one vouches for nothing; the gate already refuses those, this is cheap).
     this.failStop.check();
+    this.clearSuspect(volume, epoch, new Set(entries.map((e) => e.segment)));
     const written = entries.filter((e) => e.kind !== EntryKind.request);
     if (!cached) this.onDurable?.(volume, written);
     else if (this.onDurable) this.unsynced(volume).entries.push(...written);
@@ -785,6 +902,7 @@ export class ReplicaHost {
     this.checkUsable();
     const replica = this.replica(volume, request.segment);
     replica.check(request.epoch);
+    this.checkNotSuspect(volume, request.segment);
     return await replica.file.readBlocks(request.firstBlock, request.blockCount);
   }
 
@@ -820,7 +938,15 @@ export class ReplicaHost {
       const replica = this.replica(volume, segment);
       await replica.admit(request.epoch);
       await replica.sync();
-      segments.push({ segment, epoch: replica.epoch, maxVersion: replica.file.maxVersion });
+      const key = `${volume}/${segment}`;
+      const suspect = this.suspect.has(key);
+      if (suspect) this.suspect.set(key, request.epoch);
+      segments.push({
+        segment,
+        epoch: replica.epoch,
+        maxVersion: replica.file.maxVersion,
+        ...(suspect ? { suspect } : {}),
+      });
     }
     this.leases?.table.fenced(volume, request.epoch);
     return encodeJsonOk({

@@ -52,6 +52,8 @@ export class FencedError extends CairnError {
 interface FencedSegment {
   segment: number;
   maxVersion: number;
+  /** The replica may have lost unflushed cached writes in a power loss (host.ts `suspect`). */
+  suspect?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -308,6 +310,8 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   const deadlineMs = input.clock.nowMs() + takeoverReplicaWaitMs;
   const nodeSegments = segmentsByNode(layout);
   const fenced = new Map<string, Map<number, number>>();
+  /** Per segment, the nodes whose replica answered suspect. */
+  const suspects = new Map<number, Set<string>>();
   await Promise.all([...nodeSegments].map(async ([node, segments]) => {
     const result = await fenceNode(
       input.link(node),
@@ -319,6 +323,9 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
     );
     if (result) fenced.set(node, new Map(result.map((s) => [s.segment, s.maxVersion])));
     else input.log.warn(`volume ${input.name}: replica node ${node} did not answer the fence`);
+    for (const s of result ?? []) {
+      if (s.suspect) suspects.set(s.segment, (suspects.get(s.segment) ?? new Set()).add(node));
+    }
   }));
 
   const highestVersions = new Map<number, number>();
@@ -327,7 +334,20 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   const blockCount = input.segmentBytes / blockSizeBytes;
   for (let segment = 0; segment < layout.segments.length; segment++) {
     const replicas = layout.segments[segment].replicas;
-    const reachable = replicas.filter((r) => fenced.get(r.node)?.has(segment));
+    let reachable = replicas.filter((r) => fenced.get(r.node)?.has(segment));
+    // A replica that may have lost unflushed cached writes in a power loss is no source while
+    // another in-sync one answered: it is marked stale below and caught up. Where every
+    // in-sync copy is suspect (the whole cluster lost power) they are all there is.
+    const suspect = suspects.get(segment);
+    if (suspect && reachable.some((r) => r.state === "in-sync" && !suspect.has(r.node))) {
+      for (const node of suspect) fenced.get(node)?.delete(segment);
+      reachable = reachable.filter((r) => !suspect.has(r.node));
+    } else if (suspect) {
+      input.log.warn(
+        `volume ${input.name} segment ${segment}: every in-sync copy answered suspect (a ` +
+          `power loss with unflushed cached writes); kept, as a disk after a power loss`,
+      );
+    }
     const sources = reachable.filter((r) => r.state === "in-sync");
     for (const r of replicas) {
       if (r.state !== "stale" && !fenced.get(r.node)?.has(segment)) {

@@ -498,10 +498,14 @@ Deno.test("replica host: a cached batch is acknowledged unsynced, and durable on
     });
     await host.loadAll();
     await host.createSegments("vol", segmentBytes, [0, 1], 1);
+    // The first cached batch of a boot writes the cached-writes marker (one fdatasync).
+    const first = encodeWriteBatch(1, [dataEntry(0, 9, 10, 10)], 0, BatchFlag.cached);
+    assert.equal((await host.handle("vol", "write", first))[0], ErrorCode.OK);
     const syncsBefore = disk.stats.datasyncs;
     assert.equal((await host.handle("vol", "write", cachedBatch(11, 12)))[0], ErrorCode.OK);
     assert.equal(disk.stats.datasyncs, syncsBefore, "a cached batch costs no fdatasync");
     assert.deepEqual(durable, [], "not told durable before the flush");
+    durable.length = 0;
     // Reads see it at once.
     assert.deepEqual([...(await read(host, 0, 3, 1)).versions], [11]);
     powerLoss(disk);
@@ -544,4 +548,57 @@ Deno.test("replica host: a cached batch is acknowledged unsynced, and durable on
     assert.deepEqual([...(await read(after, 0, 3, 1, 2)).versions], [31]);
     assert.deepEqual([...(await read(after, 1, 0, 1, 2)).versions], [32]);
   }
+});
+
+Deno.test("replica host: after a power loss with cached writes, its replicas are suspect until an owner writes after fencing", async () => {
+  const disk = new MemoryDisk({ seed: 11 });
+  const open = async (bootId: string) => {
+    const host = new ReplicaHost("/data", disk, silent, { bootId });
+    await host.loadAll();
+    return host;
+  };
+  const first = await open("boot-1");
+  await first.createSegments("vol", segmentBytes, [0, 1], 1);
+  const cached = encodeWriteBatch(1, [dataEntry(0, 4, 40, 0x40)], 0, BatchFlag.cached);
+  assert.equal((await first.handle("vol", "write", cached))[0], ErrorCode.OK);
+  const fence = (epoch: number) =>
+    encoder.encode(JSON.stringify({ epoch, segments: [0, 1], nextSeq: 1 }));
+  const suspectIn = async (host: ReplicaHost, epoch: number) => {
+    const reply = await host.handle("vol", "fence", fence(epoch));
+    assert.equal(reply[0], ErrorCode.OK);
+    const answer = JSON.parse(new TextDecoder().decode(reply.subarray(1)));
+    return answer.segments.filter((s: { suspect?: boolean }) => s.suspect).map((
+      s: { segment: number },
+    ) => s.segment);
+  };
+
+  // kill -9 (same boot): the page cache survived, nothing is suspect.
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  const sameBoot = await open("boot-1");
+  assert.deepEqual(await suspectIn(sameBoot, 2), []);
+
+  // A power loss (another boot): every replica is suspect, reads are refused.
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  const rebooted = await open("boot-2");
+  const read = await rebooted.handle(
+    "vol",
+    "read",
+    encodeReadRequest({ segment: 0, epoch: 2, firstBlock: 4, blockCount: 1 }),
+  );
+  assert.equal(read[0], ErrorCode.NO_SUCH_VOLUME, "a suspect replica serves no read");
+  // Restarted again before any owner judged it: still suspect (the marker names boot-1).
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  const again = await open("boot-2");
+  assert.deepEqual(await suspectIn(again, 3), [0, 1]);
+  // The owner that fenced at term 3 writes (it has recorded its judgement): cleared.
+  const write = encodeWriteBatch(
+    3,
+    [dataEntry(0, 5, 3_000_001, 1), dataEntry(1, 5, 3_000_002, 2)],
+    1,
+  );
+  assert.equal((await again.handle("vol", "write", write))[0], ErrorCode.OK);
+  assert.deepEqual(await suspectIn(again, 4), []);
+  // And the marker names this boot again: a kill -9 now leaves nothing suspect.
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  assert.deepEqual(await suspectIn(await open("boot-2"), 5), []);
 });
