@@ -57,6 +57,7 @@ export const controlOps = [
   "volume.delete",
   "volume.move",
   "node.list",
+  "cluster.status",
 ] as const;
 export type ControlOp = (typeof controlOps)[number];
 
