@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { blockSizeBytes, maxNameLength, maxReplicas, namePattern } from "./limits.ts";
 import { readPolicyNames } from "../actors/volume/read_policy.ts";
+import { ErrorCode } from "./errors.ts";
 
 export const nameSchema = z.string().max(maxNameLength).regex(
   namePattern,
@@ -175,6 +176,72 @@ export interface VerifyProgress {
   segmentsDone: number;
   segmentsTotal: number;
 }
+
+// ---- HTTP admin API bodies (http/): the control bodies above plus these ----
+
+/**
+ * Codes of errors the HTTP layer itself answers (no control op ran). Every other problem
+ * carries one of the protocol's error codes (protocol/errors.ts).
+ */
+export const httpOnlyProblemCodes = [
+  "UNAUTHORIZED",
+  "FORBIDDEN",
+  "NOT_FOUND",
+  "METHOD_NOT_ALLOWED",
+  "PAYLOAD_TOO_LARGE",
+  "UNSUPPORTED_MEDIA_TYPE",
+] as const;
+export type HttpOnlyProblemCode = (typeof httpOnlyProblemCodes)[number];
+
+/** An error body (RFC 9457, `application/problem+json`) with the error code as `code`. */
+export const problemSchema = z.object({
+  /** `urn:cairn:problem:<code>`, one per code. */
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int().min(400).max(599),
+  detail: z.string(),
+  code: z.enum([...Object.keys(ErrorCode), ...httpOnlyProblemCodes] as unknown as [string]),
+  /** The request path. */
+  instance: z.string(),
+}).meta({ id: "Problem", description: "RFC 9457 problem details with a Cairn error code" });
+export type Problem = z.infer<typeof problemSchema>;
+
+export const operationIdSchema = z.object({ id: z.uuid() });
+
+/** A long operation (today: volume verify), polled at `GET /api/v1/operations/{id}`. */
+export const operationSchema = z.object({
+  id: z.uuid(),
+  kind: z.enum(["volume.verify"]),
+  volume: nameSchema,
+  /** `succeeded` means it ran to the end: a verify that found mismatches succeeded too. */
+  state: z.enum(["running", "succeeded", "failed"]),
+  progress: z.object({
+    done: z.number().int().nonnegative(),
+    total: z.number().int().nonnegative(),
+    unit: z.enum(["segments"]),
+  }),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  result: verifyReportSchema.nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+}).meta({ id: "Operation", description: "A long operation and its progress" });
+export type Operation = z.infer<typeof operationSchema>;
+
+/** `GET /healthz`: the process is alive and answers. */
+export const healthSchema = z.object({ status: z.literal("ok"), node: z.string() });
+
+/** `GET /readyz`: connected to NATS, and every volume this node owns is served here. */
+export const readinessSchema = z.object({
+  ready: z.boolean(),
+  node: z.string(),
+  natsConnected: z.boolean(),
+  /** Volumes whose layout names this node as owner. */
+  volumesOwned: z.number().int().nonnegative(),
+  /** Owned volumes without a serving actor here yet (taking over, reconciling). */
+  notServing: z.array(nameSchema),
+  detail: z.string(),
+}).meta({ id: "Readiness" });
+export type Readiness = z.infer<typeof readinessSchema>;
 
 /** Every control reply: { ok: true, result } or { ok: false, error: { code, message } }. */
 export type ControlReply<T> = { ok: true; result: T } | {
