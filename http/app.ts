@@ -98,7 +98,8 @@ export function buildHttpApi(deps: HttpApiDeps): OpenAPIHono {
 
   app.notFound((c) => {
     const allowed = allowedMethods(app, c.req.path);
-    if (allowed.length > 0) {
+    // A route of this method matched and found nothing (an asset that is not there): 404.
+    if (allowed.length > 0 && !allowed.includes(c.req.method)) {
       return problemResponse(
         c,
         "METHOD_NOT_ALLOWED",
