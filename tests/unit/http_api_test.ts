@@ -27,7 +27,6 @@ import {
   operationSchema,
   problemSchema,
   type VerifyProgress,
-  type VerifyReport,
   type VolumeInfo,
   volumeInfoSchema,
 } from "../../protocol/schemas.ts";
