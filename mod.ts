@@ -13,7 +13,7 @@
  */
 export { CairnClient, connectCluster, type ConnectOptions } from "./client/client.ts";
 export { type IoStats, Volume, type VolumeOptions } from "./client/volume.ts";
-export type { SegmentMismatch, VerifyProgress, VerifyReport } from "./client/verify.ts";
+export type { SegmentMismatch, VerifyProgress, VerifyReport } from "./protocol/schemas.ts";
 export { CairnNode, type NodeOptions } from "./server/node.ts";
 export { startNatsServer } from "./server/nats_server.ts";
 export { CairnError, ErrorCode, type ErrorCodeName } from "./protocol/errors.ts";

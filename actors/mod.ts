@@ -2,6 +2,7 @@
 export * from "./replica/mod.ts";
 export * from "./volume/mod.ts";
 export * from "./placement/mod.ts";
+export * from "./control/mod.ts";
 export * from "./watchdog/mod.ts";
 export * from "./metadata.ts";
 export { JetStreamMetadata, metadataBucket } from "./metadata_jetstream.ts";

@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import { type CairnClient, connectCluster } from "../client/client.ts";
 import { CairnError } from "../protocol/errors.ts";
-import type { VolumeInfo } from "../protocol/schemas.ts";
+import { degradedSegmentCount, type VolumeInfo } from "../protocol/schemas.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
 import {
   flagInt,
@@ -25,12 +25,13 @@ const usage = `usage: deno task cairn [--nats URL] COMMAND
   volume verify NAME [--json]
   volume move NAME --to NODE       planned handoff of ownership (NODE must hold every segment in sync)
   node list [--json]
+  cluster status [--json]          nodes and volumes in one look (down nodes, degraded volumes)
   import NAME FILE [--offset BYTES]
   export NAME FILE [--offset BYTES] [--length BYTES]
   nbd [--listen HOST:PORT|unix:/path[,...]] [--address-file FILE]   NBD gateway for every volume (default 127.0.0.1:10809; until Ctrl-C)
 NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.`;
 
-const commands = ["volume", "node", "import", "export", "nbd"];
+const commands = ["volume", "node", "cluster", "import", "export", "nbd"];
 
 /** Bytes per IO request during import/export; several are kept in flight. */
 const transferChunkBytes = 4 * 1024 * 1024;
@@ -65,10 +66,10 @@ function describeVolume(v: VolumeInfo): string {
     })`,
     `created:       ${v.createdAt}`,
     `health:        ${
-      degradedSegments(v) === 0
+      degradedSegmentCount(v) === 0
         ? "ok"
         : `degraded: ${
-          degradedSegments(v)
+          degradedSegmentCount(v)
         } of ${v.segments.length} segments lack an in-sync replica on a live node`
     }${v.downNodes.length ? ` (down: ${v.downNodes.join(", ")})` : ""}`,
     ...v.copies.map((c) =>
@@ -84,14 +85,6 @@ function describeVolume(v: VolumeInfo): string {
       }`
     ),
   ].join("\n");
-}
-
-/** Segments with fewer in-sync replicas on live nodes than the volume wants. */
-function degradedSegments(v: VolumeInfo): number {
-  return v.segments.filter((s) =>
-    s.replicas.filter((r) => r.state === "in-sync" && !v.downNodes.includes(r.node)).length <
-      v.replicas
-  ).length;
 }
 
 function table(rows: string[][]): string {
@@ -135,7 +128,7 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
           String(v.replicas),
           v.owner,
           String(v.term),
-          String(degradedSegments(v)),
+          String(degradedSegmentCount(v)),
         ]),
       ]));
       return 0;
@@ -202,6 +195,22 @@ async function nodeCommand(client: CairnClient, args: ParsedArgs): Promise<numbe
       n.startedAt,
     ]),
   ]));
+  return 0;
+}
+
+async function clusterCommand(client: CairnClient, args: ParsedArgs): Promise<number> {
+  const sub = need(args, 1, "cluster command");
+  if (sub !== "status") throw new UsageError(`unknown cluster command ${sub}`);
+  const status = await client.clusterStatus();
+  if (args.flags.has("json")) return printJson(status), 0;
+  const list = (names: string[]) => names.length ? ` (${names.join(", ")})` : "";
+  console.log([
+    `version:  ${status.version} (answered by ${status.answeredBy})`,
+    `nodes:    ${status.nodes.total}, ${status.nodes.live} live${list(status.nodes.down)}`,
+    `volumes:  ${status.volumes.total}, ${status.volumes.degraded.length} degraded${
+      list(status.volumes.degraded)
+    }, ${status.volumes.unowned.length} not yet served${list(status.volumes.unowned)}`,
+  ].join("\n"));
   return 0;
 }
 
@@ -301,6 +310,8 @@ async function main(argv: string[]): Promise<number> {
         return await volumeCommand(client, args);
       case "node":
         return await nodeCommand(client, args);
+      case "cluster":
+        return await clusterCommand(client, args);
       case "import":
         return await importCommand(client, args);
       case "export":

@@ -9,6 +9,7 @@ import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
 import { flagSize, flagString, parseArgs, runCommand, UsageError } from "./args.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
+import { type HttpPlan, planHttp, startNodeHttp, TokenConfigError } from "../http/mod.ts";
 
 const usage =
   `usage: deno task serve [--nats URL[,URL...]] [--kv-replicas N] [--data DIR] [--node ID]
@@ -24,6 +25,13 @@ const usage =
   --capacity BYTES  capacity used to weight placement, e.g. 100GiB (env CAIRN_CAPACITY; default: the disk's size)
   --nbd ADDR        also serve every volume over NBD at HOST:PORT or unix:/path (env CAIRN_NBD;
                     port 0 picks a free port; bound addresses are written to DIR/nbd.address)
+  --http HOST:PORT  also serve the HTTP admin API (env CAIRN_HTTP), e.g. 127.0.0.1:8420; any
+                    node answers for the whole cluster (docs/HTTP_API.md)
+  --http-tokens FILE  bearer tokens, one role:token a line, role read or admin (also env
+                    CAIRN_HTTP_TOKENS); without any, the API is served on loopback only, open
+  --http-open GROUPS  what needs no token when tokens are set: probes (default: /healthz,
+                    /readyz, /metrics), reads (every GET and verify), probes,reads, or none
+                    (env CAIRN_HTTP_OPEN)
   --scrub-interval DURATION  time between background scrub passes of each volume this node
                     owns, e.g. 24h, 90m, 30s (env CAIRN_SCRUB_INTERVAL; default 24h)
   --scrub-rate BYTES  bytes per second each volume's scrub checks, summed over its replicas,
@@ -60,6 +68,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const dataDir = flagString(args, "data", "CAIRN_DATA") ?? ".cairn/node";
+  const httpPlan = await httpSettings(args);
   let natsUrl = flagString(args, "nats", "NATS_URL");
   const kvReplicasFlag = flagString(args, "kv-replicas", "CAIRN_KV_REPLICAS");
   if (kvReplicasFlag !== undefined && !/^[135]$/.test(kvReplicasFlag)) {
@@ -104,15 +113,58 @@ async function main(): Promise<number> {
       quiet: args.flags.has("quiet"),
     })
     : null;
+  let http = null;
+  if (httpPlan) {
+    try {
+      http = await startNodeHttp(
+        node,
+        httpPlan,
+        (message) => console.error(`${node.id} ERROR ${message}`),
+      );
+    } catch (err) {
+      // The port is taken, say: stop cleanly rather than serve without the API asked for.
+      stopMemoryTrim();
+      await nbd?.close();
+      await node.stop();
+      await localNats?.stop();
+      throw new Error(`--http ${httpPlan.hostname}:${httpPlan.port}: ${(err as Error).message}`);
+    }
+  }
+  if (http) {
+    console.error(
+      `HTTP API at ${http.url}/api/v1 (docs ${http.url}/docs; ${
+        httpPlan!.access.tokens.length
+          ? `${httpPlan!.access.tokens.length} tokens`
+          : "no tokens: open, on loopback only"
+      })`,
+    );
+  }
   console.error(
     `node ${node.id} serving (NATS ${natsUrl}; CRC-32C: ${crc32cImplementation}); Ctrl-C to stop`,
   );
   await untilStopSignal();
   stopMemoryTrim();
+  await http?.close();
   await nbd?.close();
   await node.stop();
   await localNats?.stop();
   return 0;
+}
+
+/** `--http` and its token settings, checked before the node starts (null without --http). */
+async function httpSettings(args: ReturnType<typeof parseArgs>): Promise<HttpPlan | null> {
+  const listen = flagString(args, "http", "CAIRN_HTTP");
+  if (!listen) return null;
+  try {
+    return await planHttp({
+      listen,
+      tokensFile: flagString(args, "http-tokens"),
+      tokensEnv: Deno.env.get("CAIRN_HTTP_TOKENS"),
+      open: flagString(args, "http-open", "CAIRN_HTTP_OPEN"),
+    });
+  } catch (err) {
+    throw err instanceof TokenConfigError ? new UsageError(err.message) : err;
+  }
 }
 
 function optionalDurationMs(

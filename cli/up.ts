@@ -20,23 +20,29 @@ import {
 
 const usage =
   `usage: deno task up [--dir .cairn] [--port 4222] [--nats-cluster 1|3] [--demo-size 256MiB]
+                     [--http-port 8420] [--no-http]
   --dir DIR           where NATS and the nodes keep their data (reused on the next run)
   --port N            NATS port on 127.0.0.1 (default 4222); a cluster uses N, N+1, N+2
                       (routes on N+2000.., monitoring on N+4000..)
   --nats-cluster 1|3  1 nats-server (default), or a cluster of 3 with routes and the metadata
                       bucket replicated 3 times: losing any one server loses no metadata
-  --demo-size SIZE    size of the demo volume created on first start`;
+  --demo-size SIZE    size of the demo volume created on first start
+  --http-port N       node i serves the HTTP admin API on 127.0.0.1:N+i-1 (default 8420);
+                      loopback and no tokens, so open to local users only
+  --no-http           no HTTP API`;
 
 const zones = ["a", "b", "c"];
 const demoVolume = "demo";
 
 async function main(): Promise<number> {
-  const args = parseArgs(Deno.args, ["help"]);
+  const args = parseArgs(Deno.args, ["help", "no-http"]);
   if (args.flags.has("help")) return console.log(usage), 0;
   const root = flagString(args, "dir") ?? ".cairn";
   const port = flagInt(args, "port") ?? 4222;
   const demoBytes = flagSize(args, "demo-size") ?? 256 * 1024 * 1024;
   const natsCluster = flagInt(args, "nats-cluster") ?? 1;
+  const http = !args.flags.has("no-http");
+  const httpBasePort = flagInt(args, "http-port") ?? 8420;
   if (natsCluster !== 1 && natsCluster !== 3) {
     throw new UsageError(`--nats-cluster takes 1 or 3, not ${natsCluster}`);
   }
@@ -64,6 +70,8 @@ async function main(): Promise<number> {
     nodes: zones.length,
     zoneOf: (i) => zones[i],
     capacity: "100GiB",
+    http,
+    httpBasePort,
   });
   try {
     const client = await cluster.client();
@@ -82,9 +90,17 @@ async function main(): Promise<number> {
       ? `${root}/nats.log`
       : cluster.natsUrls.map((_, i) => `${root}/nats-${i + 1}.log`).join(" ");
     const natsPids = cluster.natsUrls.map((url, i) => `${url} (pid ${cluster.natsPid(i)})`);
+    const httpLines = http
+      ? `\nHTTP API (any node answers for the cluster; open, loopback only):\n${
+        cluster.nodes.map((n, i) =>
+          `  ${n.id}: ${cluster.httpUrl(i)}/api/v1  docs ${cluster.httpUrl(i)}/docs`
+        )
+          .join("\n")
+      }`
+      : "";
     console.log(`
 Cairn is up. NATS: ${natsPids.join(", ")}
-Nodes: ${pids.join(", ")}
+Nodes: ${pids.join(", ")}${httpLines}
 Logs: ${root}/n1.log ${root}/n2.log ${root}/n3.log ${natsLogs}
 
 In another terminal:
@@ -94,7 +110,9 @@ In another terminal:
   head -c 16777216 /dev/urandom > /tmp/16m.bin
   deno task cairn import ${demoVolume} /tmp/16m.bin
   deno task cairn export ${demoVolume} /tmp/back.bin --length 16MiB && cmp /tmp/16m.bin /tmp/back.bin
-  deno task cairn volume verify ${demoVolume}
+  deno task cairn volume verify ${demoVolume}${
+      http ? `\n  curl -s ${cluster.httpUrl(0)}/api/v1/volumes/${demoVolume}` : ""
+    }
 
 Ctrl-C stops the cluster; the data stays in ${root}/.`);
     await untilStopSignal();

@@ -2,13 +2,21 @@
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { requestJson } from "../protocol/control.ts";
+import type { ControlApi, ControlRequest, ControlResult } from "../protocol/control_api.ts";
 import { NatsTransport } from "../protocol/nats_transport.ts";
 import { type ControlOp, subjects } from "../protocol/subjects.ts";
-import type { CreateVolumeRequest, NodeInfo, VolumeInfo } from "../protocol/schemas.ts";
+import type {
+  ClusterStatus,
+  CreateVolumeRequest,
+  NodeInfo,
+  VerifyProgress,
+  VerifyReport,
+  VolumeInfo,
+} from "../protocol/schemas.ts";
 import { CairnError } from "../protocol/errors.ts";
 import { RequestMux } from "../protocol/request_mux.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
-import { type VerifyProgress, type VerifyReport, verifyVolume } from "./verify.ts";
+import { verifyVolume } from "../actors/control/verify.ts";
 
 export interface ConnectOptions {
   /**
@@ -19,7 +27,8 @@ export interface ConnectOptions {
   name?: string;
 }
 
-export class CairnClient {
+/** The control plane over NATS (`cairn.v1.ctl.<op>`), plus opening volumes for IO. */
+export class CairnClient implements ControlApi {
   /** Shared by every volume this client opens. */
   readonly mux: RequestMux;
   readonly transport: NatsTransport;
@@ -29,33 +38,38 @@ export class CairnClient {
     this.transport = new NatsTransport(nc, this.mux);
   }
 
-  control<T>(op: ControlOp, body: unknown = {}): Promise<T> {
-    return requestJson<T>(this.transport, subjects.control(op), body);
+  /** One control op over NATS; its request and result are the schemas of control_api.ts. */
+  call<O extends ControlOp>(op: O, request: ControlRequest<O>): Promise<ControlResult<O>> {
+    return requestJson<ControlResult<O>>(this.transport, subjects.control(op), request);
   }
 
   createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
-    return this.control("volume.create", request);
+    return this.call("volume.create", request);
   }
 
   listVolumes(): Promise<VolumeInfo[]> {
-    return this.control("volume.list");
+    return this.call("volume.list", {});
   }
 
   volumeInfo(name: string): Promise<VolumeInfo> {
-    return this.control("volume.info", { name });
+    return this.call("volume.info", { name });
   }
 
   async deleteVolume(name: string): Promise<void> {
-    await this.control("volume.delete", { name });
+    await this.call("volume.delete", { name });
   }
 
   listNodes(): Promise<NodeInfo[]> {
-    return this.control("node.list");
+    return this.call("node.list", {});
+  }
+
+  clusterStatus(): Promise<ClusterStatus> {
+    return this.call("cluster.status", {});
   }
 
   /** Planned handoff of a volume's ownership to `to` (which must hold every segment in sync). */
   moveVolume(name: string, to: string): Promise<VolumeInfo> {
-    return this.control("volume.move", { name, to });
+    return this.call("volume.move", { name, to });
   }
 
   /**
@@ -76,7 +90,11 @@ export class CairnClient {
   }
 
   verifyVolume(name: string, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
-    return verifyVolume(this, name, onProgress);
+    return verifyVolume(
+      { volumeInfo: (n) => this.volumeInfo(n), transport: this.transport },
+      name,
+      onProgress,
+    );
   }
 
   async close(): Promise<void> {

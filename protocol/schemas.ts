@@ -2,6 +2,7 @@
 import { z } from "zod";
 import { blockSizeBytes, maxNameLength, maxReplicas, namePattern } from "./limits.ts";
 import { readPolicyNames } from "../actors/volume/read_policy.ts";
+import { ErrorCode } from "./errors.ts";
 
 export const nameSchema = z.string().max(maxNameLength).regex(
   namePattern,
@@ -87,52 +88,160 @@ export type CreateVolumeRequest = z.infer<typeof createVolumeRequestSchema>;
 export const volumeNameRequestSchema = z.object({ name: nameSchema });
 export const emptyRequestSchema = z.object({}).strict();
 
-/** Volume info as the control plane and `volume info --json` give it. */
 /** A catch-up (a returning replica) or rebuild (a new one) of one node's replicas. */
-export interface CopyProgress {
-  node: string;
-  kind: "catch-up" | "rebuild";
-  segments: number;
-  bytesDone: number;
+export const copyProgressSchema = z.object({
+  node: nameSchema,
+  kind: z.enum(["catch-up", "rebuild"]),
+  segments: z.number().int().nonnegative(),
+  bytesDone: z.number().nonnegative(),
   /** Bytes known to be left (grows as segments are examined). */
-  bytesLeft: number;
-  bytesPerSec: number;
-  elapsedMs: number;
-}
+  bytesLeft: z.number().nonnegative(),
+  bytesPerSec: z.number().nonnegative(),
+  elapsedMs: z.number().nonnegative(),
+}).meta({ id: "CopyProgress", description: "A catch-up or rebuild under way" });
+export type CopyProgress = z.infer<typeof copyProgressSchema>;
 
-export interface VolumeInfo {
-  name: string;
-  sizeBytes: number;
-  blockSize: number;
-  segmentBytes: number;
-  replicas: number;
-  minInSync: number;
-  readPolicy: string;
-  createdAt: string;
-  id: string;
-  incarnation: number;
-  term: number;
-  layoutRevision: number;
-  owner: string;
+/** Volume info as the control plane, the HTTP API and `volume info --json` give it. */
+export const volumeInfoSchema = volumeSpecSchema.extend({
+  /** The owner term (0 until the first owner took the volume). */
+  term: z.number().int().nonnegative(),
+  layoutRevision: z.number().int().nonnegative(),
+  owner: z.string(),
   /** The owner placement chose; the volume returns to it after a failover. */
-  home: string;
-  segments: { index: number; replicas: SegmentReplica[] }[];
+  home: z.string(),
+  segments: z.array(z.object({
+    index: z.number().int().nonnegative(),
+    replicas: z.array(segmentReplicaSchema),
+  })),
   /** Nodes holding replicas of this volume that the cluster sees down now. */
-  downNodes: string[];
+  downNodes: z.array(nameSchema),
   /** Catch-ups and rebuilds under way, as the owner reports them ([] if it cannot be asked). */
-  copies: CopyProgress[];
+  copies: z.array(copyProgressSchema),
+}).meta({ id: "VolumeInfo", description: "A volume's spec, layout and health" });
+export type VolumeInfo = z.infer<typeof volumeInfoSchema>;
+
+/** Segments with fewer in-sync replicas on live nodes than the volume wants. */
+export function degradedSegmentCount(v: VolumeInfo): number {
+  return v.segments.filter((s) =>
+    s.replicas.filter((r) => r.state === "in-sync" && !v.downNodes.includes(r.node)).length <
+      v.replicas
+  ).length;
 }
 
-export interface NodeInfo extends Omit<NodeRecord, "state"> {
+export const nodeInfoSchema = nodeRecordSchema.extend({
   /**
    * `draining` or `down` as recorded in the metadata; otherwise `up` or `suspect` as the
    * answering node's failure detector sees it (or `down` before the record catches up).
    */
-  state: "up" | "suspect" | "draining" | "down";
+  state: z.enum(["up", "suspect", "draining", "down"]),
   /** Whether this node's heartbeats are arriving and it is not recorded down. */
-  live: boolean;
-  lastHeartbeatAgoMs: number | null;
+  live: z.boolean(),
+  lastHeartbeatAgoMs: z.number().nonnegative().nullable(),
+}).meta({ id: "NodeInfo", description: "A node as the cluster sees it" });
+export type NodeInfo = z.infer<typeof nodeInfoSchema>;
+
+export const deletedVolumeSchema = z.object({ deleted: nameSchema });
+
+/** `cluster.status`: the whole cluster in one look. */
+export const clusterStatusSchema = z.object({
+  version: z.string(),
+  /** The node that answered. */
+  answeredBy: nameSchema,
+  nodes: z.object({
+    total: z.number().int().nonnegative(),
+    live: z.number().int().nonnegative(),
+    down: z.array(nameSchema),
+  }),
+  volumes: z.object({
+    total: z.number().int().nonnegative(),
+    /** Volumes with a segment short of in-sync replicas on live nodes. */
+    degraded: z.array(nameSchema),
+    /** Volumes with no owner serving yet (term 0). */
+    unowned: z.array(nameSchema),
+  }),
+}).meta({ id: "ClusterStatus", description: "Counts of nodes and volumes and what needs care" });
+export type ClusterStatus = z.infer<typeof clusterStatusSchema>;
+
+/** `volume verify`: the report once every segment was checked. */
+export const verifyReportSchema = z.object({
+  volume: nameSchema,
+  segments: z.number().int().nonnegative(),
+  replicasChecked: z.number().int().nonnegative(),
+  mismatches: z.array(z.object({ segment: z.number().int().nonnegative(), problem: z.string() })),
+  ok: z.boolean(),
+}).meta({ id: "VerifyReport", description: "Every in-sync replica scrubbed and compared" });
+export type VerifyReport = z.infer<typeof verifyReportSchema>;
+export type SegmentMismatch = VerifyReport["mismatches"][number];
+export interface VerifyProgress {
+  segmentsDone: number;
+  segmentsTotal: number;
 }
+
+// ---- HTTP admin API bodies (http/): the control bodies above plus these ----
+
+/**
+ * Codes of errors the HTTP layer itself answers (no control op ran). Every other problem
+ * carries one of the protocol's error codes (protocol/errors.ts).
+ */
+export const httpOnlyProblemCodes = [
+  "UNAUTHORIZED",
+  "FORBIDDEN",
+  "NOT_FOUND",
+  "METHOD_NOT_ALLOWED",
+  "PAYLOAD_TOO_LARGE",
+  "UNSUPPORTED_MEDIA_TYPE",
+] as const;
+export type HttpOnlyProblemCode = (typeof httpOnlyProblemCodes)[number];
+
+/** An error body (RFC 9457, `application/problem+json`) with the error code as `code`. */
+export const problemSchema = z.object({
+  /** `urn:cairn:problem:<code>`, one per code. */
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int().min(400).max(599),
+  detail: z.string(),
+  code: z.enum([...Object.keys(ErrorCode), ...httpOnlyProblemCodes] as unknown as [string]),
+  /** The request path. */
+  instance: z.string(),
+}).meta({ id: "Problem", description: "RFC 9457 problem details with a Cairn error code" });
+export type Problem = z.infer<typeof problemSchema>;
+
+export const operationIdSchema = z.object({ id: z.uuid() });
+
+/** A long operation (today: volume verify), polled at `GET /api/v1/operations/{id}`. */
+export const operationSchema = z.object({
+  id: z.uuid(),
+  kind: z.enum(["volume.verify"]),
+  volume: nameSchema,
+  /** `succeeded` means it ran to the end: a verify that found mismatches succeeded too. */
+  state: z.enum(["running", "succeeded", "failed"]),
+  progress: z.object({
+    done: z.number().int().nonnegative(),
+    total: z.number().int().nonnegative(),
+    unit: z.enum(["segments"]),
+  }),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  result: verifyReportSchema.nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+}).meta({ id: "Operation", description: "A long operation and its progress" });
+export type Operation = z.infer<typeof operationSchema>;
+
+/** `GET /healthz`: the process is alive and answers. */
+export const healthSchema = z.object({ status: z.literal("ok"), node: z.string() });
+
+/** `GET /readyz`: connected to NATS, and every volume this node owns is served here. */
+export const readinessSchema = z.object({
+  ready: z.boolean(),
+  node: z.string(),
+  natsConnected: z.boolean(),
+  /** Volumes whose layout names this node as owner. */
+  volumesOwned: z.number().int().nonnegative(),
+  /** Owned volumes without a serving actor here yet (taking over, reconciling). */
+  notServing: z.array(nameSchema),
+  detail: z.string(),
+}).meta({ id: "Readiness" });
+export type Readiness = z.infer<typeof readinessSchema>;
 
 /** Every control reply: { ok: true, result } or { ok: false, error: { code, message } }. */
 export type ControlReply<T> = { ok: true; result: T } | {
@@ -224,10 +333,13 @@ export function parseJson<T>(
     return { ok: false, message: `invalid JSON: ${(err as Error).message}` };
   }
   const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const path = issue.path.length ? issue.path.join(".") + ": " : "";
-    return { ok: false, message: `${path}${issue.message}` };
-  }
+  if (!parsed.success) return { ok: false, message: describeZodError(parsed.error) };
   return { ok: true, value: parsed.data };
+}
+
+/** The first problem of a failed parse, as every error reply words it ("sizeBytes: ..."). */
+export function describeZodError(error: z.ZodError): string {
+  const issue = error.issues[0];
+  const path = issue.path.length ? issue.path.join(".") + ": " : "";
+  return `${path}${issue.message}`;
 }

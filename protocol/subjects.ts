@@ -58,6 +58,7 @@ export const controlOps = [
   "volume.delete",
   "volume.move",
   "node.list",
+  "cluster.status",
 ] as const;
 export type ControlOp = (typeof controlOps)[number];
 

@@ -36,6 +36,8 @@ export interface NodeProcess {
   dataDir: string;
   logFile: string;
   child: ChildProcess | null;
+  /** Port of the node's HTTP API on 127.0.0.1 (with `http`), kept across restarts. */
+  httpPort?: number;
 }
 
 export interface ClusterOptions {
@@ -58,6 +60,12 @@ export interface ClusterOptions {
   capacity?: string;
   /** Extra flags for every `serve` process. */
   serveArgs?: string[];
+  /**
+   * Serve the HTTP API on every node (`--http 127.0.0.1:PORT`): node i on httpBasePort + i,
+   * or on free ports without a base.
+   */
+  http?: boolean;
+  httpBasePort?: number;
   /** Keep the data dir on stop (always kept when `root` is given). */
   keep?: boolean;
 }
@@ -265,6 +273,11 @@ export class LocalCluster {
     if (node.child && node.child.exitCode === null && node.child.signalCode === null) {
       throw new Error(`${node.id} is running`);
     }
+    if (this.options.http && node.httpPort === undefined) {
+      node.httpPort = this.options.httpBasePort !== undefined
+        ? this.options.httpBasePort + index
+        : await freePort();
+    }
     const log = fs.openSync(node.logFile, "a");
     const child = spawn(Deno.execPath(), [
       "run",
@@ -282,6 +295,7 @@ export class LocalCluster {
       node.zone,
       "--capacity",
       this.options.capacity ?? "100GiB",
+      ...(node.httpPort !== undefined ? ["--http", `127.0.0.1:${node.httpPort}`] : []),
       ...(this.options.serveArgs ?? []),
     ], {
       stdio: ["ignore", log, "pipe"],
@@ -329,6 +343,13 @@ export class LocalCluster {
     );
     process.kill(child.pid!, signal);
     return await exited;
+  }
+
+  /** Base URL of node i's HTTP API (with `http`). */
+  httpUrl(index: number): string {
+    const port = this.nodes[index].httpPort;
+    if (port === undefined) throw new Error(`${this.nodes[index].id} serves no HTTP API`);
+    return `http://127.0.0.1:${port}`;
   }
 
   pidOf(index: number): number | undefined {

@@ -14,6 +14,8 @@ import { NatsTransport } from "../protocol/nats_transport.ts";
 import { namePattern } from "../protocol/limits.ts";
 import { makeLogger } from "./log.ts";
 import type { ScrubSettings } from "../actors/volume/scrub.ts";
+import type { ControlService } from "../actors/control/service.ts";
+import type { Readiness } from "../protocol/schemas.ts";
 
 export { cairnVersion };
 
@@ -98,6 +100,9 @@ export class CairnNode {
   private runtime!: NodeRuntime;
   private readonly log: Logger;
   private stopped = false;
+  private started = false;
+  /** False between a NATS disconnect and the reconnect. */
+  private natsConnected = false;
 
   constructor(private readonly options: NodeOptions) {
     this.id = stableNodeId(options.dataDir, options.nodeId);
@@ -118,6 +123,7 @@ export class CairnNode {
       // Async traces allocate an Error per request: measurable on the data path.
       noAsyncTraces: true,
     });
+    this.natsConnected = true;
     this.watchNatsStatus();
     this.transport = new NatsTransport(this.nc);
     this.runtime = new NodeRuntime({
@@ -148,6 +154,7 @@ export class CairnNode {
       },
     });
     await this.runtime.start();
+    this.started = true;
     this.log.info(
       `node up: nats ${options.natsUrl}, data ${options.dataDir}, ${this.runtime.host.volumeNames().length} volumes with local segments`,
     );
@@ -159,12 +166,57 @@ export class CairnNode {
       for await (const status of this.nc.status()) {
         if (this.stopped) return;
         if (status.type === "disconnect") {
+          this.natsConnected = false;
           this.log.warn(`NATS: disconnected from ${status.server}; reconnecting`);
         } else if (status.type === "reconnect") {
+          this.natsConnected = true;
           this.log.warn(`NATS: reconnected to ${status.server}`);
         }
       }
     })().catch(() => {});
+  }
+
+  /** This node's control service (for the HTTP API: any node answers for the cluster). */
+  get control(): ControlService {
+    return this.runtime.control;
+  }
+
+  /**
+   * Ready: started, connected to NATS, and every volume whose layout names this node as
+   * owner is served here (taken over and reconciled).
+   */
+  async readiness(): Promise<Readiness> {
+    const base = { node: this.id, natsConnected: this.natsConnected && !this.nc.isClosed() };
+    if (!this.started || this.stopped) {
+      const detail = this.stopped ? "stopping" : "starting";
+      return { ...base, ready: false, volumesOwned: 0, notServing: [], detail };
+    }
+    if (!base.natsConnected) {
+      return {
+        ...base,
+        ready: false,
+        volumesOwned: 0,
+        notServing: [],
+        detail: "NATS disconnected",
+      };
+    }
+    let owned: { owned: string[]; notServing: string[] };
+    try {
+      owned = await this.runtime.ownedVolumes();
+    } catch (err) {
+      const detail = `cannot read the metadata: ${(err as Error).message}`;
+      return { ...base, ready: false, volumesOwned: 0, notServing: [], detail };
+    }
+    const ready = owned.notServing.length === 0;
+    return {
+      ...base,
+      ready,
+      volumesOwned: owned.owned.length,
+      notServing: owned.notServing,
+      detail: ready
+        ? `serving all ${owned.owned.length} volumes it owns`
+        : `${owned.notServing.length} of ${owned.owned.length} owned volumes not served yet`,
+    };
   }
 
   /** The in-process volume actor, if this node serves that volume now (for gateways). */

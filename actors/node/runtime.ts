@@ -23,7 +23,7 @@ import {
   encodeWriteBatch,
 } from "../replica/wire.ts";
 import { StaleEpochError } from "../replica/replica.ts";
-import { PlacementActor } from "../placement/actor.ts";
+import { ControlService } from "../control/service.ts";
 import { Watchdog } from "../watchdog/actor.ts";
 import { Supervisor } from "../supervisor/supervisor.ts";
 import {
@@ -95,7 +95,8 @@ export class NodeRuntime {
   readonly id: string;
   host!: ReplicaHost;
   watchdog!: Watchdog;
-  placement!: PlacementActor;
+  /** This node's share of the control plane (any node answers for the whole cluster). */
+  control!: ControlService;
   supervisor!: Supervisor;
   private readonly subscriptions: TransportSubscription[] = [];
   private readonly weights = new Map<string, number>();
@@ -133,13 +134,14 @@ export class NodeRuntime {
     await this.host.loadAll();
     await this.removeOrphanSegments();
     this.watchdog = new Watchdog(deps.transport, this.id, deps.clock, deps.metadata, deps.log);
-    this.placement = new PlacementActor(
+    this.control = new ControlService(
       deps.transport,
       deps.metadata,
       this.watchdog,
       deps.log,
       deps.clock,
       deps.random,
+      { id: this.id, version: cairnVersion },
     );
     this.supervisor = new Supervisor({
       nodeId: this.id,
@@ -155,7 +157,7 @@ export class NodeRuntime {
       replicaGraceMs: deps.replicaGraceMs,
       rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
       liveNodes: async () =>
-        (await this.placement.listNodes())
+        (await this.control.listNodes())
           .filter((n) => n.live && n.state === "up")
           .map((n) => ({ id: n.id, zone: n.zone, capacityBytes: n.capacityBytes })),
       createReplicas: async (volumeId, name, node, segments) => {
@@ -183,7 +185,7 @@ export class NodeRuntime {
       deps.transport.subscribe(subjects.controlAll, (msg) => {
         const op = subjectTail(msg.subject, `${subjectPrefix}.ctl`);
         if (!op) return msg.respond(errorReply("BAD_REQUEST", "no control op"));
-        this.placement.handle(op, msg.data).then((reply) => msg.respond(reply));
+        this.control.handleRequest(op, msg.data).then((reply) => msg.respond(reply));
       }, { queue: controlQueueGroup }),
     );
     this.watchdog.start();
@@ -275,6 +277,19 @@ export class NodeRuntime {
       read: async (request) =>
         decodeReadReply(checkReplicaReply(await call("read", encodeReadRequest(request)))),
     };
+  }
+
+  /**
+   * For readiness: the volumes whose layout names this node as owner, and those of them
+   * that have no serving actor here yet (taking over, reconciling, or backing off).
+   */
+  async ownedVolumes(): Promise<{ owned: string[]; notServing: string[] }> {
+    const owned: string[] = [];
+    for (const spec of await this.deps.metadata.listSpecs()) {
+      const layout = (await this.deps.metadata.getLayout(spec.name))?.value;
+      if (layout?.owner === this.id && layout.volumeId === spec.id) owned.push(spec.name);
+    }
+    return { owned, notServing: owned.filter((name) => !this.localVolume(name)) };
   }
 
   /** The in-process volume actor, if this node serves that volume now (for gateways). */

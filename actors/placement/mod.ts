@@ -1,2 +1,1 @@
-export { defaultMinInSync, PlacementActor, volumeInfo } from "./actor.ts";
 export * from "./rendezvous.ts";

@@ -1,32 +1,29 @@
 /**
  * `volume verify`: every segment's in-sync replicas scrubbed (every checksum
- * checked) and their data and version digests compared.
+ * checked) and their data and version digests compared. One implementation for the
+ * CLI (through a client's connection) and the HTTP API (on the node answering it).
  */
-import type { CairnClient } from "./client.ts";
-import { subjects } from "../protocol/subjects.ts";
-import { decodeReply } from "../actors/replica/wire.ts";
-import { encodeJson } from "../protocol/control.ts";
-import { replicaTimeoutMs } from "../protocol/limits.ts";
+import type { Transport } from "../ports.ts";
+import { subjects } from "../../protocol/subjects.ts";
+import { decodeReply } from "../replica/wire.ts";
+import { encodeJson } from "../../protocol/control.ts";
+import { replicaTimeoutMs } from "../../protocol/limits.ts";
+import type {
+  SegmentMismatch,
+  VerifyProgress,
+  VerifyReport,
+  VolumeInfo,
+} from "../../protocol/schemas.ts";
+
+export type { SegmentMismatch, VerifyProgress, VerifyReport };
 
 /** Scrubbing reads a whole segment; allow it a long time. */
 const scrubTimeoutMs = Math.max(replicaTimeoutMs, 120_000);
 
-export interface VerifyProgress {
-  segmentsDone: number;
-  segmentsTotal: number;
-}
-
-export interface SegmentMismatch {
-  segment: number;
-  problem: string;
-}
-
-export interface VerifyReport {
-  volume: string;
-  segments: number;
-  replicasChecked: number;
-  mismatches: SegmentMismatch[];
-  ok: boolean;
+/** What verify needs: the volume's info and a way to reach every replica node. */
+export interface VerifySource {
+  volumeInfo(name: string): Promise<VolumeInfo>;
+  transport: Transport;
 }
 
 interface ScrubResult {
@@ -36,11 +33,11 @@ interface ScrubResult {
 }
 
 export async function verifyVolume(
-  client: CairnClient,
+  source: VerifySource,
   name: string,
   onProgress?: (p: VerifyProgress) => void,
 ): Promise<VerifyReport> {
-  const info = await client.volumeInfo(name);
+  const info = await source.volumeInfo(name);
   const mismatches: SegmentMismatch[] = [];
   let replicasChecked = 0;
   const decoder = new TextDecoder();
@@ -55,14 +52,14 @@ export async function verifyVolume(
     }
     await Promise.all(inSync.map(async ({ node }) => {
       try {
-        const msg = await client.nc.request(
+        const data = await source.transport.request(
           // By volume id, without a term: an observer's scrub is checked by nothing and
           // changes nothing, so verify can never fence the serving owner.
           subjects.replica(node, info.id, "scrub"),
           encodeJson({ segment: segment.index }),
-          { timeout: scrubTimeoutMs },
+          scrubTimeoutMs,
         );
-        const { status, body } = decodeReply(msg.data);
+        const { status, body } = decodeReply(data);
         if (status !== 0) throw new Error(decoder.decode(body));
         results.set(node, JSON.parse(decoder.decode(body)));
         replicasChecked++;

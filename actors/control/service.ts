@@ -1,26 +1,38 @@
 /**
- * The placement actor: the control plane. Any node answers a control request
- * (NATS queue group); every decision is committed by compare-and-set in KV,
- * so two nodes acting at once cannot both win.
+ * The control service: every control operation (volumes, nodes, cluster state) and its
+ * rules, in one place. Any node answers a control request (NATS queue group); every
+ * decision is committed by compare-and-set in KV, so two nodes acting at once cannot both
+ * win. The NATS subjects (`handleRequest`), the HTTP API and the CLI are adapters over it;
+ * requests and results are the schemas of protocol/control_api.ts.
  */
 import { inSyncEverywhere, type MetadataPort, type Versioned } from "../metadata.ts";
 import type { Random, Transport, WallClock } from "../ports.ts";
 import type { Watchdog } from "../watchdog/actor.ts";
 import type { Logger } from "../replica/host.ts";
-import { type ControlOp, subjects } from "../../protocol/subjects.ts";
+import { subjects } from "../../protocol/subjects.ts";
 import {
+  type ClusterStatus,
   type CopyProgress,
   type CreateVolumeRequest,
-  createVolumeRequestSchema,
-  emptyRequestSchema,
-  moveVolumeRequestSchema,
+  degradedSegmentCount,
+  describeZodError,
   type NodeInfo,
   parseJson,
+  type VerifyProgress,
+  type VerifyReport,
   type VolumeInfo,
   type VolumeLayout,
-  volumeNameRequestSchema,
   type VolumeSpec,
 } from "../../protocol/schemas.ts";
+import {
+  type ControlApi,
+  controlApi,
+  type ControlHandlers,
+  type ControlRequest,
+  type ControlResult,
+  isControlOp,
+} from "../../protocol/control_api.ts";
+import type { ControlOp } from "../../protocol/subjects.ts";
 import { CairnError } from "../../protocol/errors.ts";
 import {
   blockSizeBytes,
@@ -32,7 +44,13 @@ import {
   minSegmentBytes,
 } from "../../protocol/limits.ts";
 import { okReply, replyForError, requestJson } from "../../protocol/control.ts";
-import { chooseOwner, NotEnoughNodesError, type PlacementNode, placeVolume } from "./rendezvous.ts";
+import {
+  chooseOwner,
+  NotEnoughNodesError,
+  type PlacementNode,
+  placeVolume,
+} from "../placement/rendezvous.ts";
+import { verifyVolume } from "./verify.ts";
 
 export function volumeInfo(
   spec: VolumeSpec,
@@ -122,7 +140,18 @@ function checkVolumeShape(request: CreateVolumeRequest): Required<CreateVolumeRe
   };
 }
 
-export class PlacementActor {
+export class ControlService implements ControlApi {
+  /** One handler per control op; the table is checked to be complete by its type. */
+  private readonly handlers: ControlHandlers = {
+    "volume.create": (r) => this.createVolume(r),
+    "volume.list": () => this.listVolumes(),
+    "volume.info": (r) => this.info(r.name),
+    "volume.delete": (r) => this.deleteVolume(r.name),
+    "volume.move": (r) => this.moveVolume(r),
+    "node.list": () => this.listNodes(),
+    "cluster.status": () => this.clusterStatus(),
+  };
+
   constructor(
     private readonly transport: Transport,
     private readonly metadata: MetadataPort,
@@ -130,43 +159,62 @@ export class PlacementActor {
     private readonly log: Logger,
     private readonly clock: WallClock,
     private readonly random: Random,
+    /** This node's id and version, for `cluster.status`. */
+    private readonly self: { id: string; version: string },
   ) {}
 
-  /** Handles one control request; the reply is always a JSON ControlReply. */
-  async handle(op: ControlOp | string, body: Uint8Array): Promise<Uint8Array> {
+  /**
+   * Runs one op in-process (the HTTP API on a node). The request is checked against its
+   * schema here too, so no caller reaches a handler with an unchecked body.
+   */
+  call<O extends ControlOp>(op: O, request: ControlRequest<O>): Promise<ControlResult<O>> {
+    const parsed = controlApi[op].request.safeParse(request);
+    if (!parsed.success) {
+      return Promise.reject(new CairnError("BAD_REQUEST", describeZodError(parsed.error)));
+    }
+    const handler = this.handlers[op] as (r: unknown) => Promise<ControlResult<O>>;
+    return handler(parsed.data);
+  }
+
+  /** The NATS adapter: one control request's bytes in, a JSON ControlReply out. */
+  async handleRequest(op: string, body: Uint8Array): Promise<Uint8Array> {
     try {
-      return okReply(await this.dispatch(op, body));
+      if (!isControlOp(op)) throw new CairnError("BAD_REQUEST", `unknown control op ${op}`);
+      const parsed = parseJson(controlApi[op].request as never, body);
+      if (!parsed.ok) throw new CairnError("BAD_REQUEST", parsed.message);
+      const handler = this.handlers[op] as (r: unknown) => Promise<unknown>;
+      return okReply(await handler(parsed.value));
     } catch (err) {
       if (!(err instanceof CairnError)) this.log.error(`control ${op}: ${(err as Error).stack}`);
       return replyForError(err);
     }
   }
 
-  private parse<T>(schema: Parameters<typeof parseJson<T>>[0], body: Uint8Array): T {
-    const parsed = parseJson(schema, body);
-    if (!parsed.ok) throw new CairnError("BAD_REQUEST", parsed.message);
-    return parsed.value;
+  /** The long operation: scrubs every in-sync replica from this node (see verify.ts). */
+  verifyVolume(name: string, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
+    return verifyVolume(
+      { volumeInfo: (n) => this.info(n), transport: this.transport },
+      name,
+      onProgress,
+    );
   }
 
-  private dispatch(op: string, body: Uint8Array): Promise<unknown> {
-    switch (op) {
-      case "volume.create":
-        return this.createVolume(this.parse(createVolumeRequestSchema, body));
-      case "volume.list":
-        this.parse(emptyRequestSchema, body);
-        return this.listVolumes();
-      case "volume.info":
-        return this.info(this.parse(volumeNameRequestSchema, body).name);
-      case "volume.delete":
-        return this.deleteVolume(this.parse(volumeNameRequestSchema, body).name);
-      case "volume.move":
-        return this.moveVolume(this.parse(moveVolumeRequestSchema, body));
-      case "node.list":
-        this.parse(emptyRequestSchema, body);
-        return this.listNodes();
-      default:
-        throw new CairnError("BAD_REQUEST", `unknown control op ${op}`);
-    }
+  async clusterStatus(): Promise<ClusterStatus> {
+    const [nodes, volumes] = await Promise.all([this.listNodes(), this.listVolumes()]);
+    return {
+      version: this.self.version,
+      answeredBy: this.self.id,
+      nodes: {
+        total: nodes.length,
+        live: nodes.filter((n) => n.live).length,
+        down: nodes.filter((n) => !n.live).map((n) => n.id).sort(),
+      },
+      volumes: {
+        total: volumes.length,
+        degraded: volumes.filter((v) => degradedSegmentCount(v) > 0).map((v) => v.name).sort(),
+        unowned: volumes.filter((v) => v.term === 0).map((v) => v.name).sort(),
+      },
+    };
   }
 
   async listNodes(): Promise<NodeInfo[]> {
@@ -219,7 +267,7 @@ export class PlacementActor {
     return this.watchdog.liveness(node) === "down";
   }
 
-  private async createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
+  async createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
     const shape = checkVolumeShape(request);
     const nodes = await this.liveNodes();
     const segmentCount = Math.ceil(shape.sizeBytes / shape.segmentBytes);
@@ -327,7 +375,7 @@ export class PlacementActor {
    * Deletes the metadata first (from then on the incarnation is gone: its owner stops and
    * every node may remove its files), then tells the owner and removes the files.
    */
-  private async deleteVolume(name: string): Promise<{ deleted: string }> {
+  async deleteVolume(name: string): Promise<{ deleted: string }> {
     const spec = await this.metadata.getSpec(name);
     if (!spec) throw new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`);
     const layout = await this.metadata.getLayout(name);
@@ -348,7 +396,7 @@ export class PlacementActor {
    * of every segment; then the owner stops admitting IO, finishes what is in flight, records
    * the move by CAS, and `to` takes over.
    */
-  private async moveVolume(request: { name: string; to: string }): Promise<VolumeInfo> {
+  async moveVolume(request: { name: string; to: string }): Promise<VolumeInfo> {
     const { name, to } = request;
     const spec = await this.metadata.getSpec(name);
     const layout = await this.metadata.getLayout(name);
