@@ -14,6 +14,8 @@ import { NatsTransport } from "../protocol/nats_transport.ts";
 import { namePattern } from "../protocol/limits.ts";
 import { makeLogger } from "./log.ts";
 import type { ScrubSettings } from "../actors/volume/scrub.ts";
+import type { Metrics } from "../actors/ports.ts";
+import type { NodeSnapshot } from "../actors/metrics.ts";
 
 export { cairnVersion };
 
@@ -35,6 +37,8 @@ export interface NodeOptions {
   /** `--replica-grace` and `--rebuild-rate` (see NodeRuntimeDeps). */
   replicaGraceMs?: number;
   rebuildRateBytesPerSec?: number;
+  /** Where the node reports IO, copies, ownership and syncs (metrics/); none: not measured. */
+  metrics?: Metrics;
 }
 
 /** Reads the node id stored in the data dir, or stores the given (or a new) one. */
@@ -129,6 +133,7 @@ export class CairnNode {
       scrub: options.scrub,
       replicaGraceMs: options.replicaGraceMs,
       rebuildRateBytesPerSec: options.rebuildRateBytesPerSec,
+      metrics: options.metrics,
       onFailStop: (reason) => {
         // The replica host logged the details; exit without a graceful close, which would sync.
         this.log.error(
@@ -155,6 +160,11 @@ export class CairnNode {
         }
       }
     })().catch(() => {});
+  }
+
+  /** What the node's gauges show now (metrics/). */
+  metricsSnapshot(): NodeSnapshot {
+    return this.runtime?.metricsSnapshot() ?? { volumes: [], peers: [] };
   }
 
   /** The in-process volume actor, if this node serves that volume now (for gateways). */
