@@ -331,7 +331,7 @@ export class NodeMetrics implements Metrics {
 
   // ---- the Metrics port ----
 
-  ioStarted(volume: string): void {
+  ioStarted(volume: string, _op: IoOpName): void {
     this.inFlight.get(volume).inc();
   }
 
