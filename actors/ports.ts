@@ -95,3 +95,38 @@ export interface Transport {
   /** Resolves once subscriptions made so far receive messages (a NATS flush). */
   flush(): Promise<void>;
 }
+
+/** Client IO operations as metrics name them (lower-case frame op names). */
+export type IoOpName = "read" | "write" | "flush" | "trim" | "write_zeroes" | "stat" | "unknown";
+/** A copy that brings a replica back (catch-up) or fills a new one (rebuild). */
+export type CopyKind = "catch-up" | "rebuild";
+/** Which kind of file an fdatasync made durable. */
+export type SyncTarget = "journal" | "segment" | "directory";
+/** How this node came to own a volume: a failover from a dead owner, or any other claim. */
+export type TakeoverKind = "failover" | "claim";
+
+/**
+ * Where actors report what they did, for the node's metrics. Production plugs in
+ * Prometheus (metrics/); tests and the simulator use `noMetrics` (actors/metrics.ts).
+ * Calls must be cheap and never throw: they sit on the IO path.
+ */
+export interface Metrics {
+  /** A client IO request was admitted to the volume actor (it counts as in flight). */
+  ioStarted(volume: string, op: IoOpName): void;
+  /** A client IO request was answered: bytes it covered, how long it took, its error code. */
+  ioFinished(
+    volume: string,
+    op: IoOpName,
+    lengthBytes: number,
+    seconds: number,
+    errorCode: string | null,
+  ): void;
+  /** Bytes copied to a replica by a catch-up or rebuild. */
+  copied(volume: string, kind: CopyKind, bytes: number): void;
+  /** This node won an owner term of the volume by a takeover. */
+  tookOver(volume: string, kind: TakeoverKind): void;
+  /** This node recorded a planned handoff of the volume to another node (a new term). */
+  handedOff(volume: string): void;
+  /** One fdatasync (or directory fsync) took this long. */
+  synced(target: SyncTarget, seconds: number): void;
+}

@@ -4,16 +4,17 @@
  */
 import { crc32cImplementation } from "../protocol/crc32c.ts";
 import { startMemoryTrim } from "../server/memory_trim.ts";
-import { CairnNode, defaultKvReplicas, natsServerList } from "../server/node.ts";
+import { CairnNode, cairnVersion, defaultKvReplicas, natsServerList } from "../server/node.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
 import { flagSize, flagString, parseArgs, runCommand, UsageError } from "./args.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
 import { type HttpPlan, planHttp, startNodeHttp, TokenConfigError } from "../http/mod.ts";
+import { metricsHandler, NodeMetrics, parseMetricsListen, serveMetrics } from "../metrics/mod.ts";
 
 const usage =
   `usage: deno task serve [--nats URL[,URL...]] [--kv-replicas N] [--data DIR] [--node ID]
-                       [--zone NAME] [--capacity BYTES]
+                       [--zone NAME] [--capacity BYTES] [--metrics HOST:PORT]
   --nats URLS       NATS server, or every server of a NATS cluster comma-separated (env NATS_URL);
                     none: start a local nats-server
   --kv-replicas N   replicas of the metadata bucket if this node creates it: 1, 3 or 5 (env
@@ -41,6 +42,8 @@ const usage =
                     back sooner only catches up on the blocks written while it was away
   --rebuild-rate BYTES  rate limit of catch-up and rebuild copies, per volume, e.g. 100MiB
                     (env CAIRN_REBUILD_RATE; default 256MiB)
+  --metrics ADDR     serve Prometheus metrics at http://HOST:PORT/metrics (env CAIRN_METRICS;
+                    port 0 picks a free port; the bound address is written to DIR/metrics.address)
   --quiet           log warnings and errors only`;
 
 const durationUnitsMs: Record<string, number> = {
@@ -88,6 +91,15 @@ async function main(): Promise<number> {
   if (rebuildRate !== undefined && rebuildRate <= 0) {
     throw new UsageError(`--rebuild-rate must be above 0 (e.g. 100MiB)`);
   }
+  const metricsListen = flagString(args, "metrics", "CAIRN_METRICS");
+  if (metricsListen !== undefined) {
+    try {
+      parseMetricsListen(metricsListen);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  const metrics = metricsListen ? new NodeMetrics({ dataDir }) : undefined;
   const natsUrls = natsServerList(natsUrl);
   const kvReplicas = kvReplicasFlag !== undefined
     ? Number(kvReplicasFlag)
@@ -103,8 +115,23 @@ async function main(): Promise<number> {
     scrub: scrubSettings(args),
     replicaGraceMs: optionalDurationMs(args, "replica-grace", "CAIRN_REPLICA_GRACE"),
     rebuildRateBytesPerSec: rebuildRate,
+    metrics,
   });
+  // Bound before the node starts (its constructor made the data dir), so a taken port fails the start, not a running node.
+  const metricsServer = metrics
+    ? serveMetrics(metricsListen!, metricsHandler(metrics), {
+      addressFile: `${dataDir}/metrics.address`,
+    })
+    : null;
   await node.start();
+  metrics?.attach(
+    {
+      node: node.id,
+      zone: flagString(args, "zone", "CAIRN_ZONE") ?? "default",
+      version: cairnVersion,
+    },
+    () => node.metricsSnapshot(),
+  );
   const stopMemoryTrim = startMemoryTrim();
   const nbdListen = flagString(args, "nbd", "CAIRN_NBD");
   const nbd = nbdListen
@@ -140,12 +167,16 @@ async function main(): Promise<number> {
     );
   }
   console.error(
-    `node ${node.id} serving (NATS ${natsUrl}; CRC-32C: ${crc32cImplementation}); Ctrl-C to stop`,
+    `node ${node.id} serving (NATS ${natsUrl}; CRC-32C: ${crc32cImplementation}${
+      metricsServer ? `; metrics: http://${metricsServer.address}/metrics` : ""
+    }); Ctrl-C to stop`,
   );
   await untilStopSignal();
   stopMemoryTrim();
   await http?.close();
   await nbd?.close();
+  await metricsServer?.close();
+  metrics?.stop();
   await node.stop();
   await localNats?.stop();
   return 0;

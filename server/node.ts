@@ -16,6 +16,8 @@ import { makeLogger } from "./log.ts";
 import type { ScrubSettings } from "../actors/volume/scrub.ts";
 import type { ControlService } from "../actors/control/service.ts";
 import type { Readiness } from "../protocol/schemas.ts";
+import type { Metrics } from "../actors/ports.ts";
+import type { NodeSnapshot } from "../actors/metrics.ts";
 
 export { cairnVersion };
 
@@ -37,6 +39,8 @@ export interface NodeOptions {
   /** `--replica-grace` and `--rebuild-rate` (see NodeRuntimeDeps). */
   replicaGraceMs?: number;
   rebuildRateBytesPerSec?: number;
+  /** Where the node reports IO, copies, ownership and syncs (metrics/); none: not measured. */
+  metrics?: Metrics;
 }
 
 /** Reads the node id stored in the data dir, or stores the given (or a new) one. */
@@ -145,6 +149,7 @@ export class CairnNode {
       scrub: options.scrub,
       replicaGraceMs: options.replicaGraceMs,
       rebuildRateBytesPerSec: options.rebuildRateBytesPerSec,
+      metrics: options.metrics,
       onFailStop: (reason) => {
         // The replica host logged the details; exit without a graceful close, which would sync.
         this.log.error(
@@ -217,6 +222,11 @@ export class CairnNode {
         ? `serving all ${owned.owned.length} volumes it owns`
         : `${owned.notServing.length} of ${owned.owned.length} owned volumes not served yet`,
     };
+  }
+
+  /** What the node's gauges show now (metrics/). */
+  metricsSnapshot(): NodeSnapshot {
+    return this.runtime?.metricsSnapshot() ?? { volumes: [], peers: [] };
   }
 
   /** The in-process volume actor, if this node serves that volume now (for gateways). */

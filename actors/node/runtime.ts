@@ -5,7 +5,16 @@
  * clock; the simulator gives it a simulated network, MemoryMetadata,
  * MemoryDisk and a virtual clock.
  */
-import type { Clock, Disk, Random, Transport, TransportSubscription, WallClock } from "../ports.ts";
+import type {
+  Clock,
+  Disk,
+  Metrics,
+  Random,
+  Transport,
+  TransportSubscription,
+  WallClock,
+} from "../ports.ts";
+import { type NodeSnapshot, timedDisk } from "../metrics.ts";
 import { type MetadataPort, segmentsOfNode } from "../metadata.ts";
 import { HostError, type Logger, ReplicaHost, type ReplicaHostOptions } from "../replica/host.ts";
 import { planSegmentFiles, segmentCheckIntervalMs } from "../replica/host.ts";
@@ -82,6 +91,8 @@ export interface NodeRuntimeDeps {
   bootId?: string;
   /** Background scrub settings (`--scrub-interval`, `--scrub-rate`); default: scrub.ts. */
   scrub?: Partial<ScrubSettings>;
+  /** Where IO, copies, ownership changes and syncs are reported; none: not measured. */
+  metrics?: Metrics;
 }
 
 /** The in-process replica's errors, in the shape a remote reply would have. */
@@ -120,7 +131,8 @@ export class NodeRuntime {
   async start(): Promise<void> {
     const { deps } = this;
     this.stall.start();
-    this.host = new ReplicaHost(deps.dataDir, deps.disk, deps.log, {
+    const disk = deps.metrics ? timedDisk(deps.disk, deps.clock, deps.metrics) : deps.disk;
+    this.host = new ReplicaHost(deps.dataDir, disk, deps.log, {
       journalCheckpointBytes: deps.journalCheckpointBytes,
       clock: deps.clock,
       onDurable: deps.onReplicaDurable,
@@ -156,6 +168,7 @@ export class NodeRuntime {
       scrub: deps.scrub,
       replicaGraceMs: deps.replicaGraceMs,
       rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
+      metrics: deps.metrics,
       liveNodes: async () =>
         (await this.control.listNodes())
           .filter((n) => n.live && n.state === "up")
@@ -290,6 +303,14 @@ export class NodeRuntime {
       if (layout?.owner === this.id && layout.volumeId === spec.id) owned.push(spec.name);
     }
     return { owned, notServing: owned.filter((name) => !this.localVolume(name)) };
+  }
+
+  /** What this node's gauges show now: its volume actors and its peers (for metrics). */
+  metricsSnapshot(): NodeSnapshot {
+    return {
+      volumes: this.supervisor?.volumeViews() ?? [],
+      peers: this.watchdog?.peers() ?? [],
+    };
   }
 
   /** The in-process volume actor, if this node serves that volume now (for gateways). */

@@ -4,7 +4,8 @@
  * looks again whenever an actor finishes, a node op asks, or a periodic sweep
  * runs, so no volume stays stuck answering MOVED while this node could serve it.
  */
-import type { Clock, Random, Transport, TransportSubscription } from "../ports.ts";
+import type { Clock, Metrics, Random, Transport, TransportSubscription } from "../ports.ts";
+import type { VolumeView } from "../metrics.ts";
 import type { MetadataPort, OwnerClaim } from "../metadata.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Logger } from "../replica/host.ts";
@@ -53,6 +54,8 @@ export interface SupervisorDeps {
     node: string,
     segments: number[],
   ) => Promise<void>;
+  /** Where the volume actors and ownership changes are reported (actors/metrics.ts). */
+  metrics?: Metrics;
 }
 
 interface Running {
@@ -99,6 +102,11 @@ export class Supervisor {
   localVolume(name: string): VolumeActor | undefined {
     const actor = this.running.get(name)?.actor;
     return actor?.serving ? actor : undefined;
+  }
+
+  /** Every volume actor here, as metrics see it. */
+  volumeViews(): VolumeView[] {
+    return [...this.running.values()].map((r) => r.actor.view());
   }
 
   actorStates(): { name: string; state: VolumeActorState; term: number }[] {
@@ -209,9 +217,15 @@ export class Supervisor {
       createReplicas: deps.createReplicas &&
         ((node, segments) => deps.createReplicas!(spec.id, spec.name, node, segments)),
       onState: (a, state) => this.onActorState(name, a, state),
+      metrics: deps.metrics,
     });
     this.running.set(name, { actor, startedMs: deps.clock.nowMs(), io: null });
-    actor.start(expected).catch((err) =>
+    actor.start(expected).then(() => {
+      // Won a term, whatever happened after: a failover took it from another node.
+      if (actor.ownerTerm > expected.term) {
+        deps.metrics?.tookOver(name, expected.owner === deps.nodeId ? "claim" : "failover");
+      }
+    }).catch((err) =>
       deps.log.error(`volume ${name}: takeover ended with ${(err as Error).stack ?? err}`)
     );
   }
@@ -257,6 +271,7 @@ export class Supervisor {
       throw new CairnError("MOVED", `volume ${name} is not served by ${this.deps.nodeId}`);
     }
     const result = await entry.actor.handOff(to, rehome);
+    this.deps.metrics?.handedOff(name);
     // The new owner's sweep would find the record too; this just saves it the wait.
     await requestJson(this.deps.transport, subjects.node(to, "volume.check"), { name })
       .catch((err) =>

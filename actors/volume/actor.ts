@@ -9,7 +9,8 @@
  * concurrently, but only while serving, and a transition out of serving
  * waits for the IO in flight to finish.
  */
-import type { Clock, Random } from "../ports.ts";
+import type { Clock, Metrics, Random } from "../ports.ts";
+import { observeIo, type VolumeView } from "../metrics.ts";
 import {
   editLayout,
   inSyncEverywhere,
@@ -157,6 +158,8 @@ export interface VolumeActorDeps {
   failBack?: (to: string) => Promise<void>;
   /** Creates empty segment files of this volume on `node` (the segments.create node op). */
   createReplicas?: (node: string, segments: number[]) => Promise<void>;
+  /** Where client IO and copies are reported (actors/metrics.ts); none in tests. */
+  metrics?: Metrics;
 }
 
 export type { CopyProgress } from "../../protocol/schemas.ts";
@@ -283,6 +286,20 @@ export class VolumeActor {
   /** The state as of now (a method, so TypeScript does not narrow it across awaits). */
   private stateNow(): VolumeActorState {
     return this.lifecycle;
+  }
+
+  /** This actor as metrics see it (actors/metrics.ts). */
+  view(): VolumeView {
+    const { spec } = this.deps;
+    const layout = this.layout as VolumeLayout | undefined;
+    return {
+      name: this.name,
+      state: this.lifecycle,
+      term: this.term,
+      wantedReplicas: spec.replicas,
+      layout,
+      copies: this.copyProgress(),
+    };
   }
 
   get serving(): boolean {
@@ -862,6 +879,7 @@ export class VolumeActor {
       copied: (blocks: number) => {
         live.blocksDone += blocks;
         live.blocksLeft -= blocks;
+        this.deps.metrics?.copied(this.name, kind, blocks * blockSizeBytes);
       },
     };
     /** Only segments copied from an in-sync source may become in-sync. */
@@ -1005,7 +1023,17 @@ export class VolumeActor {
    * CairnError. The frame path above and in-process callers (the NBD gateway
    * on the owner, which so skips encoding and copying frames) share it.
    */
-  async serve(request: IoRequest, client?: ClientRequest): Promise<Uint8Array> {
+  serve(request: IoRequest, client?: ClientRequest): Promise<Uint8Array> {
+    return observeIo(
+      this.deps.metrics,
+      this.deps.clock,
+      this.name,
+      request,
+      () => this.serveUnobserved(request, client),
+    );
+  }
+
+  private async serveUnobserved(request: IoRequest, client?: ClientRequest): Promise<Uint8Array> {
     if (request.incarnation && request.incarnation !== this.deps.spec.incarnation) {
       // Checked before anything else: a handle to a deleted volume must never touch this one.
       throw new CairnError(

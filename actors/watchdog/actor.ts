@@ -168,6 +168,15 @@ export class Watchdog {
     return this.liveness(node) !== "down";
   }
 
+  /** Every other node in the metadata, as this watchdog judges it (for metrics). */
+  peers(): { node: string; silenceMs: number | null; liveness: PeerLiveness }[] {
+    return [...this.records.keys()].filter((id) => id !== this.nodeId).map((node) => ({
+      node,
+      silenceMs: this.silenceMs(node),
+      liveness: this.liveness(node),
+    }));
+  }
+
   silenceMs(node: string): number | null {
     return node === this.nodeId ? 0 : this.detector.silenceMs(node, this.clock.nowMs());
   }
