@@ -1,8 +1,10 @@
 /**
  * The local disk ceiling, through the same node:fs calls the replicas use
  * (positional writeSync / readSync on a descriptor, async fdatasync):
- * durable writes with group commit (N writers share each fdatasync) and
- * positional reads of a file that was written first.
+ * durable writes with group commit (N writers share each fdatasync), cached
+ * writes (no fdatasync; flush() is one shared fdatasync), and positional reads
+ * of a file that was written first. A sparse file (createSparse) gives fresh
+ * blocks: every write allocates, as on a never-written region of a volume.
  */
 import * as fs from "node:fs";
 import { promisify } from "node:util";
@@ -62,6 +64,14 @@ export class DiskTarget {
     return new DiskTarget(path, fd, sizeBytes);
   }
 
+  /** A sparse file of sizeBytes: nothing written, so every write allocates blocks. */
+  static async createSparse(path: string, sizeBytes: number): Promise<DiskTarget> {
+    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC);
+    fs.ftruncateSync(fd, sizeBytes);
+    await fdatasync(fd);
+    return new DiskTarget(path, fd, sizeBytes);
+  }
+
   get syncs(): number {
     return this.commit.syncs;
   }
@@ -70,6 +80,17 @@ export class DiskTarget {
   async write(offsetBytes: number, data: Uint8Array): Promise<void> {
     writeAll(this.fd, data, offsetBytes);
     await this.commit.sync();
+  }
+
+  /** Cached write: positional write only (page cache); durable after the next flush(). */
+  writeCached(offsetBytes: number, data: Uint8Array): Promise<void> {
+    writeAll(this.fd, data, offsetBytes);
+    return Promise.resolve();
+  }
+
+  /** Every earlier write durable: one (shared) fdatasync. */
+  flush(): Promise<void> {
+    return this.commit.sync();
   }
 
   read(offsetBytes: number, into: Uint8Array): Promise<void> {

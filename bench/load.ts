@@ -19,6 +19,11 @@ export interface LoadOptions {
   warmupSeconds: number;
   /** Payload bytes one operation moves, for MB/s. */
   bytesPerOp: number;
+  /**
+   * Runs once every worker of a phase has stopped (warm-up and measured phase alike), e.g. a
+   * final FLUSH. Inside the measured time: the phase's elapsed time ends when it resolves.
+   */
+  finish?: () => Promise<void>;
 }
 
 export interface LoadResult {
@@ -76,6 +81,7 @@ async function phase(
   inFlight: number,
   durationMs: number,
   latencies: Reservoir | null,
+  finish?: () => Promise<void>,
 ): Promise<{ ops: number; elapsedMs: number }> {
   const start = performance.now();
   const end = start + durationMs;
@@ -101,7 +107,12 @@ async function phase(
     }
   };
   const workers = Array.from({ length: inFlight }, (_, i) => worker(i));
-  await withDeadline(Promise.all(workers), durationMs + phaseSlackMs, "load phase");
+  const all = Promise.all(workers).then(async () => {
+    if (failure !== null || !finish) return;
+    await finish();
+    lastDone = performance.now();
+  });
+  await withDeadline(all, durationMs + phaseSlackMs, "load phase");
   if (failure !== null) throw failure;
   return { ops: done, elapsedMs: Math.max(lastDone - start, 1) };
 }
@@ -113,11 +124,17 @@ export async function runLoad(
   around?: { before(): void; after(): void },
 ): Promise<LoadResult> {
   if (options.warmupSeconds > 0) {
-    await phase(op, options.inFlight, options.warmupSeconds * 1000, null);
+    await phase(op, options.inFlight, options.warmupSeconds * 1000, null, options.finish);
   }
   const latencies = new Reservoir();
   around?.before();
-  const { ops, elapsedMs } = await phase(op, options.inFlight, options.seconds * 1000, latencies);
+  const { ops, elapsedMs } = await phase(
+    op,
+    options.inFlight,
+    options.seconds * 1000,
+    latencies,
+    options.finish,
+  );
   around?.after();
   const sorted = latencies.sorted();
   const seconds = elapsedMs / 1000;

@@ -114,6 +114,10 @@ export class CpuSampler {
   private startWallMs = 0;
   private startAll = new Map<number, { name: string; seconds: number }>();
   result: Record<string, number> = {};
+  /** CPU seconds each named process (and "host", "others") used over the interval, unrounded. */
+  seconds: Record<string, number> = {};
+  /** Length of the interval in seconds. */
+  wallSeconds = 0;
   /** Processes the bench did not start that used at least 5% of a core, busiest first. */
   others: { pid: number; name: string; command: string; percent: number }[] = [];
 
@@ -139,9 +143,12 @@ export class CpuSampler {
     const wallSeconds = (performance.now() - this.startWallMs) / 1000;
     const end = this.sample();
     this.result = {};
+    this.seconds = {};
+    this.wallSeconds = wallSeconds;
     for (const [name, seconds] of end) {
       const start = this.startSeconds.get(name);
       if (start === undefined) continue;
+      this.seconds[name] = seconds - start;
       this.result[name] = Math.round(((seconds - start) / wallSeconds) * 100);
     }
     const ours = new Set(Object.values(this.pids()));
@@ -157,6 +164,7 @@ export class CpuSampler {
       }
     }
     this.others.sort((a, b) => b.percent - a.percent);
+    this.seconds[othersCpuName] = othersSeconds;
     this.result[othersCpuName] = Math.round((othersSeconds / wallSeconds) * 100);
   }
 }
