@@ -101,6 +101,12 @@ async function main(): Promise<number> {
       formatMs(createMs / names.length),
       "—",
     ]);
+    const [load1] = Deno.loadavg();
+    console.log(
+      `${new Date().toISOString()}, load average ${
+        load1.toFixed(1)
+      } on ${navigator.hardwareConcurrency} cores`,
+    );
     console.log(
       markdownTable(["Route", "Requests", "p50 ms", "p99 ms", "mean ms", "max ms"], rows),
     );
