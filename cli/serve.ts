@@ -99,7 +99,8 @@ async function main(): Promise<number> {
       throw new UsageError((err as Error).message);
     }
   }
-  const metrics = metricsListen ? new NodeMetrics({ dataDir }) : undefined;
+  // Metrics are kept when something serves them: --metrics, or /metrics on the HTTP API.
+  const metrics = metricsListen || httpPlan ? new NodeMetrics({ dataDir }) : undefined;
   const natsUrls = natsServerList(natsUrl);
   const kvReplicas = kvReplicasFlag !== undefined
     ? Number(kvReplicasFlag)
@@ -118,8 +119,8 @@ async function main(): Promise<number> {
     metrics,
   });
   // Bound before the node starts (its constructor made the data dir), so a taken port fails the start, not a running node.
-  const metricsServer = metrics
-    ? serveMetrics(metricsListen!, metricsHandler(metrics), {
+  const metricsServer = metrics && metricsListen
+    ? serveMetrics(metricsListen, metricsHandler(metrics), {
       addressFile: `${dataDir}/metrics.address`,
     })
     : null;
@@ -144,7 +145,12 @@ async function main(): Promise<number> {
   if (httpPlan) {
     try {
       http = await startNodeHttp(
-        node,
+        {
+          id: node.id,
+          control: node.control,
+          readiness: () => node.readiness(),
+          metrics: metrics ? () => metrics.render() : undefined,
+        },
         httpPlan,
         (message) => console.error(`${node.id} ERROR ${message}`),
       );

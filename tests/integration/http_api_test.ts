@@ -220,6 +220,10 @@ Deno.test({
           });
           assert.equal(volumeInfoSchema.parse(await res.json()).id, created.id);
           assert.equal((await fetch(`${base}/openapi.json`)).status, 200);
+          // /metrics is open to probes by default, on the same listener.
+          const metrics = await fetch(`${base}/metrics`);
+          assert.equal(metrics.status, 200);
+          assert.match(await metrics.text(), /cairn_volume_io_requests_total/);
           await (await fetch(`${base}/docs`)).body?.cancel();
         }
         const owners = await Promise.all([0, 1, 2].map(async (i) => {
