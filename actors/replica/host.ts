@@ -931,8 +931,9 @@ export class ReplicaHost {
       const waitMs = table.fenceReadyAtMs(volume, request.epoch, clock.nowMs()) - clock.nowMs();
       if (waitMs > 0) await new Promise<void>((resolve) => clock.setTimer(waitMs, resolve));
     }
-    // A new owner starts from durable state: every write applied here, cached or not, went
-    // to its segment file before it was acknowledged, so the sync below makes it durable.
+    // A new owner starts from durable state: cached writes applied here are synced (and told
+    // durable) now, before any write of the new term can rewrite their blocks.
+    if (!refused) await this.flushVolume(volume);
     const segments = [];
     for (const segment of held) {
       const replica = this.replica(volume, segment);
