@@ -176,6 +176,16 @@ Deno.test({
           sampleValue(owner, `cairn_volume_degraded_segments{volume="${volumeName}"}`),
           0,
         );
+        assert.equal(
+          sampleValue(owner, `cairn_volume_takeovers_total{volume="${volumeName}",kind="claim"}`),
+          1,
+          "the owner won the volume's first term",
+        );
+        assert.ok(sampleValue(owner, `cairn_volume_owner_term{volume="${volumeName}"}`)! >= 1);
+        assert.equal(
+          sampleValue(owner, `cairn_volume_actor_state{volume="${volumeName}",state="serving"}`),
+          1,
+        );
         assert.ok(
           sampleValue(owner, `cairn_volume_io_bytes_total{volume="${volumeName}",op="write"}`)! >=
             blockBytes,
