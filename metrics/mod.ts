@@ -9,3 +9,4 @@ export {
   serveMetrics,
 } from "./http.ts";
 export { defaultMetricsBrokenOnDeno, eventLoopSampleIntervalMs } from "./process.ts";
+export { segmentStatsIntervalMs } from "./disk.ts";

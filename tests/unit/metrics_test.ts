@@ -236,6 +236,7 @@ Deno.test("NodeMetrics: an actor that is not serving reports no replica counts",
     assert.ok(text.includes('cairn_volume_actor_state{volume="db",state="fenced"} 1'));
     assert.ok(!text.some((l) => l.startsWith("cairn_volume_replicas{")));
     assert.ok(!text.some((l) => l.startsWith("cairn_volume_owner_term{")));
+    metrics.stop();
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }
