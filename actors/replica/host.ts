@@ -102,6 +102,12 @@ export interface ReplicaHostOptions {
  */
 export const cachedWritesMarkerName = "cached-writes.boot";
 
+/** A volume's cached writes applied and not yet synced (see ReplicaHost.unsyncedWrites). */
+interface UnsyncedWrites {
+  replicas: Set<Replica>;
+  entries: { entry: WriteEntry; replica: Replica }[];
+}
+
 export function segmentFileName(segment: number): string {
   return `${String(segment).padStart(6, "0")}.seg`;
 }
@@ -209,10 +215,7 @@ export class ReplicaHost {
    * Per volume, cached writes applied and not yet synced: the segment files written in
    * place, and (only for the onDurable oracle) the entries, told durable at the flush.
    */
-  private readonly unsyncedWrites = new Map<
-    string,
-    { replicas: Set<Replica>; entries: WriteEntry[] }
-  >();
+  private readonly unsyncedWrites = new Map<string, UnsyncedWrites>();
   private readonly bootId: string;
   /** The cached-writes marker names this boot (set once written or found so). */
   private markerWritten: Promise<void> | null = null;
@@ -721,7 +724,12 @@ export class ReplicaHost {
     this.clearSuspect(volume, epoch, new Set(entries.map((e) => e.segment)));
     const written = entries.filter((e) => e.kind !== EntryKind.request);
     if (!cached) this.onDurable?.(volume, written);
-    else if (this.onDurable) this.unsynced(volume).entries.push(...written);
+    else if (this.onDurable) {
+      const pending = this.unsynced(volume).entries;
+      for (const entry of written) {
+        pending.push({ entry, replica: this.replica(volume, entry.segment) });
+      }
+    }
     // A failed checkpoint fails the host; there is nothing more to do with its error here.
     if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
   }
@@ -1005,11 +1013,16 @@ export class ReplicaHost {
     await this.journal.sync();
     await Promise.all([...pending?.replicas ?? []].map((replica) => replica.sync()));
     this.failStop.check();
-    if (pending?.entries.length) this.onDurable?.(volume, pending.entries);
+    // Only writes still in the file they went to: a segment deleted and created again since
+    // (a replica moved away and back) holds none of them.
+    const held = pending?.entries.filter(({ entry, replica }) =>
+      this.volumes.get(volume)?.get(entry.segment) === replica
+    );
+    if (held?.length) this.onDurable?.(volume, held.map(({ entry }) => entry));
   }
 
   /** What of `volume` was applied cached and is not yet synced. */
-  private unsynced(volume: string): { replicas: Set<Replica>; entries: WriteEntry[] } {
+  private unsynced(volume: string): UnsyncedWrites {
     let pending = this.unsyncedWrites.get(volume);
     if (!pending) this.unsyncedWrites.set(volume, pending = { replicas: new Set(), entries: [] });
     return pending;
