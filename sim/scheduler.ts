@@ -410,6 +410,14 @@ export class SimScheduler {
     return predicate();
   }
 
+  /** Runs events until `promise` settles (or maxMs of virtual time pass), then returns it. */
+  async drive<T>(promise: Promise<T>, maxMs = 60_000): Promise<T> {
+    let settled = false;
+    promise.then(() => (settled = true), () => (settled = true));
+    await this.runUntil(() => settled, maxMs);
+    return await promise;
+  }
+
   async #run(endMs: number, predicate: (() => boolean) | undefined): Promise<boolean> {
     if (this.#running) throw new Error("SimScheduler: runFor/runUntil called while running");
     this.#running = true;

@@ -9,6 +9,7 @@ import { encodeRecord, journalCheckpointBytes, NodeJournal } from "./journal.ts"
 import { FailStop, FailStopError } from "./fail_stop.ts";
 import {
   BatchFlag,
+  clientRequestKey,
   decodeReadRequest,
   decodeWriteBatch,
   encodeError,
@@ -805,7 +806,7 @@ export class ReplicaHost {
       if (isDirect(entry)) direct.add(replica);
       await this.applyEntry(replica, entry);
       if (entry.request) {
-        this.rememberRequest(volume, `${entry.request.origin}/${entry.request.requestId}`);
+        this.rememberRequest(volume, clientRequestKey(entry.request));
       }
     }
     if (cached) { for (const replica of direct) this.unsynced(volume).replicas.add(replica); }

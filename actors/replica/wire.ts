@@ -85,9 +85,14 @@ export function requestEntry(segment: number, version: number, request: ClientRe
   };
 }
 
-/** The key a request entry names (origin/requestId), as the owner's resend table keys it. */
+/** A client request's key (origin/requestId): the owner's resend table and replicas use it. */
+export function clientRequestKey(request: ClientRequest): string {
+  return `${request.origin}/${request.requestId}`;
+}
+
+/** The key of the client request a request entry names. */
 export function requestKey(entry: WriteEntry): string {
-  return `${textDecoder.decode(entry.data)}/${entry.firstBlock}`;
+  return clientRequestKey({ origin: textDecoder.decode(entry.data), requestId: entry.firstBlock });
 }
 
 export function carriesData(kind: number): boolean {

@@ -47,10 +47,12 @@ import {
   validateRequest,
 } from "../../protocol/frames.ts";
 import { CairnError, type ErrorCodeName, errorCodeName } from "../../protocol/errors.ts";
+import { encodeJson } from "../../protocol/control.ts";
 import { blockSizeBytes, maxIoBytes, maxVolumeQueueDepth } from "../../protocol/limits.ts";
 import {
   bodyText,
   type ClientRequest,
+  clientRequestKey,
   decodeReply,
   EntryKind,
   type ReadRequest,
@@ -427,7 +429,7 @@ export class VolumeActor {
    * Best effort: a replica that cannot say only costs that protection.
    */
   private async learnClientRequests(): Promise<void> {
-    const body = new TextEncoder().encode(JSON.stringify({ epoch: this.term }));
+    const body = encodeJson({ epoch: this.term });
     const nodes = new Set(this.layout.segments.flatMap((s) => inSyncNodes(s.replicas)));
     let learned = 0;
     await Promise.all([...nodes].map(async (node) => {
@@ -978,7 +980,7 @@ export class VolumeActor {
     // A resent write (the client's attempt timed out, or its connection moved) that this
     // actor already applied, or is applying, is answered, not applied again: applied again,
     // it would take a newer version and could undo a write acknowledged in between.
-    const key = `${origin}/${request.requestId}`;
+    const key = clientRequestKey({ origin, requestId: request.requestId });
     const earlier = this.recentWrites.get(key);
     if (earlier === "ok") {
       return encodeReply({
@@ -1126,7 +1128,7 @@ export class VolumeActor {
         segmentsByNode.set(node, [...segmentsByNode.get(node) ?? [], index]);
       }
     });
-    const body = new TextEncoder().encode(JSON.stringify({ epoch: this.term }));
+    const body = encodeJson({ epoch: this.term });
     const nodes = [...segmentsByNode.keys()];
     const results = await Promise.allSettled(
       nodes.map((node) => callReplica(this.stream(node), "flush", body)),

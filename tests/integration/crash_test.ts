@@ -241,148 +241,146 @@ for (const mode of ["durable", "cached"] as const) {
 }
 
 async function crashAllNodes(mode: "durable" | "cached"): Promise<void> {
-  {
-    // Kept on failure for a look at the journals and segment files; removed below on success.
-    const cluster = await TestCluster.start({ nodes: 3, keep: true });
-    let passed = false;
-    try {
-      const client = await cluster.client();
-      await client.createVolume({ name: "crash", sizeBytes: volumeBytes, segmentBytes });
-      const volume = await client.openVolume("crash", {
-        maxInFlight: 32,
-        cachedWrites: mode === "cached",
-      });
-      const history = new WriteHistory();
-      const random = mulberry32(42);
-      let stop = false;
-      let generation = 0;
-      const chunksPerWriter = blockCount / chunkBlocks / writerCount;
-      const lanes = Array.from({ length: writerCount }, (_, w) => {
-        /** The chunk each lane of this writer is writing now (-1: none). */
-        const busy = Array.from({ length: lanesPerWriter }, () => -1);
-        return busy.map(async (_, lane) => {
-          while (!stop) {
-            // Writer w owns the chunks with index % writerCount == w; its lanes write them
-            // concurrently and sometimes the same chunk at once. A quarter of the writes
-            // cover a whole chunk (64 KiB: written in place, not journaled); the rest one
-            // block of it (journaled), so both kinds overwrite and race each other.
-            const sibling = busy.find((c, l) => l !== lane && c >= 0);
-            const chunk = sibling !== undefined && random() < overlapChance
-              ? sibling
-              : Math.floor(random() * chunksPerWriter) * writerCount + w;
-            const whole = random() < 0.25;
-            const first = chunk * chunkBlocks + (whole ? 0 : Math.floor(random() * chunkBlocks));
-            const count = whole ? chunkBlocks : 1;
-            const data = new Uint8Array(count * blockSize);
-            const record = history.start(++generation, first, count);
-            for (let i = 0; i < count; i++) {
-              data.set(pattern(first + i, record.generation), i * blockSize);
-            }
-            busy[lane] = chunk;
-            try {
-              await volume.write(first * blockSize, data);
-              history.ack(record);
-              if (mode === "cached" && record.generation % writesPerFlush === 0) {
-                await volume.flush();
-              }
-            } catch (err) {
-              history.fail(record, err);
-              break; // This lane is done; its write stays unknown (or no-effect).
-            } finally {
-              busy[lane] = -1;
-            }
+  // Kept on failure for a look at the journals and segment files; removed below on success.
+  const cluster = await TestCluster.start({ nodes: 3, keep: true });
+  let passed = false;
+  try {
+    const client = await cluster.client();
+    await client.createVolume({ name: "crash", sizeBytes: volumeBytes, segmentBytes });
+    const volume = await client.openVolume("crash", {
+      maxInFlight: 32,
+      cachedWrites: mode === "cached",
+    });
+    const history = new WriteHistory();
+    const random = mulberry32(42);
+    let stop = false;
+    let generation = 0;
+    const chunksPerWriter = blockCount / chunkBlocks / writerCount;
+    const lanes = Array.from({ length: writerCount }, (_, w) => {
+      /** The chunk each lane of this writer is writing now (-1: none). */
+      const busy = Array.from({ length: lanesPerWriter }, () => -1);
+      return busy.map(async (_, lane) => {
+        while (!stop) {
+          // Writer w owns the chunks with index % writerCount == w; its lanes write them
+          // concurrently and sometimes the same chunk at once. A quarter of the writes
+          // cover a whole chunk (64 KiB: written in place, not journaled); the rest one
+          // block of it (journaled), so both kinds overwrite and race each other.
+          const sibling = busy.find((c, l) => l !== lane && c >= 0);
+          const chunk = sibling !== undefined && random() < overlapChance
+            ? sibling
+            : Math.floor(random() * chunksPerWriter) * writerCount + w;
+          const whole = random() < 0.25;
+          const first = chunk * chunkBlocks + (whole ? 0 : Math.floor(random() * chunkBlocks));
+          const count = whole ? chunkBlocks : 1;
+          const data = new Uint8Array(count * blockSize);
+          const record = history.start(++generation, first, count);
+          for (let i = 0; i < count; i++) {
+            data.set(pattern(first + i, record.generation), i * blockSize);
           }
-        });
-      }).flat();
-      await new Promise((r) => setTimeout(r, 1500));
-      assert.ok(
-        history.count("acked") > 100,
-        `only ${history.count("acked")} writes before the crash`,
-      );
-      await Promise.all(cluster.nodes.map((_, i) => cluster.killNode(i)));
-      stop = true;
-      const ackedAtCrash = history.count("acked");
-      const inFlightAtCrash = history.count("pending");
-      const restartMs = performance.now();
-      await Promise.all(cluster.nodes.map((_, i) => cluster.startNode(i)));
-      console.log(`nodes restarted in ${Math.round(performance.now() - restartMs)} ms`);
-      // Writes in flight at the crash are resent and may now complete; a lane still
-      // retrying when this gives up leaves its write unknown.
-      await Promise.race([Promise.all(lanes), new Promise((r) => setTimeout(r, 20_000))]);
-      console.log(`writers done ${Math.round(performance.now() - restartMs)} ms after restart`);
+          busy[lane] = chunk;
+          try {
+            await volume.write(first * blockSize, data);
+            history.ack(record);
+            if (mode === "cached" && record.generation % writesPerFlush === 0) {
+              await volume.flush();
+            }
+          } catch (err) {
+            history.fail(record, err);
+            break; // This lane is done; its write stays unknown (or no-effect).
+          } finally {
+            busy[lane] = -1;
+          }
+        }
+      });
+    }).flat();
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(
+      history.count("acked") > 100,
+      `only ${history.count("acked")} writes before the crash`,
+    );
+    await Promise.all(cluster.nodes.map((_, i) => cluster.killNode(i)));
+    stop = true;
+    const ackedAtCrash = history.count("acked");
+    const inFlightAtCrash = history.count("pending");
+    const restartMs = performance.now();
+    await Promise.all(cluster.nodes.map((_, i) => cluster.startNode(i)));
+    console.log(`nodes restarted in ${Math.round(performance.now() - restartMs)} ms`);
+    // Writes in flight at the crash are resent and may now complete; a lane still
+    // retrying when this gives up leaves its write unknown.
+    await Promise.race([Promise.all(lanes), new Promise((r) => setTimeout(r, 20_000))]);
+    console.log(`writers done ${Math.round(performance.now() - restartMs)} ms after restart`);
 
-      const readAt = history.now();
-      const fresh = await cluster.client();
-      const reader = await fresh.openVolume("crash");
-      const all = await reader.read(0, volumeBytes);
-      const bad: string[] = [];
-      let checked = 0;
-      for (let block = 0; block < blockCount; block++) {
-        const got = all.subarray(block * blockSize, (block + 1) * blockSize);
-        const allowed = history.allowed(block, readAt);
-        const ok = (allowed.zeros && got.every((b) => b === 0)) ||
-          allowed.writes.some((w) => equalBytes(got, pattern(block, w.generation)));
-        if (!allowed.zeros) checked++;
-        if (ok) continue;
-        const choices = [
-          ...allowed.writes.map((w) => history.show(w, readAt)),
-          ...(allowed.zeros ? ["zeros (no write to it acknowledged)"] : []),
-        ];
-        // The newest few writes that are not allowed, for context.
-        const others = history.byBlock[block].filter((w) => !allowed.writes.includes(w))
-          .slice(-5);
-        bad.push(
-          `block ${block} (segment ${Math.floor(block * blockSize / segmentBytes)}, chunk ${
-            Math.floor(block / chunkBlocks)
-          }, byte offset ${block * blockSize}) holds ${describe(got, block)}\n` +
-            `    allowed: ${choices.join("; ") || "nothing"}\n` +
-            (others.length
-              ? `    not allowed (hidden by a later acknowledged write, or no effect): ${
-                others.map((w) => history.show(w, readAt)).join("; ")
-              }\n`
-              : ""),
-        );
-      }
-      const summary = [
-        `${ackedAtCrash} writes acknowledged before kill -9, ${inFlightAtCrash} in flight at it`,
-        `${history.count("acked") - ackedAtCrash} more acknowledged after the restart`,
-        `${history.count("failed")} failed (outcome unknown)`,
-        `${history.count("no-effect")} refused (no effect)`,
-        `${history.count("pending")} still unanswered`,
-        `${history.overlapping} issued while another write to a block of theirs was in flight`,
-        `${checked} blocks with an acknowledged write checked`,
-      ].join(", ");
-      console.log(summary);
-      assert.ok(
-        bad.length === 0,
-        `${bad.length} of ${blockCount} blocks hold what the write history does not allow ` +
-          `(${summary}). First ${Math.min(bad.length, 20)}:\n${bad.slice(0, 20).join("")}` +
-          `What to do next: zeros or an older generation where a newer write was acknowledged ` +
-          `mean a lost acknowledged write: check that a write is journaled (NodeJournal.append) ` +
-          `and fdatasynced before its ack and replayed on start (ReplicaHost.replayJournal), ` +
-          `and for 64 KiB (whole-chunk) writes that the segment file is written and synced ` +
-          `before the ack (ReplicaHost.applyEntries). A generation not allowed means an old ` +
-          `write landed over a newer one (versions, notOlder); unrecognized bytes mean a torn ` +
-          `block. The node logs follow; the data dirs (journal/, segments/) are kept in ` +
-          `${cluster.root}.`,
+    const readAt = history.now();
+    const fresh = await cluster.client();
+    const reader = await fresh.openVolume("crash");
+    const all = await reader.read(0, volumeBytes);
+    const bad: string[] = [];
+    let checked = 0;
+    for (let block = 0; block < blockCount; block++) {
+      const got = all.subarray(block * blockSize, (block + 1) * blockSize);
+      const allowed = history.allowed(block, readAt);
+      const ok = (allowed.zeros && got.every((b) => b === 0)) ||
+        allowed.writes.some((w) => equalBytes(got, pattern(block, w.generation)));
+      if (!allowed.zeros) checked++;
+      if (ok) continue;
+      const choices = [
+        ...allowed.writes.map((w) => history.show(w, readAt)),
+        ...(allowed.zeros ? ["zeros (no write to it acknowledged)"] : []),
+      ];
+      // The newest few writes that are not allowed, for context.
+      const others = history.byBlock[block].filter((w) => !allowed.writes.includes(w))
+        .slice(-5);
+      bad.push(
+        `block ${block} (segment ${Math.floor(block * blockSize / segmentBytes)}, chunk ${
+          Math.floor(block / chunkBlocks)
+        }, byte offset ${block * blockSize}) holds ${describe(got, block)}\n` +
+          `    allowed: ${choices.join("; ") || "nothing"}\n` +
+          (others.length
+            ? `    not allowed (hidden by a later acknowledged write, or no effect): ${
+              others.map((w) => history.show(w, readAt)).join("; ")
+            }\n`
+            : ""),
       );
-      assert.ok(checked > 100, `${checked} blocks with acknowledged writes checked`);
-      assert.ok(history.overlapping > 0, "no two writes to one block were ever in flight at once");
-
-      console.log(`read back ${Math.round(performance.now() - restartMs)} ms after restart`);
-      const verify = await cluster.cli(["volume", "verify", "crash"]);
-      console.log(`verified ${Math.round(performance.now() - restartMs)} ms after restart`);
-      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
-      passed = true;
-    } catch (err) {
-      console.error(cluster.logs());
-      throw err;
-    } finally {
-      const stopMs = performance.now();
-      await cluster.stop();
-      if (passed) await Deno.remove(cluster.root, { recursive: true }).catch(() => {});
-      console.log(`cluster stopped in ${Math.round(performance.now() - stopMs)} ms`);
     }
+    const summary = [
+      `${ackedAtCrash} writes acknowledged before kill -9, ${inFlightAtCrash} in flight at it`,
+      `${history.count("acked") - ackedAtCrash} more acknowledged after the restart`,
+      `${history.count("failed")} failed (outcome unknown)`,
+      `${history.count("no-effect")} refused (no effect)`,
+      `${history.count("pending")} still unanswered`,
+      `${history.overlapping} issued while another write to a block of theirs was in flight`,
+      `${checked} blocks with an acknowledged write checked`,
+    ].join(", ");
+    console.log(summary);
+    assert.ok(
+      bad.length === 0,
+      `${bad.length} of ${blockCount} blocks hold what the write history does not allow ` +
+        `(${summary}). First ${Math.min(bad.length, 20)}:\n${bad.slice(0, 20).join("")}` +
+        `What to do next: zeros or an older generation where a newer write was acknowledged ` +
+        `mean a lost acknowledged write: check that a write is journaled (NodeJournal.append) ` +
+        `and fdatasynced before its ack and replayed on start (ReplicaHost.replayJournal), ` +
+        `and for 64 KiB (whole-chunk) writes that the segment file is written and synced ` +
+        `before the ack (ReplicaHost.applyEntries). A generation not allowed means an old ` +
+        `write landed over a newer one (versions, notOlder); unrecognized bytes mean a torn ` +
+        `block. The node logs follow; the data dirs (journal/, segments/) are kept in ` +
+        `${cluster.root}.`,
+    );
+    assert.ok(checked > 100, `${checked} blocks with acknowledged writes checked`);
+    assert.ok(history.overlapping > 0, "no two writes to one block were ever in flight at once");
+
+    console.log(`read back ${Math.round(performance.now() - restartMs)} ms after restart`);
+    const verify = await cluster.cli(["volume", "verify", "crash"]);
+    console.log(`verified ${Math.round(performance.now() - restartMs)} ms after restart`);
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    passed = true;
+  } catch (err) {
+    console.error(cluster.logs());
+    throw err;
+  } finally {
+    const stopMs = performance.now();
+    await cluster.stop();
+    if (passed) await Deno.remove(cluster.root, { recursive: true }).catch(() => {});
+    console.log(`cluster stopped in ${Math.round(performance.now() - stopMs)} ms`);
   }
 }
 

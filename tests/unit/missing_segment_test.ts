@@ -40,12 +40,7 @@ async function harness(seed: number, readPolicy: string): Promise<Harness> {
   for (const id of cluster.nodes.keys()) scheduler.schedule(0, () => void cluster.start(id), id);
   await scheduler.runFor(200);
   const metadata = new MemoryMetadata(cluster.kv);
-  const drive = async <T>(promise: Promise<T>, maxMs = 60_000): Promise<T> => {
-    let settled = false;
-    promise.then(() => (settled = true), () => (settled = true));
-    await scheduler.runUntil(() => settled, maxMs);
-    return await promise;
-  };
+  const drive = <T>(promise: Promise<T>, maxMs?: number) => scheduler.drive(promise, maxMs);
   const admin = network.endpoint("admin");
   const created = (async () => {
     const raw = await admin.request(

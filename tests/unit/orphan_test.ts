@@ -25,12 +25,7 @@ async function setUp(seed: number) {
   for (const id of cluster.nodes.keys()) scheduler.schedule(0, () => void cluster.start(id), id);
   await scheduler.runFor(200);
   const metadata = new MemoryMetadata(cluster.kv);
-  const drive = async <T>(promise: Promise<T>): Promise<T> => {
-    let settled = false;
-    promise.then(() => (settled = true), () => (settled = true));
-    await scheduler.runUntil(() => settled, 60_000);
-    return await promise;
-  };
+  const drive = <T>(promise: Promise<T>) => scheduler.drive(promise);
   const created = (async () => {
     const raw = await network.endpoint("admin").request(
       subjects.control("volume.create"),

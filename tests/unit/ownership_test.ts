@@ -5,6 +5,7 @@
  * takeover ends cleanly.
  */
 import assert from "node:assert/strict";
+import { inProcessLink } from "../harness/replica_link.ts";
 import { canHappen, IllegalTransitionError, nextState } from "../../actors/volume/lifecycle.ts";
 import { decideVolume } from "../../actors/supervisor/core.ts";
 import { editLayout, takeOver } from "../../actors/metadata.ts";
@@ -406,15 +407,7 @@ Deno.test("a write resent to a new owner after the old one applied it is not app
   assert.equal(decodeReply(await actor.handleFrame(first, "_INBOX.client1")).status, 0);
   await actor.stop();
   const spec = (await metadata.getSpec("v"))!.value;
-  const link = (node: string): ReplicaLink => {
-    const host = hosts.get(node)!;
-    return {
-      call: (op, body) => host.handle(volumeId, op, body),
-      write: (term, entries, seq, cached) =>
-        host.writeEntries(volumeId, term, entries, undefined, seq, cached),
-      read: (req) => host.readBlocks(volumeId, req),
-    };
-  };
+  const link = (node: string) => inProcessLink(hosts.get(node)!, volumeId);
   const successor = new VolumeActor({
     spec,
     nodeId: "b",

@@ -5,6 +5,7 @@
  * rate is kept, and the volume actor runs the scrub only while it serves.
  */
 import assert from "node:assert/strict";
+import { inProcessLink } from "../harness/replica_link.ts";
 import { MemoryDisk } from "../../actors/memory_disk.ts";
 import { ReplicaHost, segmentFileName } from "../../actors/replica/host.ts";
 import { segmentFileSizeBytes } from "../../actors/replica/segment_file.ts";
@@ -264,15 +265,13 @@ Deno.test("scrub: the volume actor scrubs while it serves and stops when it stop
   });
   let scrubCalls = 0;
   const link = (node: string): ReplicaLink => {
-    const host = c.hosts.get(node)!;
+    const inner = inProcessLink(c.hosts.get(node)!, volumeId);
     return {
+      ...inner,
       call: (op, body) => {
         if (op === "scrub") scrubCalls++;
-        return host.handle(volumeId, op, body);
+        return inner.call(op, body);
       },
-      write: (term, entries, seq, cached) =>
-        host.writeEntries(volumeId, term, entries, undefined, seq, cached),
-      read: (request) => host.readBlocks(volumeId, request),
     };
   };
   const actor = new VolumeActor({

@@ -25,12 +25,7 @@ for (const seed of [1, 2, 3]) {
     for (const id of cluster.nodes.keys()) scheduler.schedule(0, () => void cluster.start(id), id);
     await scheduler.runFor(200);
     const metadata = new MemoryMetadata(cluster.kv);
-    const drive = async <T>(promise: Promise<T>, maxMs = 60_000): Promise<T> => {
-      let settled = false;
-      promise.then(() => (settled = true), () => (settled = true));
-      await scheduler.runUntil(() => settled, maxMs);
-      return await promise;
-    };
+    const drive = <T>(promise: Promise<T>) => scheduler.drive(promise);
     const admin = network.endpoint("admin");
     const info = await drive((async () => {
       const raw = await admin.request(
