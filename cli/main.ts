@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import { type CairnClient, connectCluster } from "../client/client.ts";
 import { CairnError } from "../protocol/errors.ts";
-import { degradedSegmentCount, type VolumeInfo } from "../protocol/schemas.ts";
+import { degradedSegmentCount, type OkToStop, type VolumeInfo } from "../protocol/schemas.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
 import {
   flagInt,
@@ -25,6 +25,9 @@ const usage = `usage: deno task cairn [--nats URL] COMMAND
   volume verify NAME [--json]
   volume move NAME --to NODE       planned handoff of ownership (NODE must hold every segment in sync)
   node list [--json]
+  node drain NODE [--json]         no new volumes or replicas on NODE; hand off the volumes it owns
+  node undrain NODE                NODE takes new volumes and replicas again
+  node ok-to-stop NODE [--json]    whether stopping NODE now keeps every volume serving (exit 1 if not)
   cluster status [--json]          nodes and volumes in one look (down nodes, degraded volumes)
   import NAME FILE [--offset BYTES]
   export NAME FILE [--offset BYTES] [--length BYTES]
@@ -179,9 +182,50 @@ async function volumeCommand(client: CairnClient, args: ParsedArgs): Promise<num
 
 async function nodeCommand(client: CairnClient, args: ParsedArgs): Promise<number> {
   const sub = need(args, 1, "node command");
-  if (sub !== "list") throw new UsageError(`unknown node command ${sub}`);
+  const json = args.flags.has("json");
+  switch (sub) {
+    case "list":
+      return await listNodes(client, json);
+    case "drain": {
+      const result = await client.drainNode(need(args, 2, "node id"));
+      if (json) return printJson(result), 0;
+      for (const m of result.moved) console.log(`moved ${m.volume} to ${m.to}`);
+      for (const b of result.blocked) console.log(`stays  ${b.volume}: ${b.reason}`);
+      console.log(
+        `drained ${result.node}: ${result.moved.length} volumes moved, ${result.blocked.length} stay`,
+      );
+      printOkToStop(result.okToStop);
+      return result.blocked.length ? 1 : 0;
+    }
+    case "undrain": {
+      const node = await client.undrainNode(need(args, 2, "node id"));
+      if (json) return printJson(node), 0;
+      console.log(`undrained ${node.id} (state ${node.state}): it takes new volumes and replicas`);
+      return 0;
+    }
+    case "ok-to-stop": {
+      const result = await client.okToStop(need(args, 2, "node id"));
+      if (json) printJson(result);
+      else printOkToStop(result);
+      return result.okToStop ? 0 : 1;
+    }
+    default:
+      throw new UsageError(`unknown node command ${sub}`);
+  }
+}
+
+function printOkToStop(result: OkToStop): void {
+  if (result.okToStop) {
+    console.log(`ok to stop ${result.node}: every volume keeps serving`);
+    return;
+  }
+  console.log(`NOT ok to stop ${result.node}:`);
+  for (const r of result.risks) console.log(`  ${r.kind.padEnd(18)} ${r.detail}`);
+}
+
+async function listNodes(client: CairnClient, json: boolean): Promise<number> {
   const nodes = await client.listNodes();
-  if (args.flags.has("json")) return printJson(nodes), 0;
+  if (json) return printJson(nodes), 0;
   if (!nodes.length) return console.log("no nodes"), 0;
   console.log(table([
     ["ID", "ZONE", "STATE", "LIVE", "CAPACITY", "LAST HEARTBEAT", "STARTED"],

@@ -1,14 +1,16 @@
 /** The Cairn client: control plane calls and opening volumes. */
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { requestJson } from "../protocol/control.ts";
+import { controlTimeoutMs, drainTimeoutMs, requestJson } from "../protocol/control.ts";
 import type { ControlApi, ControlRequest, ControlResult } from "../protocol/control_api.ts";
 import { NatsTransport } from "../protocol/nats_transport.ts";
 import { type ControlOp, subjects } from "../protocol/subjects.ts";
 import type {
   ClusterStatus,
   CreateVolumeRequest,
+  DrainResult,
   NodeInfo,
+  OkToStop,
   VerifyProgress,
   VerifyReport,
   VolumeInfo,
@@ -39,8 +41,12 @@ export class CairnClient implements ControlApi {
   }
 
   /** One control op over NATS; its request and result are the schemas of control_api.ts. */
-  call<O extends ControlOp>(op: O, request: ControlRequest<O>): Promise<ControlResult<O>> {
-    return requestJson<ControlResult<O>>(this.transport, subjects.control(op), request);
+  call<O extends ControlOp>(
+    op: O,
+    request: ControlRequest<O>,
+    timeoutMs = op === "node.drain" ? drainTimeoutMs : controlTimeoutMs,
+  ): Promise<ControlResult<O>> {
+    return requestJson<ControlResult<O>>(this.transport, subjects.control(op), request, timeoutMs);
   }
 
   createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
@@ -61,6 +67,20 @@ export class CairnClient implements ControlApi {
 
   listNodes(): Promise<NodeInfo[]> {
     return this.call("node.list", {});
+  }
+
+  /** Drains a node: no new volumes or replicas there, and its volumes handed off. */
+  drainNode(node: string): Promise<DrainResult> {
+    return this.call("node.drain", { node });
+  }
+
+  undrainNode(node: string): Promise<NodeInfo> {
+    return this.call("node.undrain", { node });
+  }
+
+  /** Whether stopping the node now keeps every volume serving, and if not, why. */
+  okToStop(node: string): Promise<OkToStop> {
+    return this.call("node.ok-to-stop", { node });
   }
 
   clusterStatus(): Promise<ClusterStatus> {

@@ -125,6 +125,18 @@ export function buildHttpApi(deps: HttpApiDeps): OpenAPIHono {
     async (c) => c.json(await control.call("node.list", {}), 200),
   );
   app.openapi(
+    { ...routes.drainNode.route, middleware: guard(routes.drainNode) },
+    async (c) => c.json(await control.call("node.drain", c.req.valid("param")), 200),
+  );
+  app.openapi(
+    { ...routes.undrainNode.route, middleware: guard(routes.undrainNode) },
+    async (c) => c.json(await control.call("node.undrain", c.req.valid("param")), 200),
+  );
+  app.openapi(
+    { ...routes.okToStop.route, middleware: guard(routes.okToStop) },
+    async (c) => c.json(await control.call("node.ok-to-stop", c.req.valid("param")), 200),
+  );
+  app.openapi(
     { ...routes.listVolumes.route, middleware: guard(routes.listVolumes) },
     async (c) => c.json(await control.call("volume.list", {}), 200),
   );

@@ -23,6 +23,7 @@ export const problemStatus: Record<ProblemCode, number> = {
   TOO_LARGE: 400,
   BAD_REQUEST: 400,
   NO_SUCH_VOLUME: 404,
+  NO_SUCH_NODE: 404,
   EXISTS: 409,
   // The cluster, as it is now, cannot place the volume: a conflict with its state.
   NOT_ENOUGH_NODES: 409,
@@ -45,6 +46,7 @@ export const problemStatus: Record<ProblemCode, number> = {
 const titles: Partial<Record<ProblemCode, string>> = {
   BAD_REQUEST: "The request is not valid",
   NO_SUCH_VOLUME: "No such volume",
+  NO_SUCH_NODE: "No such node",
   EXISTS: "The volume already exists",
   NOT_ENOUGH_NODES: "Not enough live nodes",
   UNAVAILABLE: "Unavailable, try again",

@@ -8,6 +8,7 @@ import { z } from "zod";
 import {
   healthSchema,
   moveVolumeRequestSchema,
+  nodeIdRequestSchema,
   operationIdSchema,
   operationSchema,
   problemSchema,
@@ -29,7 +30,7 @@ const problemDescriptions: Record<number, string> = {
   400: "Invalid parameters or body (BAD_REQUEST)",
   401: "No bearer token, or one that matches none (UNAUTHORIZED)",
   403: "The token's role does not allow this route (FORBIDDEN)",
-  404: "No such volume or operation",
+  404: "No such volume, node or operation",
   409: "The name is taken (EXISTS), or the cluster cannot place the volume (NOT_ENOUGH_NODES)",
   413: "Body larger than the limit (PAYLOAD_TOO_LARGE)",
   415: "Body not application/json (UNSUPPORTED_MEDIA_TYPE)",
@@ -83,6 +84,42 @@ export const routes = {
     responses: {
       200: json(controlApi["node.list"].result, "Nodes"),
       ...problems(...guarded, 503),
+    },
+  }),
+  drainNode: route("admin", {
+    method: "post",
+    path: `${apiPrefix}/nodes/{node}/drain`,
+    tags: ["nodes"],
+    summary: "Drain a node: no new volumes or replicas there; hand off the volumes it owns",
+    description: "The node stays drained across restarts until undrained. Its replicas stay " +
+      "and are kept in sync. Volumes that cannot move now are listed under `blocked`; drain " +
+      "again once they can. The answer says whether the node is then ok to stop.",
+    request: { params: nodeIdRequestSchema },
+    responses: {
+      200: json(controlApi["node.drain"].result, "Drained"),
+      ...problems(400, ...guarded, 404, 503),
+    },
+  }),
+  undrainNode: route("admin", {
+    method: "post",
+    path: `${apiPrefix}/nodes/{node}/undrain`,
+    tags: ["nodes"],
+    summary: "Undrain a node: it takes new volumes and replicas again",
+    request: { params: nodeIdRequestSchema },
+    responses: {
+      200: json(controlApi["node.undrain"].result, "Undrained"),
+      ...problems(400, ...guarded, 404, 503),
+    },
+  }),
+  okToStop: route("read", {
+    method: "get",
+    path: `${apiPrefix}/nodes/{node}/ok-to-stop`,
+    tags: ["nodes"],
+    summary: "Whether stopping the node now keeps every volume serving, and if not why",
+    request: { params: nodeIdRequestSchema },
+    responses: {
+      200: json(controlApi["node.ok-to-stop"].result, "The answer (okToStop false lists risks)"),
+      ...problems(400, ...guarded, 404, 503),
     },
   }),
   listVolumes: route("read", {

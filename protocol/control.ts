@@ -8,6 +8,8 @@ const decoder = new TextDecoder();
 
 /** Default time a control request may take (volume create touches every node). */
 export const controlTimeoutMs = 30_000;
+/** A drain hands off every volume of a node, a few at a time: it may take longer. */
+export const drainTimeoutMs = 180_000;
 
 export function encodeJson(value: unknown): Uint8Array {
   return encoder.encode(JSON.stringify(value));

@@ -9,9 +9,12 @@ import {
   clusterStatusSchema,
   createVolumeRequestSchema,
   deletedVolumeSchema,
+  drainResultSchema,
   emptyRequestSchema,
   moveVolumeRequestSchema,
+  nodeIdRequestSchema,
   nodeInfoSchema,
+  okToStopSchema,
   type VerifyProgress,
   type VerifyReport,
   volumeInfoSchema,
@@ -25,6 +28,9 @@ export const controlApi = {
   "volume.delete": { request: volumeNameRequestSchema, result: deletedVolumeSchema },
   "volume.move": { request: moveVolumeRequestSchema, result: volumeInfoSchema },
   "node.list": { request: emptyRequestSchema, result: z.array(nodeInfoSchema) },
+  "node.drain": { request: nodeIdRequestSchema, result: drainResultSchema },
+  "node.undrain": { request: nodeIdRequestSchema, result: nodeInfoSchema },
+  "node.ok-to-stop": { request: nodeIdRequestSchema, result: okToStopSchema },
   "cluster.status": { request: emptyRequestSchema, result: clusterStatusSchema },
 } as const satisfies { [O in ControlOp]: { request: z.ZodType; result: z.ZodType } };
 

@@ -38,6 +38,8 @@ export const ErrorCode = {
    * stream (one before it was lost); the replica refuses writes until the owner fences again.
    */
   WRITE_GAP: 17,
+  /** No node of that id in the metadata (control plane). */
+  NO_SUCH_NODE: 18,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -25,6 +25,11 @@ export const nodeRecordSchema = z.object({
   startedAt: z.string(),
   pid: z.number().int(),
   version: z.string(),
+  /**
+   * Drained by an operator: no new replicas or ownership here, and the node's volumes were
+   * handed off. Kept across restarts until undrained (absent in records before drain existed).
+   */
+  drained: z.boolean().optional(),
 });
 export type NodeRecord = z.infer<typeof nodeRecordSchema>;
 
@@ -136,6 +141,8 @@ export const nodeInfoSchema = nodeRecordSchema.extend({
   state: z.enum(["up", "suspect", "draining", "down"]),
   /** Whether this node's heartbeats are arriving and it is not recorded down. */
   live: z.boolean(),
+  /** Drained by an operator (state `draining` while live): takes no new volumes or replicas. */
+  drained: z.boolean(),
   lastHeartbeatAgoMs: z.number().nonnegative().nullable(),
 }).meta({ id: "NodeInfo", description: "A node as the cluster sees it" });
 export type NodeInfo = z.infer<typeof nodeInfoSchema>;
@@ -274,6 +281,39 @@ export const handoffRequestSchema = z.object({
 
 /** `cairn.v1.ctl.volume.move`: planned handoff of ownership to a node with every segment in sync. */
 export const moveVolumeRequestSchema = z.object({ name: nameSchema, to: nameSchema });
+
+/** `node.drain`, `node.undrain`, `node.ok-to-stop`: one node by id. */
+export const nodeIdRequestSchema = z.object({ node: nameSchema });
+
+/** Why stopping a node now would hurt (node.ok-to-stop). */
+export const stopRiskSchema = z.object({
+  volume: nameSchema,
+  /** `owner`: its IO pauses until failover; `below-min-in-sync`: writes stop; `only-copy`: data unavailable. */
+  kind: z.enum(["owner", "below-min-in-sync", "only-copy"]),
+  detail: z.string(),
+});
+export type StopRisk = z.infer<typeof stopRiskSchema>;
+
+export const okToStopSchema = z.object({
+  node: nameSchema,
+  okToStop: z.boolean(),
+  risks: z.array(stopRiskSchema),
+}).meta({
+  id: "OkToStop",
+  description: "Whether stopping the node now keeps every volume serving",
+});
+export type OkToStop = z.infer<typeof okToStopSchema>;
+
+export const drainResultSchema = z.object({
+  node: nameSchema,
+  drained: z.literal(true),
+  /** Volumes whose ownership was handed off, and to whom. */
+  moved: z.array(z.object({ volume: nameSchema, to: nameSchema })),
+  /** Volumes still owned by the node, and why (no target in sync everywhere, a handoff error). */
+  blocked: z.array(z.object({ volume: nameSchema, reason: z.string() })),
+  okToStop: okToStopSchema,
+}).meta({ id: "DrainResult", description: "What a drain did" });
+export type DrainResult = z.infer<typeof drainResultSchema>;
 
 // ---- replica ops with JSON bodies ----
 

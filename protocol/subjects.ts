@@ -58,6 +58,9 @@ export const controlOps = [
   "volume.delete",
   "volume.move",
   "node.list",
+  "node.drain",
+  "node.undrain",
+  "node.ok-to-stop",
   "cluster.status",
 ] as const;
 export type ControlOp = (typeof controlOps)[number];

@@ -5,7 +5,12 @@
  * win. The NATS subjects (`handleRequest`), the HTTP API and the CLI are adapters over it;
  * requests and results are the schemas of protocol/control_api.ts.
  */
-import { inSyncEverywhere, type MetadataPort, type Versioned } from "../metadata.ts";
+import {
+  CasConflictError,
+  inSyncEverywhere,
+  type MetadataPort,
+  type Versioned,
+} from "../metadata.ts";
 import type { Random, Transport, WallClock } from "../ports.ts";
 import type { Watchdog } from "../watchdog/actor.ts";
 import type { Logger } from "../replica/host.ts";
@@ -16,7 +21,9 @@ import {
   type CreateVolumeRequest,
   degradedSegmentCount,
   describeZodError,
+  type DrainResult,
   type NodeInfo,
+  type OkToStop,
   parseJson,
   type VerifyProgress,
   type VerifyReport,
@@ -51,6 +58,7 @@ import {
   placeVolume,
 } from "../placement/rendezvous.ts";
 import { verifyVolume } from "./verify.ts";
+import { stopRisks } from "./ok_to_stop.ts";
 
 export function volumeInfo(
   spec: VolumeSpec,
@@ -77,6 +85,12 @@ export function volumeInfo(
 
 /** How long `volume info` waits for the owner's catch-up and rebuild progress. */
 const copyProgressTimeoutMs = 500;
+
+/** Handoffs a drain runs at once (each waits for its volume's IO in flight). */
+const drainHandoffsInFlight = 4;
+
+/** CAS attempts on a node record before a drain or undrain gives up (each lost to a writer). */
+const maxNodeCasAttempts = 5;
 
 /** A new volume id: 16 hex digits (64 bits from the random port). */
 export function newVolumeId(random: Random): string {
@@ -149,6 +163,9 @@ export class ControlService implements ControlApi {
     "volume.delete": (r) => this.deleteVolume(r.name),
     "volume.move": (r) => this.moveVolume(r),
     "node.list": () => this.listNodes(),
+    "node.drain": (r) => this.drainNode(r.node),
+    "node.undrain": (r) => this.undrainNode(r.node),
+    "node.ok-to-stop": (r) => this.okToStop(r.node),
     "cluster.status": () => this.clusterStatus(),
   };
 
@@ -221,17 +238,22 @@ export class ControlService implements ControlApi {
     const records = await this.metadata.listNodes();
     return records.map(({ value }) => {
       const liveness = this.watchdog.liveness(value.id);
+      const live = value.state !== "down" && liveness !== "down";
+      const drained = value.drained === true;
       return {
         ...value,
-        // What an operator reads: draining or down as recorded, else what the detector sees.
-        state: value.state === "up" ? liveness : value.state,
-        live: value.state !== "down" && liveness !== "down",
+        // What an operator reads: down as recorded, draining while a drained node is live,
+        // else what the detector sees.
+        state: value.state !== "up" ? value.state : drained && live ? "draining" : liveness,
+        live,
+        drained,
         lastHeartbeatAgoMs: this.watchdog.silenceMs(value.id),
       };
     });
   }
 
-  private async liveNodes(): Promise<PlacementNode[]> {
+  /** Nodes that may take new replicas or ownership: live, not suspect, not drained. */
+  async placementNodes(): Promise<PlacementNode[]> {
     return (await this.listNodes())
       .filter((n) => n.live && n.state === "up")
       .map((n) => ({ id: n.id, zone: n.zone, capacityBytes: n.capacityBytes }));
@@ -269,7 +291,7 @@ export class ControlService implements ControlApi {
 
   async createVolume(request: CreateVolumeRequest): Promise<VolumeInfo> {
     const shape = checkVolumeShape(request);
-    const nodes = await this.liveNodes();
+    const nodes = await this.placementNodes();
     const segmentCount = Math.ceil(shape.sizeBytes / shape.segmentBytes);
     let placement: string[][];
     try {
@@ -278,7 +300,8 @@ export class ControlService implements ControlApi {
       if (err instanceof NotEnoughNodesError) {
         throw new CairnError(
           "NOT_ENOUGH_NODES",
-          `${shape.replicas} replicas asked for, but only ${nodes.length} nodes are live`,
+          `${shape.replicas} replicas asked for, but only ${nodes.length} nodes are live and ` +
+            `not drained; start or undrain nodes, or ask for fewer replicas`,
         );
       }
       throw err;
@@ -404,6 +427,9 @@ export class ControlService implements ControlApi {
     if (layout.value.owner === to) return volumeInfo(spec.value, layout);
     const target = (await this.listNodes()).find((n) => n.id === to);
     if (!target) throw new CairnError("BAD_REQUEST", `no node named ${to}`);
+    if (target.drained) {
+      throw new CairnError("BAD_REQUEST", `node ${to} is drained; undrain it first`);
+    }
     if (!target.live || target.state !== "up") {
       throw new CairnError("UNAVAILABLE", `node ${to} is not live (state ${target.state})`);
     }
@@ -413,11 +439,111 @@ export class ControlService implements ControlApi {
         `${to} does not hold an in-sync replica of every segment of ${name}; choose one that does`,
       );
     }
-    await requestJson(this.transport, subjects.node(layout.value.owner, "volume.handoff"), {
+    await this.handOff(name, layout.value.owner, to);
+    return await this.info(name);
+  }
+
+  /** Asks the owner to hand the volume to `to`, which becomes its home (no failback). */
+  private async handOff(name: string, owner: string, to: string): Promise<void> {
+    await requestJson(this.transport, subjects.node(owner, "volume.handoff"), {
       name,
       to,
       rehome: true,
     });
-    return await this.info(name);
+  }
+
+  /**
+   * Drain: records the node drained (placement and failback skip it from then on, across
+   * its restarts), then hands every volume it owns to a live undrained node holding every
+   * segment in sync, the one owning fewest. Volumes with no such node stay and are reported.
+   * Its replicas stay: the node keeps them in sync, so a stop for maintenance costs only a
+   * catch-up. Idempotent: a second drain moves what the first could not.
+   */
+  async drainNode(node: string): Promise<DrainResult> {
+    await this.setDrained(node, true);
+    this.log.info(`node ${node} drained: moving the volumes it owns`);
+    const nodeLive = (await this.listNodes()).find((n) => n.id === node)?.live === true;
+    const targets = (await this.placementNodes()).filter((n) => n.id !== node);
+    const counts = await this.ownedCounts();
+    const owned: { name: string; layout: VolumeLayout }[] = [];
+    for (const spec of await this.metadata.listSpecs()) {
+      const layout = await this.metadata.getLayout(spec.name);
+      if (layout?.value.owner === node) owned.push({ name: spec.name, layout: layout.value });
+    }
+    const moved: DrainResult["moved"] = [];
+    const blocked: DrainResult["blocked"] = [];
+    const queue = [...owned];
+    const worker = async () => {
+      for (let next = queue.shift(); next; next = queue.shift()) {
+        const { name, layout } = next;
+        if (!nodeLive) {
+          blocked.push({ volume: name, reason: `${node} is down: failover moves ${name}` });
+          continue;
+        }
+        const candidates = targets.filter((n) => inSyncEverywhere(layout, n.id));
+        if (!candidates.length) {
+          blocked.push({
+            volume: name,
+            reason: `no live undrained node holds an in-sync replica of every segment of ` +
+              `${name}; wait for catch-up or add a node, then drain again`,
+          });
+          continue;
+        }
+        const to = chooseOwner(name, candidates, counts);
+        counts.set(to, (counts.get(to) ?? 0) + 1);
+        try {
+          await this.handOff(name, node, to);
+          moved.push({ volume: name, to });
+        } catch (err) {
+          blocked.push({
+            volume: name,
+            reason: `handoff to ${to} failed: ${(err as Error).message}`,
+          });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: drainHandoffsInFlight }, worker));
+    moved.sort((a, b) => a.volume.localeCompare(b.volume));
+    blocked.sort((a, b) => a.volume.localeCompare(b.volume));
+    this.log.info(`node ${node} drained: ${moved.length} volumes moved, ${blocked.length} stay`);
+    return { node, drained: true, moved, blocked, okToStop: await this.okToStop(node) };
+  }
+
+  /** Undrain: the node takes new volumes and replicas again (nothing moves back by itself). */
+  async undrainNode(node: string): Promise<NodeInfo> {
+    await this.setDrained(node, false);
+    this.log.info(`node ${node} undrained`);
+    return (await this.listNodes()).find((n) => n.id === node)!;
+  }
+
+  /** Whether stopping the node now keeps every volume serving (see ok_to_stop.ts). */
+  async okToStop(node: string): Promise<OkToStop> {
+    if (!await this.metadata.getNode(node)) {
+      throw new CairnError("NO_SUCH_NODE", `no node named ${node}; see node list`);
+    }
+    const volumes = [];
+    for (const spec of await this.metadata.listSpecs()) {
+      const layout = await this.metadata.getLayout(spec.name);
+      if (layout) {
+        volumes.push({ name: spec.name, minInSync: spec.minInSync, layout: layout.value });
+      }
+    }
+    const risks = stopRisks(node, volumes, (n) => !this.isDown(n));
+    return { node, okToStop: risks.length === 0, risks };
+  }
+
+  private async setDrained(node: string, drained: boolean): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      const record = await this.metadata.getNode(node);
+      if (!record) throw new CairnError("NO_SUCH_NODE", `no node named ${node}; see node list`);
+      if ((record.value.drained === true) === drained) return;
+      const { drained: _was, ...rest } = record.value;
+      try {
+        await this.metadata.casNode(drained ? { ...rest, drained } : rest, record.revision);
+        return;
+      } catch (err) {
+        if (!(err instanceof CasConflictError) || attempt >= maxNodeCasAttempts) throw err;
+      }
+    }
   }
 }

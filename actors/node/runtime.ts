@@ -15,7 +15,7 @@ import type {
   WallClock,
 } from "../ports.ts";
 import { type NodeSnapshot, timedDisk } from "../metrics.ts";
-import { type MetadataPort, segmentsOfNode } from "../metadata.ts";
+import { CasConflictError, type MetadataPort, segmentsOfNode } from "../metadata.ts";
 import { HostError, type Logger, ReplicaHost, type ReplicaHostOptions } from "../replica/host.ts";
 import { planSegmentFiles, segmentCheckIntervalMs } from "../replica/host.ts";
 import type { ScrubSettings } from "../volume/scrub.ts";
@@ -60,6 +60,9 @@ import { replicaTimeoutMs } from "../../protocol/limits.ts";
 import { ReplicaCalls, StallDetector } from "./replica_calls.ts";
 
 export const cairnVersion = "0.2.0";
+
+/** CAS attempts to record this node up at start before giving up (each loses to a writer). */
+const maxStartRecordAttempts = 5;
 
 export interface NodeRuntimeDeps {
   nodeId: string;
@@ -165,14 +168,12 @@ export class NodeRuntime {
       link: (volumeId, node) => this.link(volumeId, node),
       weights: () => this.weights,
       judgedDown: (node) => this.watchdog.liveness(node) === "down",
+      drained: (node) => this.watchdog.drained(node),
       scrub: deps.scrub,
       replicaGraceMs: deps.replicaGraceMs,
       rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
       metrics: deps.metrics,
-      liveNodes: async () =>
-        (await this.control.listNodes())
-          .filter((n) => n.live && n.state === "up")
-          .map((n) => ({ id: n.id, zone: n.zone, capacityBytes: n.capacityBytes })),
+      liveNodes: () => this.control.placementNodes(),
       createReplicas: async (volumeId, name, node, segments) => {
         const spec = await deps.metadata.getSpec(name);
         if (spec?.value.id !== volumeId) throw new Error(`volume ${name} is gone`);
@@ -202,21 +203,45 @@ export class NodeRuntime {
       }, { queue: controlQueueGroup }),
     );
     this.watchdog.start();
-    await deps.metadata.putNode({
-      id: this.id,
-      zone: deps.zone,
-      capacityBytes: deps.capacityBytes,
-      state: "up",
-      startedAt: new Date(deps.clock.wallMs()).toISOString(),
-      pid: deps.pid,
-      version: cairnVersion,
-    });
+    await this.recordStart();
     for (const { value } of await deps.metadata.listNodes()) {
       this.weights.set(value.id, value.capacityBytes);
     }
     await deps.transport.flush();
     this.supervisor.start();
     this.scheduleSegmentCheck();
+  }
+
+  /**
+   * Records this node up, keeping an operator's drain across the restart. By CAS, so a drain
+   * recorded while the node starts is not overwritten.
+   */
+  private async recordStart(): Promise<void> {
+    const { deps } = this;
+    const record = {
+      id: this.id,
+      zone: deps.zone,
+      capacityBytes: deps.capacityBytes,
+      state: "up" as const,
+      startedAt: new Date(deps.clock.wallMs()).toISOString(),
+      pid: deps.pid,
+      version: cairnVersion,
+    };
+    for (let attempt = 0;; attempt++) {
+      const existing = await deps.metadata.getNode(this.id);
+      if (!existing) return await deps.metadata.putNode(record);
+      const drained = existing.value.drained === true;
+      try {
+        await deps.metadata.casNode(
+          { ...record, ...(drained ? { drained } : {}) },
+          existing.revision,
+        );
+        if (drained) deps.log.info(`this node is drained: it takes no new volumes or replicas`);
+        return;
+      } catch (err) {
+        if (!(err instanceof CasConflictError) || attempt >= maxStartRecordAttempts) throw err;
+      }
+    }
   }
 
   /** Every segmentCheckIntervalMs, the check removeOrphanSegments makes at start. */
@@ -398,9 +423,15 @@ export class NodeRuntime {
     await this.host?.close();
     try {
       const record = await this.deps.metadata.getNode(this.id);
-      if (record) await this.deps.metadata.putNode({ ...record.value, state: "down" });
+      // By CAS: an operator's drain recorded since the read is not lost (on a conflict the
+      // watchdogs record this node down instead).
+      if (record) {
+        await this.deps.metadata.casNode({ ...record.value, state: "down" }, record.revision);
+      }
     } catch (err) {
-      if (requestFailure(err) === "other") this.deps.log.warn(`cannot record shutdown: ${err}`);
+      if (!(err instanceof CasConflictError) && requestFailure(err) === "other") {
+        this.deps.log.warn(`cannot record shutdown: ${err}`);
+      }
     }
   }
 }

@@ -148,6 +148,8 @@ export interface SuccessorCandidate {
   node: string;
   /** Segments of the volume with an in-sync replica on this node. */
   inSyncSegments: number;
+  /** Drained by an operator: chosen only where no undrained node holds as much. */
+  drained?: boolean;
 }
 
 /** FNV-1a of a string: a stable pseudo-random rank, the same on every node. */
@@ -163,6 +165,7 @@ function rank(text: string): number {
 /**
  * The successor of a dead owner, the same on every node that sees the same metadata: the
  * live node with in-sync replicas of the most segments (every segment, where one has them),
+ * then an undrained one (a drained node still serves rather than leave a volume unowned),
  * ties broken by a hash of volume and node, so volumes spread over the survivors.
  */
 export function chooseSuccessor(
@@ -171,10 +174,12 @@ export function chooseSuccessor(
 ): string | null {
   let best: SuccessorCandidate | null = null;
   for (const c of candidates) {
+    const drainedOrder = Number(best?.drained === true) - Number(c.drained === true);
     if (
       !best || c.inSyncSegments > best.inSyncSegments ||
       (c.inSyncSegments === best.inSyncSegments &&
-        rank(`${volumeId}/${c.node}`) > rank(`${volumeId}/${best.node}`))
+        (drainedOrder > 0 ||
+          drainedOrder === 0 && rank(`${volumeId}/${c.node}`) > rank(`${volumeId}/${best.node}`)))
     ) best = c;
   }
   return best?.node ?? null;

@@ -42,6 +42,8 @@ export interface SupervisorDeps {
   weights: () => ReadonlyMap<string, number>;
   /** The watchdog's judgement of a node (for takeovers). */
   judgedDown?: (node: string) => boolean;
+  /** Whether an operator drained a node (no failback to it). */
+  drained?: (node: string) => boolean;
   /** Background scrub settings for this node's volume actors (default: scrub.ts). */
   scrub?: Partial<ScrubSettings>;
   /** Replacing lost replicas (see VolumeActorDeps). */
@@ -181,6 +183,7 @@ export class Supervisor {
       .filter((n) => n.value.state === "up" && n.value.id !== layout.owner)
       .map((n) => ({
         node: n.value.id,
+        drained: n.value.drained === true,
         inSyncSegments:
           layout.segments.filter((s) =>
             s.replicas.some((r) => r.node === n.value.id && r.state === "in-sync")
@@ -206,6 +209,7 @@ export class Supervisor {
       weights: deps.weights(),
       scrub: deps.scrub,
       judgedDown: deps.judgedDown,
+      drained: deps.drained,
       replicaGraceMs: deps.replicaGraceMs,
       rebuildRateBytesPerSec: deps.rebuildRateBytesPerSec,
       liveNodes: deps.liveNodes,

@@ -148,6 +148,8 @@ export interface VolumeActorDeps {
   scrub?: Partial<ScrubSettings>;
   /** The node's watchdog judges this node down (a takeover does not wait for its fence). */
   judgedDown?: (node: string) => boolean;
+  /** An operator drained the node: ownership does not fail back to it. */
+  drained?: (node: string) => boolean;
   /** How long a down node's replicas wait for it before they are rebuilt elsewhere. */
   replicaGraceMs?: number;
   /** Rate limit of catch-up and rebuild copies (bytes per second). */
@@ -734,7 +736,8 @@ export class VolumeActor {
   private considerFailBack(): void {
     const home = this.layout.home;
     const ready = home !== undefined && home !== this.deps.nodeId && this.deps.failBack &&
-      !this.deps.judgedDown?.(home) && inSyncEverywhere(this.layout, home);
+      !this.deps.judgedDown?.(home) && !this.deps.drained?.(home) &&
+      inSyncEverywhere(this.layout, home);
     if (!ready) {
       this.homeReadySinceMs = null;
       return;

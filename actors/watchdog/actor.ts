@@ -160,6 +160,11 @@ export class Watchdog {
     }
   }
 
+  /** Whether the node's record (as last read, at most nodeRecordRefreshMs old) says drained. */
+  drained(node: string): boolean {
+    return this.records.get(node)?.value.drained === true;
+  }
+
   liveness(node: string): PeerLiveness {
     return node === this.nodeId ? "up" : this.detector.liveness(node, this.clock.nowMs());
   }

@@ -24,6 +24,9 @@ import type { ControlApi, ControlRequest, ControlResult } from "../../protocol/c
 import type { ControlOp } from "../../protocol/subjects.ts";
 import { CairnError, type ErrorCodeName } from "../../protocol/errors.ts";
 import {
+  drainResultSchema,
+  nodeInfoSchema,
+  okToStopSchema,
   operationSchema,
   problemSchema,
   type VerifyProgress,
@@ -68,6 +71,10 @@ class StubControl implements ControlApi {
   call<O extends ControlOp>(op: O, request: ControlRequest<O>): Promise<ControlResult<O>> {
     this.calls.push({ op, request });
     const name = (request as { name?: string }).name ?? "";
+    const node = (request as { node?: string }).node ?? "";
+    if (node === "missing") {
+      return Promise.reject(new CairnError("NO_SUCH_NODE", `no node named ${node}`));
+    }
     if (name === "missing") {
       return Promise.reject(new CairnError("NO_SUCH_VOLUME", `no volume named ${name}`));
     }
@@ -82,6 +89,30 @@ class StubControl implements ControlApi {
       "volume.delete": () => ({ deleted: name }),
       "volume.move": () => ({ ...sampleVolume(name), owner: (request as { to: string }).to }),
       "node.list": () => [],
+      "node.drain": () => ({
+        node,
+        drained: true,
+        moved: [{ volume: "a", to: "n2" }],
+        blocked: [],
+        okToStop: { node, okToStop: true, risks: [] },
+      }),
+      "node.undrain": () => ({
+        id: node,
+        zone: "z1",
+        capacityBytes: 1 << 30,
+        state: "up",
+        startedAt: "2026-01-01T00:00:00.000Z",
+        pid: 1,
+        version: "0",
+        live: true,
+        drained: false,
+        lastHeartbeatAgoMs: 10,
+      }),
+      "node.ok-to-stop": () => ({
+        node,
+        okToStop: false,
+        risks: [{ volume: "a", kind: "owner", detail: `${node} owns a` }],
+      }),
       "cluster.status": () => ({
         version: "0",
         answeredBy: "n1",
@@ -184,6 +215,22 @@ Deno.test("http: every route answers with its status and a body of its schema", 
   assert.equal(res.status, 200);
   assert.equal((await res.json()).answeredBy, "n1");
 
+  res = await send(app, "POST", "/api/v1/nodes/n1/drain");
+  assert.equal(res.status, 200);
+  assert.deepEqual(drainResultSchema.parse(await res.json()).moved, [{ volume: "a", to: "n2" }]);
+  res = await send(app, "POST", "/api/v1/nodes/n1/undrain");
+  assert.equal(res.status, 200);
+  assert.equal(nodeInfoSchema.parse(await res.json()).drained, false);
+  res = await send(app, "GET", "/api/v1/nodes/n1/ok-to-stop");
+  assert.equal(res.status, 200);
+  assert.equal(okToStopSchema.parse(await res.json()).risks[0].kind, "owner");
+  await expectProblem(
+    await send(app, "GET", "/api/v1/nodes/missing/ok-to-stop"),
+    404,
+    "NO_SUCH_NODE",
+  );
+  await expectProblem(await send(app, "POST", "/api/v1/nodes/Bad!/drain"), 400, "BAD_REQUEST");
+
   res = await send(app, "GET", "/healthz");
   assert.deepEqual(await res.json(), { status: "ok", node: "n1" });
   res = await send(app, "GET", "/readyz");
@@ -201,6 +248,10 @@ Deno.test("http: every route answers with its status and a body of its schema", 
     "volume.delete",
     "node.list",
     "cluster.status",
+    "node.drain",
+    "node.undrain",
+    "node.ok-to-stop",
+    "node.ok-to-stop",
     "volume.list",
   ]);
   assert.deepEqual(control.calls[3].request, { name: "v1", to: "n2" });
