@@ -5,7 +5,8 @@
  * only) cannot return it, and dead ArrayBuffers wait for a V8 collection to be freed
  * at all. Measured after 6 s of 1 MiB writes: each node kept 80-95 MiB of heap resident
  * (RSS 155-179 MiB); with this, RSS was 92-96 MiB. Only when idle, so a busy node is
- * never paused by a full collection or made to fault trimmed pages straight back in.
+ * never paused by a full collection or made to fault trimmed pages straight back in (a node
+ * at a quarter of a core or more is busy).
  */
 import process from "node:process";
 import { openNativeLibrary } from "../protocol/native.ts";
@@ -14,8 +15,18 @@ import { openNativeLibrary } from "../protocol/native.ts";
 export const memoryTrimIntervalMs = 2000;
 /** Below this resident size nothing is done, so a steady node pays nothing. */
 export const memoryTrimAboveBytes = 110 * 1024 * 1024;
-/** Idle: the process used less than this share of one core over the last interval. */
-export const memoryTrimIdleCpuShare = 0.05;
+/**
+ * Not busy: the process used less than this share of one core over the last interval. Not
+ * 5%: a node with 100 volumes, scraped and asked for its volume list every second, never
+ * fell that low and kept 190 MiB resident after a burst of writes.
+ */
+export const memoryTrimIdleCpuShare = 0.25;
+/**
+ * After a trim, the next waits until resident memory grew this much past what the trim
+ * left, so a node whose live set is above memoryTrimAboveBytes is not collected every
+ * interval.
+ */
+export const memoryTrimRegrowthBytes = 24 * 1024 * 1024;
 
 /**
  * Starts checking: when idle and above memoryTrimAboveBytes, it runs a V8 collection
@@ -29,13 +40,18 @@ export function startMemoryTrim(intervalMs = memoryTrimIntervalMs): () => void {
   const collect = (globalThis as { gc?: () => void }).gc;
   if (!libc && !collect) return () => {};
   let cpu = process.cpuUsage();
+  let trimAboveBytes = memoryTrimAboveBytes;
   const timer = setInterval(() => {
     const used = process.cpuUsage(cpu);
     cpu = process.cpuUsage();
     const busy = (used.user + used.system) / 1000 > intervalMs * memoryTrimIdleCpuShare;
-    if (busy || Deno.memoryUsage().rss < memoryTrimAboveBytes) return;
+    if (busy || Deno.memoryUsage().rss < trimAboveBytes) return;
     collect?.();
     libc?.symbols.malloc_trim(0n);
+    trimAboveBytes = Math.max(
+      memoryTrimAboveBytes,
+      Deno.memoryUsage().rss + memoryTrimRegrowthBytes,
+    );
   }, intervalMs);
   Deno.unrefTimer(timer);
   return () => {
