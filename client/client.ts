@@ -1,5 +1,4 @@
 /** The Cairn client: control plane calls and opening volumes. */
-import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { requestJson } from "../protocol/control.ts";
 import type { ControlApi, ControlRequest, ControlResult } from "../protocol/control_api.ts";
@@ -17,6 +16,7 @@ import { CairnError } from "../protocol/errors.ts";
 import { RequestMux } from "../protocol/request_mux.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { verifyVolume } from "../actors/control/verify.ts";
+import { connectNats, type NatsAuth, natsAuthFromEnv } from "../protocol/nats_auth.ts";
 
 export interface ConnectOptions {
   /**
@@ -25,6 +25,12 @@ export interface ConnectOptions {
    */
   servers?: string | string[];
   name?: string;
+  /**
+   * NATS credentials: a `.creds` or nkey seed file, or a user and password (docs/NATS_AUTH.md);
+   * default env NATS_CREDS, or NATS_USER and NATS_PASSWORD. Credentials in a URL
+   * (`nats://user:password@host:4222`) are used when none are given here.
+   */
+  auth?: NatsAuth;
 }
 
 /** The control plane over NATS (`cairn.v1.ctl.<op>`), plus opening volumes for IO. */
@@ -104,11 +110,10 @@ export class CairnClient implements ControlApi {
 }
 
 export async function connectCluster(options: ConnectOptions = {}): Promise<CairnClient> {
-  const given = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
-  const servers = (Array.isArray(given) ? given : [given]).flatMap((u) => u.split(","))
-    .map((u) => u.trim()).filter((u) => u.length > 0);
-  const nc = await connect({
+  const servers = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+  const nc = await connectNats({
     servers,
+    auth: options.auth ?? natsAuthFromEnv(),
     name: options.name ?? "cairn-client",
     // Async traces allocate an Error per request: measurable on the data path.
     noAsyncTraces: true,

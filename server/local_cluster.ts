@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import { freePort, type LocalNats, natsMonitor, startNatsServer } from "./nats_server.ts";
 import { runCapture } from "./process.ts";
 import { type CairnClient, connectCluster } from "../client/client.ts";
+import type { NatsAuth } from "../protocol/nats_auth.ts";
 
 const repoRoot = new URL("../", import.meta.url).pathname;
 /**
@@ -68,6 +69,28 @@ export interface ClusterOptions {
   httpBasePort?: number;
   /** Keep the data dir on stop (always kept when `root` is given). */
   keep?: boolean;
+  /**
+   * A nats-server config file for every server, e.g. users and permissions made by
+   * server/nats_auth_config.ts (NATS authorization on).
+   */
+  natsConfigFile?: string;
+  /** NATS credentials of the nodes (passed as NATS_CREDS / NATS_USER / NATS_PASSWORD). */
+  nodeAuth?: NatsAuth;
+  /** NATS credentials of `client()` and `cli()` unless they are given others. */
+  clientAuth?: NatsAuth;
+}
+
+/** The env variables that carry NATS credentials to a child process (none: removed). */
+export function natsAuthEnv(auth: NatsAuth | undefined): Record<string, string> {
+  const env = { ...process.env } as Record<string, string>;
+  if (auth === undefined) return env;
+  delete env.NATS_CREDS;
+  delete env.NATS_USER;
+  delete env.NATS_PASSWORD;
+  if (auth.creds) env.NATS_CREDS = auth.creds;
+  if (auth.user) env.NATS_USER = auth.user;
+  if (auth.password !== undefined) env.NATS_PASSWORD = auth.password;
+  return env;
 }
 
 function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<void> {
@@ -185,6 +208,7 @@ export class LocalCluster {
       port: slot.port,
       serverName: slot.serverName,
       monitorPort: slot.monitorPort,
+      configFile: this.options.natsConfigFile,
       cluster: slot.routePort === undefined ? undefined : {
         name: natsClusterName,
         port: slot.routePort,
@@ -300,7 +324,7 @@ export class LocalCluster {
     ], {
       stdio: ["ignore", log, "pipe"],
       cwd: repoRoot,
-      env: { ...process.env, ...nodeMallocEnv },
+      env: { ...natsAuthEnv(this.options.nodeAuth), ...nodeMallocEnv },
     });
     node.child = child;
     child.stderr!.on("data", (chunk: Uint8Array) => fs.appendFileSync(node.logFile, chunk));
@@ -356,18 +380,30 @@ export class LocalCluster {
     return this.nodes[index].child?.pid;
   }
 
-  async client(): Promise<CairnClient> {
-    const client = await connectCluster({ servers: this.natsUrl, name: "cairn-test" });
+  /** A client of this cluster, as the `clientAuth` user (or `auth`, or none at all). */
+  async client(auth?: NatsAuth): Promise<CairnClient> {
+    const client = await connectCluster({
+      servers: this.natsUrl,
+      name: "cairn-test",
+      auth: auth ?? this.options.clientAuth ?? {},
+    });
     this.clients.push(client);
     return client;
   }
 
-  /** Runs the CLI against this cluster; returns exit code and output. */
-  async cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  /**
+   * Runs the CLI against this cluster (as the `clientAuth` user, or `auth`); returns exit code
+   * and output.
+   */
+  async cli(
+    args: string[],
+    auth?: NatsAuth,
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const as = auth ?? this.options.clientAuth;
     return await runCapture(
       Deno.execPath(),
       ["run", "-A", `${repoRoot}cli/main.ts`, "--nats", this.natsUrl, ...args],
-      { cwd: repoRoot },
+      { cwd: repoRoot, ...(as ? { env: natsAuthEnv(as) } : {}) },
     );
   }
 
