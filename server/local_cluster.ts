@@ -11,6 +11,7 @@ import { freePort, type LocalNats, natsMonitor, startNatsServer } from "./nats_s
 import { runCapture } from "./process.ts";
 import { type CairnClient, connectCluster } from "../client/client.ts";
 import type { NatsAuth } from "../protocol/nats_auth.ts";
+import { type GeneratedNatsAuth, generateNatsAuth } from "./nats_auth_config.ts";
 
 const repoRoot = new URL("../", import.meta.url).pathname;
 /**
@@ -78,6 +79,12 @@ export interface ClusterOptions {
   nodeAuth?: NatsAuth;
   /** NATS credentials of `client()` and `cli()` unless they are given others. */
   clientAuth?: NatsAuth;
+  /**
+   * NATS authorization on, with an nkey user per role made under `<root>/auth` (kept there and
+   * reused): nodes run as the node user, `client()` and `cli()` as the admin user (unless
+   * `nodeAuth`, `clientAuth` or `natsConfigFile` say otherwise). See docs/NATS_AUTH.md.
+   */
+  natsAuth?: boolean;
 }
 
 /** The env variables that carry NATS credentials to a child process (none: removed). */
@@ -142,7 +149,14 @@ export class LocalCluster {
     readonly root: string,
     private readonly natsSlots: NatsSlot[],
     private readonly options: ClusterOptions,
+    /** The users, keys and config made for `natsAuth`. */
+    readonly natsAuthFiles?: GeneratedNatsAuth,
   ) {}
+
+  /** The credentials `client()` and `cli()` use by default (none: NATS without authorization). */
+  get clientAuth(): NatsAuth | undefined {
+    return this.options.clientAuth;
+  }
 
   /** The first NATS server (the only one unless `natsCluster` is 3). */
   get nats(): LocalNats {
@@ -264,7 +278,18 @@ export class LocalCluster {
         server: null,
       });
     }
-    const cluster = new LocalCluster(root, slots, { keep: options.root !== undefined, ...options });
+    const authFiles = options.natsAuth ? generateNatsAuth(`${root}/auth`) : undefined;
+    const cluster = new LocalCluster(root, slots, {
+      keep: options.root !== undefined,
+      ...(authFiles
+        ? {
+          natsConfigFile: authFiles.configFile,
+          nodeAuth: { creds: authFiles.seedFiles.node },
+          clientAuth: { creds: authFiles.seedFiles.admin },
+        }
+        : {}),
+      ...options,
+    }, authFiles);
     try {
       await Promise.all(slots.map((_, i) => cluster.startNats(i)));
       if (natsCount > 1) await cluster.waitForJetStream();
