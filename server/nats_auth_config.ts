@@ -83,10 +83,13 @@ function quote(s: string): string {
 function permissionsBlock(perms: RolePermissions, indent: string): string {
   const list = (items: readonly string[]) =>
     `[\n${items.map((s) => `${indent}    ${quote(s)}`).join("\n")}\n${indent}  ]`;
+  // nats-server reads an empty allow list as no restriction at all: deny everything instead.
+  const rule = (items: readonly string[]) =>
+    items.length === 0 ? `{ deny: [">"] }` : `{ allow: ${list(items)} }`;
   return [
     `${indent}permissions: {`,
-    `${indent}  publish: { allow: ${list(perms.publish)} }`,
-    `${indent}  subscribe: { allow: ${list(perms.subscribe)} }`,
+    `${indent}  publish: ${rule(perms.publish)}`,
+    `${indent}  subscribe: ${rule(perms.subscribe)}`,
     ...(perms.allowResponses ? [`${indent}  allow_responses: true`] : []),
     `${indent}}`,
   ].join("\n");

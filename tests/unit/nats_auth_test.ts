@@ -106,4 +106,13 @@ Deno.test("the authorization config lists each role's subjects, quoted", () => {
   assert.match(text, /allow_responses: true/);
   assert.match(text, /password: "p\\"w"/);
   assert.equal(text.match(/allow_responses/g)?.length, 1);
+  // An empty list would mean "anything" to nats-server: it becomes a deny-all.
+  const none = natsAuthorizationConfig([
+    {
+      user: "x",
+      password: "y",
+      permissions: { publish: [], subscribe: [], allowResponses: false },
+    },
+  ]);
+  assert.equal(none.match(/\{ deny: \[">"\] \}/g)?.length, 2);
 });
