@@ -106,6 +106,11 @@ export const natsAuthUsage =
                     environment keeps the password out of the process list); a URL may carry
                     them too: nats://user:password@host:4222`;
 
+/** The CLI's extra NATS flag (a client's reply inboxes). */
+export const natsInboxUsage =
+  `  --inbox-prefix P  reply subjects under P (env NATS_INBOX_PREFIX; default _INBOX), for a NATS
+                    user that may subscribe only to P.> (docs/NATS_AUTH.md)`;
+
 export function flagSize(args: ParsedArgs, name: string, env?: string): number | undefined {
   const value = flagString(args, name, env);
   return value === undefined ? undefined : parseSize(value);

@@ -11,6 +11,7 @@ import {
   formatBytes,
   natsAuthFlags,
   natsAuthUsage,
+  natsInboxUsage,
   parseArgs,
   type ParsedArgs,
   runCommand,
@@ -33,7 +34,8 @@ const usage =
   export NAME FILE [--offset BYTES] [--length BYTES]
   nbd [--listen HOST:PORT|unix:/path[,...]] [--address-file FILE]   NBD gateway for every volume (default 127.0.0.1:10809; until Ctrl-C)
 NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.
-${natsAuthUsage}`;
+${natsAuthUsage}
+${natsInboxUsage}`;
 
 const commands = ["volume", "node", "cluster", "import", "export", "nbd"];
 
@@ -310,6 +312,7 @@ async function main(argv: string[]): Promise<number> {
   const client = await connectCluster({
     servers: flagString(args, "nats", "NATS_URL"),
     auth: natsAuthFlags(args),
+    inboxPrefix: flagString(args, "inbox-prefix", "NATS_INBOX_PREFIX"),
   });
   try {
     switch (args.positional[0]) {

@@ -31,6 +31,12 @@ export interface ConnectOptions {
    * (`nats://user:password@host:4222`) are used when none are given here.
    */
   auth?: NatsAuth;
+  /**
+   * Subject prefix of this connection's reply inboxes (default env NATS_INBOX_PREFIX, else
+   * `_INBOX`). A NATS user allowed to subscribe only to `<prefix>.>` cannot see replies meant
+   * for other users (docs/NATS_AUTH.md).
+   */
+  inboxPrefix?: string;
 }
 
 /** The control plane over NATS (`cairn.v1.ctl.<op>`), plus opening volumes for IO. */
@@ -39,8 +45,9 @@ export class CairnClient implements ControlApi {
   readonly mux: RequestMux;
   readonly transport: NatsTransport;
 
-  constructor(readonly nc: NatsConnection) {
-    this.mux = new RequestMux(nc);
+  /** `inboxPrefix`: where replies come (default `_INBOX`), see ConnectOptions. */
+  constructor(readonly nc: NatsConnection, options: { inboxPrefix?: string } = {}) {
+    this.mux = new RequestMux(nc, options.inboxPrefix);
     this.transport = new NatsTransport(nc, this.mux);
   }
 
@@ -111,9 +118,11 @@ export class CairnClient implements ControlApi {
 
 export async function connectCluster(options: ConnectOptions = {}): Promise<CairnClient> {
   const servers = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+  const inboxPrefix = options.inboxPrefix ?? (Deno.env.get("NATS_INBOX_PREFIX") || undefined);
   const nc = await connectNats({
     servers,
     auth: options.auth ?? natsAuthFromEnv(),
+    inboxPrefix,
     name: options.name ?? "cairn-client",
     // Async traces allocate an Error per request: measurable on the data path.
     noAsyncTraces: true,
@@ -126,5 +135,5 @@ export async function connectCluster(options: ConnectOptions = {}): Promise<Cair
     pingInterval: 2000,
     maxPingOut: 3,
   });
-  return new CairnClient(nc);
+  return new CairnClient(nc, { inboxPrefix });
 }

@@ -81,8 +81,12 @@ export class RequestMux {
   /** Set when the server refused the reply subscription: no request can get an answer. */
   private inboxDenied: PermissionDeniedError | null = null;
 
-  constructor(private readonly nc: NatsConnection) {
-    this.prefix = createInbox();
+  /**
+   * `inboxPrefix` (default `_INBOX`): replies come to `<inboxPrefix>.<unique>.<token>`, so a
+   * NATS user confined to `<inboxPrefix>.>` sees only its own replies (docs/NATS_AUTH.md).
+   */
+  constructor(private readonly nc: NatsConnection, inboxPrefix?: string) {
+    this.prefix = createInbox(inboxPrefix);
     this.subscription = nc.subscribe(`${this.prefix}.*`, {
       // A refused subscription calls back with an error (and no message): see watchStatus.
       callback: (err, msg) => {

@@ -405,12 +405,16 @@ export class LocalCluster {
     return this.nodes[index].child?.pid;
   }
 
-  /** A client of this cluster, as the `clientAuth` user (or `auth`, or none at all). */
-  async client(auth?: NatsAuth): Promise<CairnClient> {
+  /**
+   * A client of this cluster, as the `clientAuth` user (or `auth`, or none at all), with its
+   * replies under `inboxPrefix` (default `_INBOX`).
+   */
+  async client(auth?: NatsAuth, inboxPrefix?: string): Promise<CairnClient> {
     const client = await connectCluster({
       servers: this.natsUrl,
       name: "cairn-test",
       auth: auth ?? this.options.clientAuth ?? {},
+      inboxPrefix,
     });
     this.clients.push(client);
     return client;

@@ -22,6 +22,7 @@ import { subjects } from "../../protocol/subjects.ts";
 const repoRoot = new URL("../../", import.meta.url).pathname;
 const ioOnlyPassword = "io-only-secret-pw";
 const alicePassword = "alice-secret-pw";
+const carolPassword = "carol-secret-pw";
 
 /** A user with the volume IO subjects only: no rights to cairn.v1.ctl.> at all. */
 const ioOnlyPermissions = {
@@ -59,12 +60,19 @@ Deno.test({
         })),
         { user: "ioonly", password: ioOnlyPassword, permissions: ioOnlyPermissions },
         { user: "alice", password: alicePassword, permissions: natsRoles.admin },
+        // An admin confined to its own reply inboxes (--inbox-prefix _INBOX_carol).
+        {
+          user: "carol",
+          password: carolPassword,
+          permissions: { ...natsRoles.admin, subscribe: ["_INBOX_carol.>"] },
+        },
       ]),
     );
     const seeds = generated.seedFiles;
     const secrets = [
       ioOnlyPassword,
       alicePassword,
+      carolPassword,
       ...Object.values(seeds).map((f) => fs.readFileSync(f, "utf8").trim()),
     ];
     const noSecrets = (text: string) => {
@@ -196,6 +204,19 @@ Deno.test({
           /nats-server at .* refused user "alice" and its password \(.*\): check --user and --password/,
         );
         assert.ok(!wrong.stderr.includes("wrong-password-x"));
+      });
+
+      await t.step("a user confined to its own inboxes needs --inbox-prefix", async () => {
+        const carol = { user: "carol", password: carolPassword };
+        const ok = await cluster.cli(["--inbox-prefix", "_INBOX_carol", "volume", "list"], carol);
+        assert.equal(ok.code, 0, ok.stderr);
+        assert.match(ok.stdout, /v1/);
+        const client = await cluster.client(carol, "_INBOX_carol");
+        const volume = await client.openVolume("v1");
+        assert.deepEqual(new Uint8Array(await volume.read(0, 8192)), pattern(8192, 2));
+        const without = await cluster.cli(["volume", "list"], carol);
+        assert.equal(without.code, 1);
+        assert.match(without.stderr, /may not subscribe to _INBOX\.\S+\.\*/);
       });
 
       await t.step("unknown key, junk file and no credentials are refused clearly", async () => {
