@@ -22,7 +22,9 @@ export function formatReport(r: ChaosResult): string[] {
     } in all ===`,
   );
   out.push(
-    `cluster: ${o.nodes} nodes, ${o.natsServers} nats-server(s); ${o.volumes} volumes x ${o.blocks} blocks ` +
+    `cluster: ${o.nodes} nodes, ${o.natsServers} nats-server(s)${
+      o.natsAuth ? " with authorization" : ""
+    }; ${o.volumes} volumes x ${o.blocks} blocks ` +
       `(segments of ${o.segmentBytes / 1024} KiB, 3 replicas, minInSync 2); ${o.clients} clients` +
       (o.sabotage ? `; SABOTAGE ${o.sabotage}` : ""),
   );

@@ -43,6 +43,8 @@ export interface ChaosOptions {
   nodes?: number;
   /** nats-servers: 3 (a cluster with routes, default) or 1. */
   natsServers?: number;
+  /** NATS authorization on: nodes and clients run as the node and admin users (docs/NATS_AUTH.md). */
+  natsAuth?: boolean;
   clients?: number;
   volumes?: number;
   /** Blocks per volume (all of them hot). */
@@ -103,6 +105,7 @@ export interface ChaosResult {
 const defaults = {
   nodes: 5,
   natsServers: 3,
+  natsAuth: false,
   clients: 6,
   volumes: 3,
   blocks: 256,
@@ -138,11 +141,16 @@ export async function runChaos(input: ChaosOptions): Promise<ChaosResult> {
     natsCluster: o.natsServers,
     root,
     zoneOf: (i) => `zone-${String.fromCharCode(97 + (i % 3))}`,
+    natsAuth: o.natsAuth,
   };
   const cluster = await LocalCluster.start(clusterOptions);
   const clientConnections: CairnClient[] = [];
   const connect = async (name: string) => {
-    const c = await connectCluster({ servers: cluster.natsUrls, name });
+    const c = await connectCluster({
+      servers: cluster.natsUrls,
+      name,
+      auth: cluster.clientAuth ?? {},
+    });
     clientConnections.push(c);
     return c;
   };
@@ -308,6 +316,7 @@ export async function runChaos(input: ChaosOptions): Promise<ChaosResult> {
       seed: o.seed,
       nodes: o.nodes,
       natsServers: o.natsServers,
+      natsAuth: o.natsAuth,
       clients: o.clients,
       volumes: o.volumes,
       blocks: o.blocks,

@@ -1,4 +1,5 @@
 /** Small flag parser and size parsing for the CLI (no std library here). */
+import { mergeNatsAuth, type NatsAuth, natsAuthFromEnv } from "../protocol/nats_auth.ts";
 
 export interface ParsedArgs {
   positional: string[];
@@ -81,6 +82,34 @@ export function flagString(args: ParsedArgs, name: string, env?: string): string
   if (value === true) throw new UsageError(`--${name} needs a value`);
   return value ?? (env ? Deno.env.get(env) : undefined) ?? undefined;
 }
+
+/**
+ * NATS credentials from `--creds FILE` or `--user NAME --password PASS`, else from NATS_CREDS
+ * or NATS_USER and NATS_PASSWORD (flags win over the environment as a whole).
+ */
+export function natsAuthFlags(args: ParsedArgs): NatsAuth {
+  return mergeNatsAuth(
+    {
+      creds: flagString(args, "creds"),
+      user: flagString(args, "user"),
+      password: flagString(args, "password"),
+    },
+    natsAuthFromEnv(),
+  );
+}
+
+/** The usage lines for the NATS credential flags, shared by every command. */
+export const natsAuthUsage =
+  `  --creds FILE      NATS credentials: a .creds file (user JWT and seed) or an nkey user seed
+                    file (SU...) (env NATS_CREDS)
+  --user NAME, --password PASS  NATS user and password (env NATS_USER, NATS_PASSWORD; the
+                    environment keeps the password out of the process list); a URL may carry
+                    them too: nats://user:password@host:4222`;
+
+/** The CLI's extra NATS flag (a client's reply inboxes). */
+export const natsInboxUsage =
+  `  --inbox-prefix P  reply subjects under P (env NATS_INBOX_PREFIX; default _INBOX), for a NATS
+                    user that may subscribe only to P.> (docs/NATS_AUTH.md)`;
 
 export function flagSize(args: ParsedArgs, name: string, env?: string): number | undefined {
   const value = flagString(args, name, env);

@@ -8,10 +8,12 @@ import { flagInt, flagSize, flagString, parseArgs, runCommand, UsageError } from
 
 const usage = `usage: deno task chaos [--duration 60s] [--seed N] [--nodes 5] [--nats 3|1]
                        [--clients 6] [--volumes 3] [--blocks 256] [--segment-size 256KiB]
-                       [--faults kill,pause,restart,kill-nats] [--keep]
+                       [--faults kill,pause,restart,kill-nats] [--keep] [--nats-auth]
   --duration   how long faults are injected: 90s, 10m, 4h (default 60s)
   --seed       seeds the fault schedule and the workload (default: random, printed)
   --keep       keep the cluster's logs and data even when the run passes (always kept on failure)
+  --nats-auth  NATS authorization on: nodes and clients as the node and admin users of
+               docs/NATS_AUTH.md (nkeys made under the run's dir)
   --sabotage drop-write   break the workload on purpose (skips every 25th write, records it
                           acknowledged): the run must fail, which checks the checks`;
 
@@ -24,7 +26,7 @@ export function parseDuration(text: string): number {
 }
 
 async function main(): Promise<number> {
-  const args = parseArgs(Deno.args, ["keep"]);
+  const args = parseArgs(Deno.args, ["keep", "nats-auth"]);
   if (args.positional.length > 0) throw new UsageError(`unexpected ${args.positional[0]}`);
   const faults = flagString(args, "faults")?.split(",").map((f) => f.trim()) as
     | FaultKind[]
@@ -49,6 +51,7 @@ async function main(): Promise<number> {
     segmentBytes: flagSize(args, "segment-size"),
     faults,
     keep: args.flags.has("keep"),
+    natsAuth: args.flags.has("nats-auth"),
     sabotage,
   });
   for (const line of formatReport(result)) console.log(line);

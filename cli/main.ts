@@ -9,6 +9,9 @@ import {
   flagSize,
   flagString,
   formatBytes,
+  natsAuthFlags,
+  natsAuthUsage,
+  natsInboxUsage,
   parseArgs,
   type ParsedArgs,
   runCommand,
@@ -17,7 +20,8 @@ import {
 import { Progress } from "./progress.ts";
 import { runGatewayCommand } from "../nbd/mod.ts";
 
-const usage = `usage: deno task cairn [--nats URL] COMMAND
+const usage =
+  `usage: deno task cairn [--nats URL] [--creds FILE | --user NAME --password PASS] COMMAND
   volume create NAME --size 64MiB [--replicas 3] [--segment-size 8MiB] [--min-in-sync N] [--read-policy local|round-robin|least-outstanding|weighted]
   volume list [--json]
   volume info NAME [--json]
@@ -32,7 +36,9 @@ const usage = `usage: deno task cairn [--nats URL] COMMAND
   import NAME FILE [--offset BYTES]
   export NAME FILE [--offset BYTES] [--length BYTES]
   nbd [--listen HOST:PORT|unix:/path[,...]] [--address-file FILE]   NBD gateway for every volume (default 127.0.0.1:10809; until Ctrl-C)
-NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.`;
+NATS URL from --nats or NATS_URL (default nats://127.0.0.1:4222). Sizes take KiB/MiB/GiB/TiB.
+${natsAuthUsage}
+${natsInboxUsage}`;
 
 const commands = ["volume", "node", "cluster", "import", "export", "nbd"];
 
@@ -347,7 +353,11 @@ async function main(argv: string[]): Promise<number> {
   if (!commands.includes(args.positional[0])) {
     throw new UsageError(`unknown command ${args.positional[0]}`);
   }
-  const client = await connectCluster({ servers: flagString(args, "nats", "NATS_URL") });
+  const client = await connectCluster({
+    servers: flagString(args, "nats", "NATS_URL"),
+    auth: natsAuthFlags(args),
+    inboxPrefix: flagString(args, "inbox-prefix", "NATS_INBOX_PREFIX"),
+  });
   try {
     switch (args.positional[0]) {
       case "volume":

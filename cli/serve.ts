@@ -4,19 +4,36 @@
  */
 import { crc32cImplementation } from "../protocol/crc32c.ts";
 import { startMemoryTrim } from "../server/memory_trim.ts";
-import { CairnNode, cairnVersion, defaultKvReplicas, natsServerList } from "../server/node.ts";
+import {
+  CairnNode,
+  cairnVersion,
+  defaultKvReplicas,
+  natsServerList,
+  natsServersWithoutCredentials,
+} from "../server/node.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
-import { flagSize, flagString, parseArgs, runCommand, UsageError } from "./args.ts";
+import {
+  flagSize,
+  flagString,
+  natsAuthFlags,
+  natsAuthUsage,
+  parseArgs,
+  runCommand,
+  UsageError,
+} from "./args.ts";
+import { NatsAuthError, redactNatsUrl } from "../protocol/nats_auth.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
 import { type HttpPlan, planHttp, startNodeHttp, TokenConfigError } from "../http/mod.ts";
 import { metricsHandler, NodeMetrics, parseMetricsListen, serveMetrics } from "../metrics/mod.ts";
 
 const usage =
-  `usage: deno task serve [--nats URL[,URL...]] [--kv-replicas N] [--data DIR] [--node ID]
+  `usage: deno task serve [--nats URL[,URL...]] [--creds FILE | --user NAME --password PASS]
+                       [--kv-replicas N] [--data DIR] [--node ID]
                        [--zone NAME] [--capacity BYTES] [--metrics HOST:PORT]
   --nats URLS       NATS server, or every server of a NATS cluster comma-separated (env NATS_URL);
                     none: start a local nats-server
+${natsAuthUsage}
   --kv-replicas N   replicas of the metadata bucket if this node creates it: 1, 3 or 5 (env
                     CAIRN_KV_REPLICAS; default 3 with three or more NATS URLs, else 1); a bucket
                     that exists keeps its own
@@ -73,6 +90,7 @@ async function main(): Promise<number> {
   const dataDir = flagString(args, "data", "CAIRN_DATA") ?? ".cairn/node";
   const httpPlan = await httpSettings(args);
   let natsUrl = flagString(args, "nats", "NATS_URL");
+  const natsAuth = natsAuthFlags(args);
   const kvReplicasFlag = flagString(args, "kv-replicas", "CAIRN_KV_REPLICAS");
   if (kvReplicasFlag !== undefined && !/^[135]$/.test(kvReplicasFlag)) {
     throw new UsageError(`--kv-replicas takes 1, 3 or 5, not "${kvReplicasFlag}"`);
@@ -101,12 +119,22 @@ async function main(): Promise<number> {
   }
   // Metrics are kept when something serves them: --metrics, or /metrics on the HTTP API.
   const metrics = metricsListen || httpPlan ? new NodeMetrics({ dataDir }) : undefined;
-  const natsUrls = natsServerList(natsUrl);
+  let natsUrls: string[];
+  try {
+    // Credentials in a URL do not count as servers; a bad URL list is a usage error.
+    natsUrls = natsServersWithoutCredentials(natsServerList(natsUrl));
+  } catch (err) {
+    throw err instanceof NatsAuthError ? new UsageError(err.message) : err;
+  }
   const kvReplicas = kvReplicasFlag !== undefined
     ? Number(kvReplicasFlag)
     : defaultKvReplicas(natsUrls.length);
   const node = new CairnNode({
-    natsUrl: natsUrls.join(","),
+    natsUrl: natsServerList(natsUrl).join(","),
+    natsAuth,
+    // Without NATS the node serves nothing (the connection closes only when nats-server
+    // refuses the node's credentials): exit, so a supervisor restarts it.
+    onNatsClosed: () => Deno.exit(1),
     kvReplicas,
     dataDir,
     nodeId: flagString(args, "node", "CAIRN_NODE"),
@@ -173,7 +201,7 @@ async function main(): Promise<number> {
     );
   }
   console.error(
-    `node ${node.id} serving (NATS ${natsUrl}; CRC-32C: ${crc32cImplementation}${
+    `node ${node.id} serving (NATS ${redactNatsUrl(natsUrl)}; CRC-32C: ${crc32cImplementation}${
       metricsServer ? `; metrics: http://${metricsServer.address}/metrics` : ""
     }); Ctrl-C to stop`,
   );

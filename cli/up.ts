@@ -20,7 +20,7 @@ import {
 
 const usage =
   `usage: deno task up [--dir .cairn] [--port 4222] [--nats-cluster 1|3] [--demo-size 256MiB]
-                     [--http-port 8420] [--no-http]
+                     [--http-port 8420] [--no-http] [--nats-auth]
   --dir DIR           where NATS and the nodes keep their data (reused on the next run)
   --port N            NATS port on 127.0.0.1 (default 4222); a cluster uses N, N+1, N+2
                       (routes on N+2000.., monitoring on N+4000..)
@@ -29,13 +29,16 @@ const usage =
   --demo-size SIZE    size of the demo volume created on first start
   --http-port N       node i serves the HTTP admin API on 127.0.0.1:N+i-1 (default 8420);
                       loopback and no tokens, so open to local users only
-  --no-http           no HTTP API`;
+  --no-http           no HTTP API
+  --nats-auth         NATS authorization on: an nkey user per role (node, admin, data) made
+                      under DIR/auth (kept and reused) with the permissions of
+                      docs/NATS_AUTH.md; nodes run as node, the CLI as admin via NATS_CREDS`;
 
 const zones = ["a", "b", "c"];
 const demoVolume = "demo";
 
 async function main(): Promise<number> {
-  const args = parseArgs(Deno.args, ["help", "no-http"]);
+  const args = parseArgs(Deno.args, ["help", "no-http", "nats-auth"]);
   if (args.flags.has("help")) return console.log(usage), 0;
   const root = flagString(args, "dir") ?? ".cairn";
   const port = flagInt(args, "port") ?? 4222;
@@ -72,6 +75,7 @@ async function main(): Promise<number> {
     capacity: "100GiB",
     http,
     httpBasePort,
+    natsAuth: args.flags.has("nats-auth"),
   });
   try {
     const client = await cluster.client();
@@ -90,6 +94,12 @@ async function main(): Promise<number> {
       ? `${root}/nats.log`
       : cluster.natsUrls.map((_, i) => `${root}/nats-${i + 1}.log`).join(" ");
     const natsPids = cluster.natsUrls.map((url, i) => `${url} (pid ${cluster.natsPid(i)})`);
+    const auth = cluster.natsAuthFiles;
+    const authLines = auth
+      ? `\nNATS authorization on (${auth.configFile}): nodes use ${auth.seedFiles.node}; ` +
+        `the CLI below uses the admin user; ${auth.seedFiles.data} may do IO and look up but ` +
+        `not create, delete or move volumes.`
+      : "";
     const httpLines = http
       ? `\nHTTP API (any node answers for the cluster; open, loopback only):\n${
         cluster.nodes.map((n, i) =>
@@ -101,10 +111,10 @@ async function main(): Promise<number> {
     console.log(`
 Cairn is up. NATS: ${natsPids.join(", ")}
 Nodes: ${pids.join(", ")}${httpLines}
-Logs: ${root}/n1.log ${root}/n2.log ${root}/n3.log ${natsLogs}
+Logs: ${root}/n1.log ${root}/n2.log ${root}/n3.log ${natsLogs}${authLines}
 
 In another terminal:
-  export NATS_URL=${cluster.natsUrl}
+  export NATS_URL=${cluster.natsUrl}${auth ? `\n  export NATS_CREDS=${auth.seedFiles.admin}` : ""}
   deno task cairn node list
   deno task cairn volume info ${demoVolume}
   head -c 16777216 /dev/urandom > /tmp/16m.bin

@@ -1,5 +1,4 @@
 /** The Cairn client: control plane calls and opening volumes. */
-import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { controlTimeoutMs, drainTimeoutMs, requestJson } from "../protocol/control.ts";
 import type { ControlApi, ControlRequest, ControlResult } from "../protocol/control_api.ts";
@@ -19,6 +18,7 @@ import { CairnError } from "../protocol/errors.ts";
 import { RequestMux } from "../protocol/request_mux.ts";
 import { Volume, type VolumeOptions } from "./volume.ts";
 import { verifyVolume } from "../actors/control/verify.ts";
+import { connectNats, type NatsAuth, natsAuthFromEnv } from "../protocol/nats_auth.ts";
 
 export interface ConnectOptions {
   /**
@@ -27,6 +27,18 @@ export interface ConnectOptions {
    */
   servers?: string | string[];
   name?: string;
+  /**
+   * NATS credentials: a `.creds` or nkey seed file, or a user and password (docs/NATS_AUTH.md);
+   * default env NATS_CREDS, or NATS_USER and NATS_PASSWORD. Credentials in a URL
+   * (`nats://user:password@host:4222`) are used when none are given here.
+   */
+  auth?: NatsAuth;
+  /**
+   * Subject prefix of this connection's reply inboxes (default env NATS_INBOX_PREFIX, else
+   * `_INBOX`). A NATS user allowed to subscribe only to `<prefix>.>` cannot see replies meant
+   * for other users (docs/NATS_AUTH.md).
+   */
+  inboxPrefix?: string;
 }
 
 /** The control plane over NATS (`cairn.v1.ctl.<op>`), plus opening volumes for IO. */
@@ -35,8 +47,9 @@ export class CairnClient implements ControlApi {
   readonly mux: RequestMux;
   readonly transport: NatsTransport;
 
-  constructor(readonly nc: NatsConnection) {
-    this.mux = new RequestMux(nc);
+  /** `inboxPrefix`: where replies come (default `_INBOX`), see ConnectOptions. */
+  constructor(readonly nc: NatsConnection, options: { inboxPrefix?: string } = {}) {
+    this.mux = new RequestMux(nc, options.inboxPrefix);
     this.transport = new NatsTransport(nc, this.mux);
   }
 
@@ -124,11 +137,12 @@ export class CairnClient implements ControlApi {
 }
 
 export async function connectCluster(options: ConnectOptions = {}): Promise<CairnClient> {
-  const given = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
-  const servers = (Array.isArray(given) ? given : [given]).flatMap((u) => u.split(","))
-    .map((u) => u.trim()).filter((u) => u.length > 0);
-  const nc = await connect({
+  const servers = options.servers ?? Deno.env.get("NATS_URL") ?? "nats://127.0.0.1:4222";
+  const inboxPrefix = options.inboxPrefix ?? (Deno.env.get("NATS_INBOX_PREFIX") || undefined);
+  const nc = await connectNats({
     servers,
+    auth: options.auth ?? natsAuthFromEnv(),
+    inboxPrefix,
     name: options.name ?? "cairn-client",
     // Async traces allocate an Error per request: measurable on the data path.
     noAsyncTraces: true,
@@ -141,5 +155,5 @@ export async function connectCluster(options: ConnectOptions = {}): Promise<Cair
     pingInterval: 2000,
     maxPingOut: 3,
   });
-  return new CairnClient(nc);
+  return new CairnClient(nc, { inboxPrefix });
 }

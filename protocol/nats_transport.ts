@@ -35,8 +35,10 @@ export class NatsTransport implements Transport {
   ): TransportSubscription {
     return this.nc.subscribe(subject, {
       queue: options.queue,
-      callback: (_err, msg) =>
-        handler({
+      // A subscription the server refused (permissions) calls back once with an error and no
+      // message; the connection's status reports it (the node logs it), so it is dropped here.
+      callback: (err, msg) =>
+        err ? undefined : handler({
           subject: msg.subject,
           data: msg.data,
           respond: (data) => msg.respond(data),

@@ -34,6 +34,31 @@ export class NoRespondersError extends Error {
   }
 }
 
+/**
+ * nats-server refused a publish or a subscription of this connection (its user's permissions
+ * do not allow the subject). The server says so asynchronously; a request to a denied subject
+ * fails with this at once instead of waiting out its timeout.
+ */
+export class PermissionDeniedError extends Error {
+  override name = "PermissionDeniedError";
+  constructor(readonly operation: string, readonly subject: string) {
+    super(
+      `NATS permissions violation: this connection's NATS user may not ${
+        operation === "subscription" ? "subscribe to" : "publish to"
+      } ${subject} (see docs/NATS_AUTH.md for the permissions each role needs)`,
+    );
+  }
+}
+
+/** nats.js's PermissionViolationError, as the connection's status reports it. */
+export function permissionViolation(
+  err: unknown,
+): { operation: string; subject: string } | null {
+  const e = err as { name?: string; operation?: string; subject?: string } | undefined;
+  if (e?.name !== "PermissionViolationError") return null;
+  return { operation: e.operation ?? "publish", subject: e.subject ?? "" };
+}
+
 interface Pending {
   resolve: (data: Uint8Array) => void;
   reject: (err: Error) => void;
@@ -53,25 +78,36 @@ export class RequestMux {
   private disconnects = 0;
   private readonly subscription: Subscription;
   private readonly sweeper: number;
+  /** Set when the server refused the reply subscription: no request can get an answer. */
+  private inboxDenied: PermissionDeniedError | null = null;
 
-  constructor(private readonly nc: NatsConnection) {
-    this.prefix = createInbox();
+  /**
+   * `inboxPrefix` (default `_INBOX`): replies come to `<inboxPrefix>.<unique>.<token>`, so a
+   * NATS user confined to `<inboxPrefix>.>` sees only its own replies (docs/NATS_AUTH.md).
+   */
+  constructor(private readonly nc: NatsConnection, inboxPrefix?: string) {
+    this.prefix = createInbox(inboxPrefix);
     this.subscription = nc.subscribe(`${this.prefix}.*`, {
-      callback: (_e, msg) => this.onReply(msg),
+      // A refused subscription calls back with an error (and no message): see watchStatus.
+      callback: (err, msg) => {
+        if (!err) this.onReply(msg);
+      },
     });
     this.sweeper = setInterval(() => this.sweep(), requestSweepIntervalMs) as unknown as number;
     Deno.unrefTimer(this.sweeper);
-    void this.watchReconnects();
+    void this.watchStatus();
   }
 
   /**
    * After a reconnect, requests sent on the old connection are failed at once (their
    * messages or replies may be gone with the old server) rather than each waiting out its
-   * timeout: callers resend, or judge the peer, seconds sooner.
+   * timeout: callers resend, or judge the peer, seconds sooner. A permissions violation fails
+   * the requests it concerns at once, too.
    */
-  private async watchReconnects(): Promise<void> {
+  private async watchStatus(): Promise<void> {
     try {
       for await (const status of this.nc.status()) {
+        if (status.type === "error") this.onPermissionViolation(status.error);
         if (status.type === "disconnect") this.disconnects++;
         if (status.type !== "reconnect") continue;
         // Requests made while disconnected were buffered and go out now: they stay.
@@ -86,6 +122,24 @@ export class RequestMux {
     }
   }
 
+  private onPermissionViolation(error: unknown): void {
+    const violation = permissionViolation(error);
+    if (!violation) return;
+    if (violation.operation === "subscription") {
+      if (violation.subject !== `${this.prefix}.*`) return;
+      this.inboxDenied = new PermissionDeniedError("subscription", violation.subject);
+      for (const pending of this.pending.values()) pending.reject(this.inboxDenied);
+      this.pending.clear();
+      return;
+    }
+    // The server names the subject, not the message: every request to it was refused.
+    for (const [token, pending] of [...this.pending]) {
+      if (pending.subject !== violation.subject) continue;
+      this.pending.delete(token);
+      pending.reject(new PermissionDeniedError("publish", violation.subject));
+    }
+  }
+
   /**
    * A request id unique on this connection (wrapping at 2^32): the owner recognizes a resent
    * write by this id and the connection's inbox, so it must not repeat across volume handles.
@@ -97,6 +151,7 @@ export class RequestMux {
 
   /** Sends data to subject; resolves with the reply's payload. */
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    if (this.inboxDenied) return Promise.reject(this.inboxDenied);
     const token = this.nextToken++;
     return new Promise<Uint8Array>((resolve, reject) => {
       this.pending.set(token, {

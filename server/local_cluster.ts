@@ -10,6 +10,8 @@ import * as fs from "node:fs";
 import { freePort, type LocalNats, natsMonitor, startNatsServer } from "./nats_server.ts";
 import { runCapture } from "./process.ts";
 import { type CairnClient, connectCluster } from "../client/client.ts";
+import type { NatsAuth } from "../protocol/nats_auth.ts";
+import { type GeneratedNatsAuth, generateNatsAuth } from "./nats_auth_config.ts";
 
 const repoRoot = new URL("../", import.meta.url).pathname;
 /**
@@ -68,6 +70,34 @@ export interface ClusterOptions {
   httpBasePort?: number;
   /** Keep the data dir on stop (always kept when `root` is given). */
   keep?: boolean;
+  /**
+   * A nats-server config file for every server, e.g. users and permissions made by
+   * server/nats_auth_config.ts (NATS authorization on).
+   */
+  natsConfigFile?: string;
+  /** NATS credentials of the nodes (passed as NATS_CREDS / NATS_USER / NATS_PASSWORD). */
+  nodeAuth?: NatsAuth;
+  /** NATS credentials of `client()` and `cli()` unless they are given others. */
+  clientAuth?: NatsAuth;
+  /**
+   * NATS authorization on, with an nkey user per role made under `<root>/auth` (kept there and
+   * reused): nodes run as the node user, `client()` and `cli()` as the admin user (unless
+   * `nodeAuth`, `clientAuth` or `natsConfigFile` say otherwise). See docs/NATS_AUTH.md.
+   */
+  natsAuth?: boolean;
+}
+
+/** The env variables that carry NATS credentials to a child process (none: removed). */
+export function natsAuthEnv(auth: NatsAuth | undefined): Record<string, string> {
+  const env = { ...process.env } as Record<string, string>;
+  if (auth === undefined) return env;
+  delete env.NATS_CREDS;
+  delete env.NATS_USER;
+  delete env.NATS_PASSWORD;
+  if (auth.creds) env.NATS_CREDS = auth.creds;
+  if (auth.user) env.NATS_USER = auth.user;
+  if (auth.password !== undefined) env.NATS_PASSWORD = auth.password;
+  return env;
 }
 
 function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<void> {
@@ -119,7 +149,14 @@ export class LocalCluster {
     readonly root: string,
     private readonly natsSlots: NatsSlot[],
     private readonly options: ClusterOptions,
+    /** The users, keys and config made for `natsAuth`. */
+    readonly natsAuthFiles?: GeneratedNatsAuth,
   ) {}
+
+  /** The credentials `client()` and `cli()` use by default (none: NATS without authorization). */
+  get clientAuth(): NatsAuth | undefined {
+    return this.options.clientAuth;
+  }
 
   /** The first NATS server (the only one unless `natsCluster` is 3). */
   get nats(): LocalNats {
@@ -185,6 +222,7 @@ export class LocalCluster {
       port: slot.port,
       serverName: slot.serverName,
       monitorPort: slot.monitorPort,
+      configFile: this.options.natsConfigFile,
       cluster: slot.routePort === undefined ? undefined : {
         name: natsClusterName,
         port: slot.routePort,
@@ -240,7 +278,18 @@ export class LocalCluster {
         server: null,
       });
     }
-    const cluster = new LocalCluster(root, slots, { keep: options.root !== undefined, ...options });
+    const authFiles = options.natsAuth ? generateNatsAuth(`${root}/auth`) : undefined;
+    const cluster = new LocalCluster(root, slots, {
+      keep: options.root !== undefined,
+      ...(authFiles
+        ? {
+          natsConfigFile: authFiles.configFile,
+          nodeAuth: { creds: authFiles.seedFiles.node },
+          clientAuth: { creds: authFiles.seedFiles.admin },
+        }
+        : {}),
+      ...options,
+    }, authFiles);
     try {
       await Promise.all(slots.map((_, i) => cluster.startNats(i)));
       if (natsCount > 1) await cluster.waitForJetStream();
@@ -300,7 +349,7 @@ export class LocalCluster {
     ], {
       stdio: ["ignore", log, "pipe"],
       cwd: repoRoot,
-      env: { ...process.env, ...nodeMallocEnv },
+      env: { ...natsAuthEnv(this.options.nodeAuth), ...nodeMallocEnv },
     });
     node.child = child;
     child.stderr!.on("data", (chunk: Uint8Array) => fs.appendFileSync(node.logFile, chunk));
@@ -356,18 +405,34 @@ export class LocalCluster {
     return this.nodes[index].child?.pid;
   }
 
-  async client(): Promise<CairnClient> {
-    const client = await connectCluster({ servers: this.natsUrl, name: "cairn-test" });
+  /**
+   * A client of this cluster, as the `clientAuth` user (or `auth`, or none at all), with its
+   * replies under `inboxPrefix` (default `_INBOX`).
+   */
+  async client(auth?: NatsAuth, inboxPrefix?: string): Promise<CairnClient> {
+    const client = await connectCluster({
+      servers: this.natsUrl,
+      name: "cairn-test",
+      auth: auth ?? this.options.clientAuth ?? {},
+      inboxPrefix,
+    });
     this.clients.push(client);
     return client;
   }
 
-  /** Runs the CLI against this cluster; returns exit code and output. */
-  async cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  /**
+   * Runs the CLI against this cluster (as the `clientAuth` user, or `auth`); returns exit code
+   * and output.
+   */
+  async cli(
+    args: string[],
+    auth?: NatsAuth,
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const as = auth ?? this.options.clientAuth;
     return await runCapture(
       Deno.execPath(),
       ["run", "-A", `${repoRoot}cli/main.ts`, "--nats", this.natsUrl, ...args],
-      { cwd: repoRoot },
+      { cwd: repoRoot, ...(as ? { env: natsAuthEnv(as) } : {}) },
     );
   }
 

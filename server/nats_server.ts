@@ -45,6 +45,11 @@ export interface NatsServerOptions {
   monitorPort?: number;
   /** Makes this server a member of a cluster. */
   cluster?: NatsClusterMember;
+  /**
+   * A config file (`-c`), e.g. an `authorization` block (server/nats_auth_config.ts); the
+   * flags above take precedence over it.
+   */
+  configFile?: string;
 }
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */
@@ -95,7 +100,10 @@ const natsStartTimeoutMs = 20_000;
 export async function startNatsServer(options: NatsServerOptions): Promise<LocalNats> {
   const port = options.port ?? await freePort();
   fs.mkdirSync(options.dataDir, { recursive: true });
-  const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.dataDir];
+  const args = [
+    ...(options.configFile ? ["-c", options.configFile] : []),
+    ...["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.dataDir],
+  ];
   if (options.serverName) args.push("-n", options.serverName);
   if (options.monitorPort !== undefined) args.push("-m", String(options.monitorPort));
   const routes = options.cluster?.routes.filter((p) => p !== options.cluster!.port) ?? [];

@@ -2,7 +2,6 @@
  * A Cairn node process: connects to NATS, opens the metadata bucket, and runs
  * the node runtime (actors/node/runtime.ts) on the system's ports.
  */
-import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import * as fs from "node:fs";
 import { JetStreamMetadata } from "../actors/metadata_jetstream.ts";
@@ -18,12 +17,21 @@ import type { ControlService } from "../actors/control/service.ts";
 import type { Readiness } from "../protocol/schemas.ts";
 import type { Metrics } from "../actors/ports.ts";
 import type { NodeSnapshot } from "../actors/metrics.ts";
+import {
+  connectNats,
+  type NatsAuth,
+  parseNatsServers,
+  redactNatsUrl,
+} from "../protocol/nats_auth.ts";
+import { permissionViolation } from "../protocol/request_mux.ts";
 
 export { cairnVersion };
 
 export interface NodeOptions {
   /** NATS server URL, or several comma-separated (every member of a NATS cluster). */
   natsUrl: string;
+  /** NATS credentials (`--creds`, `--user`/`--password`); none: as the URL says. */
+  natsAuth?: NatsAuth;
   /**
    * Replicas of the metadata bucket if this node creates it (an existing bucket is kept
    * as it is); default 3 with three or more URLs, else 1.
@@ -39,6 +47,8 @@ export interface NodeOptions {
   /** `--replica-grace` and `--rebuild-rate` (see NodeRuntimeDeps). */
   replicaGraceMs?: number;
   rebuildRateBytesPerSec?: number;
+  /** Called when the NATS connection closed for good while the node runs (`serve` exits). */
+  onNatsClosed?: () => void;
   /** Where the node reports IO, copies, ownership and syncs (metrics/); none: not measured. */
   metrics?: Metrics;
 }
@@ -77,6 +87,11 @@ export function natsServerList(urls: string | string[]): string[] {
     .map((u) => u.trim()).filter((u) => u.length > 0);
   if (list.length === 0) throw new Error("no NATS URL given");
   return list;
+}
+
+/** The URLs without credentials in them (for counting servers and for logs). */
+export function natsServersWithoutCredentials(urls: string | string[]): string[] {
+  return parseNatsServers(urls).servers;
 }
 
 /** Metadata bucket replicas when none are asked for: 3 on a NATS cluster of three or more. */
@@ -120,8 +135,9 @@ export class CairnNode {
   async start(): Promise<void> {
     const { options } = this;
     const servers = natsServerList(options.natsUrl);
-    this.nc = await connect({
+    this.nc = await connectNats({
       servers,
+      auth: options.natsAuth,
       name: `cairn-node-${this.id}`,
       ...natsReconnectOptions,
       // Async traces allocate an Error per request: measurable on the data path.
@@ -161,7 +177,9 @@ export class CairnNode {
     await this.runtime.start();
     this.started = true;
     this.log.info(
-      `node up: nats ${options.natsUrl}, data ${options.dataDir}, ${this.runtime.host.volumeNames().length} volumes with local segments`,
+      `node up: nats ${
+        redactNatsUrl(options.natsUrl)
+      }, data ${options.dataDir}, ${this.runtime.host.volumeNames().length} volumes with local segments`,
     );
   }
 
@@ -176,9 +194,32 @@ export class CairnNode {
         } else if (status.type === "reconnect") {
           this.natsConnected = true;
           this.log.warn(`NATS: reconnected to ${status.server}`);
+        } else if (status.type === "error") {
+          // A permissions violation never stops the node: the request or subscription it
+          // concerns fails, and this says which subject the node's NATS user lacks.
+          const violation = permissionViolation(status.error);
+          this.log.error(
+            violation
+              ? `NATS permissions violation: this node's NATS user may not ${
+                violation.operation === "subscription" ? "subscribe to" : "publish to"
+              } ${violation.subject}; give the node user the permissions in docs/NATS_AUTH.md`
+              : `NATS: ${status.error.message}`,
+          );
         }
       }
     })().catch(() => {});
+    // The connection retries forever; it closes for good only when nats-server refuses the
+    // node's credentials twice in a row (or on stop). A node without NATS serves nothing.
+    this.nc.closed().then((err) => {
+      if (this.stopped) return;
+      this.natsConnected = false;
+      this.log.error(
+        `NATS connection closed for good${
+          err ? `: ${err.message}` : ""
+        } (check the node's NATS credentials: --creds, or --user and --password)`,
+      );
+      this.options.onNatsClosed?.();
+    }).catch(() => {});
   }
 
   /** This node's control service (for the HTTP API: any node answers for the cluster). */

@@ -17,11 +17,13 @@ export function untilStopSignal(): Promise<void> {
 export async function runCapture(
   cmd: string,
   args: string[],
-  options: { cwd?: string } = {},
+  options: { cwd?: string; env?: Record<string, string> } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(cmd, {
     args,
     cwd: options.cwd,
+    env: options.env,
+    clearEnv: options.env !== undefined,
     stdout: "piped",
     stderr: "piped",
   }).output();
