@@ -11,6 +11,8 @@ import { flagSize, flagString, parseArgs, runCommand, UsageError } from "./args.
 import { startNodeGateway } from "../nbd/mod.ts";
 import { type HttpPlan, planHttp, startNodeHttp, TokenConfigError } from "../http/mod.ts";
 import { metricsHandler, NodeMetrics, parseMetricsListen, serveMetrics } from "../metrics/mod.ts";
+import { IoStats, teeMetrics } from "../actors/io_stats.ts";
+import { natsStatsFeed, startStatsPublisher } from "../server/stats.ts";
 
 const usage =
   `usage: deno task serve [--nats URL[,URL...]] [--kv-replicas N] [--data DIR] [--node ID]
@@ -101,6 +103,8 @@ async function main(): Promise<number> {
   }
   // Metrics are kept when something serves them: --metrics, or /metrics on the HTTP API.
   const metrics = metricsListen || httpPlan ? new NodeMetrics({ dataDir }) : undefined;
+  // Every node publishes its volumes' IO each second for the dashboard of any node.
+  const ioStats = new IoStats();
   const natsUrls = natsServerList(natsUrl);
   const kvReplicas = kvReplicasFlag !== undefined
     ? Number(kvReplicasFlag)
@@ -116,7 +120,7 @@ async function main(): Promise<number> {
     scrub: scrubSettings(args),
     replicaGraceMs: optionalDurationMs(args, "replica-grace", "CAIRN_REPLICA_GRACE"),
     rebuildRateBytesPerSec: rebuildRate,
-    metrics,
+    metrics: teeMetrics(metrics, ioStats),
   });
   // Bound before the node starts (its constructor made the data dir), so a taken port fails the start, not a running node.
   const metricsServer = metrics && metricsListen
@@ -134,6 +138,7 @@ async function main(): Promise<number> {
     () => node.metricsSnapshot(),
   );
   const stopMemoryTrim = startMemoryTrim();
+  const stopStats = startStatsPublisher(node.natsConnection, node.id, ioStats);
   const nbdListen = flagString(args, "nbd", "CAIRN_NBD");
   const nbd = nbdListen
     ? await startNodeGateway(node, nbdListen, {
@@ -150,6 +155,7 @@ async function main(): Promise<number> {
           control: node.control,
           readiness: () => node.readiness(),
           metrics: metrics ? () => metrics.render() : undefined,
+          stats: natsStatsFeed(node.natsConnection),
         },
         httpPlan,
         (message) => console.error(`${node.id} ERROR ${message}`),
@@ -157,6 +163,7 @@ async function main(): Promise<number> {
     } catch (err) {
       // The port is taken, say: stop cleanly rather than serve without the API asked for.
       stopMemoryTrim();
+      stopStats();
       await nbd?.close();
       await node.stop();
       await localNats?.stop();
@@ -165,7 +172,7 @@ async function main(): Promise<number> {
   }
   if (http) {
     console.error(
-      `HTTP API at ${http.url}/api/v1 (docs ${http.url}/docs; ${
+      `HTTP API at ${http.url}/api/v1 (dashboard ${http.url}/, docs ${http.url}/docs; ${
         httpPlan!.access.tokens.length
           ? `${httpPlan!.access.tokens.length} tokens`
           : "no tokens: open, on loopback only"
@@ -179,6 +186,7 @@ async function main(): Promise<number> {
   );
   await untilStopSignal();
   stopMemoryTrim();
+  stopStats();
   await http?.close();
   await nbd?.close();
   await metricsServer?.close();
