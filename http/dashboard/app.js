@@ -11,8 +11,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   snapshot: null,
   events: [],
-  expanded: new Set(),
-  autoExpanded: false,
+  /** Volumes whose details the operator opened (true) or closed (false). */
+  toggled: new Map(),
   scope: "volume",
   history: new IoHistory(),
 };
@@ -137,8 +137,7 @@ function keepFocus(render) {
 
 const actions = {
   toggle(name) {
-    if (state.expanded.has(name)) state.expanded.delete(name);
-    else state.expanded.add(name);
+    state.toggled.set(name, !expandedNames().has(name));
     renderAll();
   },
   move: openMove,
@@ -163,11 +162,15 @@ const actions = {
 
 function onSnapshot(snapshot) {
   state.snapshot = snapshot;
-  if (!state.autoExpanded) {
-    state.autoExpanded = true;
-    if (snapshot.volumes.length <= 3) snapshot.volumes.forEach((v) => state.expanded.add(v.name));
-  }
   renderAll();
+}
+
+/** Details open: as the operator chose, else open while there are few volumes. */
+function expandedNames() {
+  const few = (state.snapshot?.volumes.length ?? 0) <= 3;
+  return new Set(
+    (state.snapshot?.volumes ?? []).map((v) => v.name).filter((n) => state.toggled.get(n) ?? few),
+  );
 }
 
 function renderAll() {
@@ -196,7 +199,7 @@ function renderAll() {
   $("answered-by").textContent = s.answeredBy;
   keepFocus(() => {
     renderNodes($("zones"), s, io, actions);
-    renderVolumes($("volume-list"), s, io, state.expanded, actions);
+    renderVolumes($("volume-list"), s, io, expandedNames(), actions);
   });
   drawCharts();
 }
@@ -252,7 +255,7 @@ async function submitCreate(ev) {
   try {
     await call("POST", "/volumes", body);
     d.close();
-    state.expanded.add(body.name);
+    state.toggled.set(body.name, true);
     toast(`Volume ${body.name} created`);
   } catch (err) {
     problemOf(d, err.message);

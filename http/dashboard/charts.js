@@ -116,7 +116,7 @@ export class Charts {
         const el = this.elements[metric];
         const opts = {
           ...this.size(el),
-          legend: { live: true },
+          legend: { live: false },
           cursor: { drag: { x: false, y: false } },
           scales: {
             x: { time: true },

@@ -108,7 +108,7 @@ export function renderNodes(container, snapshot, io, actions) {
     h(
       "section.zone",
       { "aria-label": `zone ${zone}` },
-      h("h3", {}, "zone ", zone),
+      h("h3", {}, h("span.visually-hidden", {}, "zone "), zone),
       h(
         "ul.node-cards",
         {},
@@ -116,7 +116,7 @@ export function renderNodes(container, snapshot, io, actions) {
           const state = nodeState(n);
           const u = used.get(n.id) ?? 0;
           const pct = Math.min(100, (u / n.capacityBytes) * 100);
-          const nio = io.node(n.id);
+          const nio = n.live ? io.node(n.id) : null;
           const isDrained = n.drained === true || n.state === "draining";
           return h(
             `li.node-card.${state.key}`,
@@ -134,7 +134,15 @@ export function renderNodes(container, snapshot, io, actions) {
               h("dt", {}, "Owns"),
               h("dd", {}, `${owned.get(n.id) ?? 0} vol`),
               h("dt", {}, "IO"),
-              h("dd", {}, nio ? `${rate(nio.iops)} IOPS · ${bytes(nio.bytesPerSec)}/s` : "idle"),
+              h(
+                "dd",
+                {},
+                !n.live
+                  ? "—"
+                  : nio
+                  ? `${rate(nio.iops)} IOPS · ${bytes(nio.bytesPerSec)}/s`
+                  : "idle",
+              ),
             ),
             h(
               "div.capacity",
@@ -298,8 +306,16 @@ export function renderVolumes(container, snapshot, io, expanded, actions) {
         ),
       ),
       h("td", { "data-label": "Size" }, bytes(v.sizeBytes)),
-      h("td", { "data-label": "Owner" }, v.owner || "—", h("span.term", {}, ` · term ${v.term}`)),
-      h("td", { "data-label": "Replicas" }, `${inSync}/${total}`, h("span.hint", {}, " in sync")),
+      h(
+        "td",
+        { "data-label": "Owner" },
+        h("span", {}, v.owner || "—", h("span.term", {}, ` · term ${v.term}`)),
+      ),
+      h(
+        "td",
+        { "data-label": "Replicas" },
+        h("span", {}, `${inSync}/${total}`, h("span.hint", {}, " in sync")),
+      ),
       h("td", { "data-label": "Health" }, badge(health)),
       h("td.num", { "data-label": "IOPS" }, vio ? rate(vio.iops) : "0"),
       h("td.num", { "data-label": "Throughput" }, vio ? `${bytes(vio.bytesPerSec)}/s` : "0 B/s"),
@@ -333,7 +349,7 @@ export function renderVolumes(container, snapshot, io, expanded, actions) {
         h(
           "p.meta",
           {},
-          `${v.segments.length} segments of ${
+          `${v.segments.length} segment${v.segments.length === 1 ? "" : "s"} of ${
             bytes(v.segmentBytes)
           } · ${v.replicas} replicas, min ${v.minInSync} in sync · read policy ${v.readPolicy} · home ${
             v.home || "—"

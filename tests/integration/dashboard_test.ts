@@ -147,19 +147,29 @@ Deno.test({
 
       await t.step("live IO: charts and the volume row show a writer's IOPS", async () => {
         const client = await cluster.client();
-        const volume = await client.openVolume("ui-made");
-        const block = new Uint8Array(64 * 1024).fill(7);
-        const until = performance.now() + 4000;
-        let offset = 0;
-        while (performance.now() < until) {
-          await volume.write(offset, block);
-          offset = (offset + block.length) % (32 * 1024 * 1024);
-        }
-        await volume.close();
+        // A second volume of 16 segments, for a segment grid worth looking at.
+        await client.createVolume({
+          name: "db",
+          sizeBytes: 64 * 1024 * 1024,
+          segmentBytes: 4 * 1024 * 1024,
+        });
+        const writers = ["ui-made", "db"].map(async (name, i) => {
+          const volume = await client.openVolume(name);
+          const block = new Uint8Array((i + 1) * 16 * 1024).fill(7);
+          const until = performance.now() + 5000;
+          let offset = 0;
+          while (performance.now() < until) {
+            await volume.write(offset, block);
+            offset = (offset + block.length) % (32 * 1024 * 1024);
+          }
+          await volume.close();
+        });
+        await Promise.all(writers);
         const iops = await page.locator('tr[data-volume="ui-made"] td[data-label="IOPS"]')
           .textContent();
         assert.ok(Number((iops ?? "0").replace(/,/g, "")) > 0, `IOPS shown: ${iops}`);
-        await page.screenshot({ path: `${screenshots}/dashboard-1280.png` });
+        await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+        await page.screenshot({ path: `${screenshots}/dashboard-1280.png`, fullPage: true });
       });
 
       await t.step("phone width: cards stack, no sideways scroll", async () => {
@@ -195,6 +205,7 @@ Deno.test({
         assert.ok(shownMs <= downShownWithinMs);
         await page.locator('tr[data-volume="ui-made"] .badge', { hasText: /Degraded|Owner down/ })
           .waitFor({ timeout: 10_000 });
+        await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
         await page.screenshot({ path: `${screenshots}/dashboard-node-down.png` });
       });
 
