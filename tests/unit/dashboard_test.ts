@@ -301,10 +301,15 @@ Deno.test("sse: closing the hub ends open streams (a node's HTTP listener can st
   const reader = res.body!.getReader();
   await reader.read();
   live.close();
-  for (;;) {
-    const { done } = await reader.read();
-    if (done) break;
-  }
+  const ended = (async () => {
+    for (;;) if ((await reader.read()).done) return "ended";
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise((r) => timer = setTimeout(() => r("still open"), 2000));
+  const outcome = await Promise.race([ended, late]);
+  clearTimeout(timer);
+  if (outcome !== "ended") await reader.cancel();
+  assert.equal(outcome, "ended");
 });
 
 Deno.test("dashboard: / and every file it loads come from this node", async () => {
