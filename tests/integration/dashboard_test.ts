@@ -132,6 +132,20 @@ Deno.test({
         await page.locator("#create-dialog").waitFor({ state: "hidden" });
       });
 
+      await t.step("moves the volume through its dialog: a handoff in the feed", async () => {
+        const row = page.locator('tr[data-volume="ui-made"]');
+        const ownerBefore = (await row.locator('td[data-label="Owner"]').textContent())!
+          .split(" ")[0];
+        await row.locator("button", { hasText: "Move" }).click();
+        const to = await page.locator("#move-form select").inputValue();
+        assert.notEqual(to, ownerBefore);
+        await page.click("#move-form button[type=submit]");
+        await page.locator("#move-dialog").waitFor({ state: "hidden", timeout: 20_000 });
+        await row.locator('td[data-label="Owner"]', { hasText: to }).waitFor({ timeout: 10_000 });
+        await page.locator(".event", { hasText: `handed off from ${ownerBefore} to ${to}` })
+          .waitFor({ timeout: 10_000 });
+      });
+
       await t.step(
         "keyboard: Tab reaches Create volume, Enter opens it, Escape closes",
         async () => {
