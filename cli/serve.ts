@@ -26,6 +26,8 @@ import { NatsAuthError, redactNatsUrl } from "../protocol/nats_auth.ts";
 import { startNodeGateway } from "../nbd/mod.ts";
 import { type HttpPlan, planHttp, startNodeHttp, TokenConfigError } from "../http/mod.ts";
 import { metricsHandler, NodeMetrics, parseMetricsListen, serveMetrics } from "../metrics/mod.ts";
+import { IoStats, teeMetrics } from "../actors/io_stats.ts";
+import { natsStatsFeed, startStatsPublisher } from "../server/stats.ts";
 
 const usage =
   `usage: deno task serve [--nats URL[,URL...]] [--creds FILE | --user NAME --password PASS]
@@ -119,6 +121,8 @@ async function main(): Promise<number> {
   }
   // Metrics are kept when something serves them: --metrics, or /metrics on the HTTP API.
   const metrics = metricsListen || httpPlan ? new NodeMetrics({ dataDir }) : undefined;
+  // Every node publishes its volumes' IO each second for the dashboard of any node.
+  const ioStats = new IoStats();
   let natsUrls: string[];
   try {
     // Credentials in a URL do not count as servers; a bad URL list is a usage error.
@@ -144,7 +148,7 @@ async function main(): Promise<number> {
     scrub: scrubSettings(args),
     replicaGraceMs: optionalDurationMs(args, "replica-grace", "CAIRN_REPLICA_GRACE"),
     rebuildRateBytesPerSec: rebuildRate,
-    metrics,
+    metrics: teeMetrics(metrics, ioStats),
   });
   // Bound before the node starts (its constructor made the data dir), so a taken port fails the start, not a running node.
   const metricsServer = metrics && metricsListen
@@ -162,6 +166,7 @@ async function main(): Promise<number> {
     () => node.metricsSnapshot(),
   );
   const stopMemoryTrim = startMemoryTrim();
+  const stopStats = startStatsPublisher(node.natsConnection, node.id, ioStats);
   const nbdListen = flagString(args, "nbd", "CAIRN_NBD");
   const nbd = nbdListen
     ? await startNodeGateway(node, nbdListen, {
@@ -178,6 +183,7 @@ async function main(): Promise<number> {
           control: node.control,
           readiness: () => node.readiness(),
           metrics: metrics ? () => metrics.render() : undefined,
+          stats: natsStatsFeed(node.natsConnection),
         },
         httpPlan,
         (message) => console.error(`${node.id} ERROR ${message}`),
@@ -185,6 +191,7 @@ async function main(): Promise<number> {
     } catch (err) {
       // The port is taken, say: stop cleanly rather than serve without the API asked for.
       stopMemoryTrim();
+      stopStats();
       await nbd?.close();
       await node.stop();
       await localNats?.stop();
@@ -193,7 +200,7 @@ async function main(): Promise<number> {
   }
   if (http) {
     console.error(
-      `HTTP API at ${http.url}/api/v1 (docs ${http.url}/docs; ${
+      `HTTP API at ${http.url}/api/v1 (dashboard ${http.url}/, docs ${http.url}/docs; ${
         httpPlan!.access.tokens.length
           ? `${httpPlan!.access.tokens.length} tokens`
           : "no tokens: open, on loopback only"
@@ -207,6 +214,7 @@ async function main(): Promise<number> {
   );
   await untilStopSignal();
   stopMemoryTrim();
+  stopStats();
   await http?.close();
   await nbd?.close();
   await metricsServer?.close();

@@ -103,7 +103,9 @@ async function main(): Promise<number> {
     const httpLines = http
       ? `\nHTTP API (any node answers for the cluster; open, loopback only):\n${
         cluster.nodes.map((n, i) =>
-          `  ${n.id}: ${cluster.httpUrl(i)}/api/v1  docs ${cluster.httpUrl(i)}/docs`
+          `  ${n.id}: dashboard ${cluster.httpUrl(i)}/  API ${cluster.httpUrl(i)}/api/v1  docs ${
+            cluster.httpUrl(i)
+          }/docs`
         )
           .join("\n")
       }`

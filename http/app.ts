@@ -7,11 +7,15 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
+import { streamSSE } from "hono/streaming";
+import { z } from "zod";
 import type { ControlApi } from "../protocol/control_api.ts";
 import { CairnError } from "../protocol/errors.ts";
 import { describeZodError, type Readiness } from "../protocol/schemas.ts";
 import { type AccessPolicy, requireAccess } from "./auth.ts";
+import { addDashboard } from "./dashboard.ts";
 import { addDocs, docsPath } from "./docs.ts";
+import { LiveHub, type LiveMessage, type StatsFeed } from "./live.ts";
 import { OperationStore } from "./operations.ts";
 import { codeForStatus, ProblemError, problemForError, problemResponse } from "./problems.ts";
 import { apiPrefix, metricsRoute, routes } from "./routes.ts";
@@ -33,7 +37,19 @@ export interface HttpApiDeps {
   metrics?: () => string | Promise<string>;
   /** Where unexpected errors are logged. */
   logError?: (message: string) => void;
+  /**
+   * The live hub behind `/api/v1/events` (a listener closes it when it stops, ending the
+   * streams); without one the app makes its own over `control` and `stats`.
+   */
+  live?: LiveHub;
+  /** Every node's IO stats (`cairn.v1.stats.*`) for the live hub the app makes. */
+  stats?: StatsFeed;
 }
+
+/** Comment lines that keep an idle event stream open through proxies. */
+const keepAliveMs = 15_000;
+/** A stream whose client reads slower than this many messages behind is closed. */
+const maxQueuedMessages = 200;
 
 /** 415 unless the body is JSON (before the validator, which would skip a non-JSON body). */
 const requireJson: MiddlewareHandler = async (c, next) => {
@@ -201,6 +217,54 @@ export function buildHttpApi(deps: HttpApiDeps): OpenAPIHono {
       return c.json(readiness, readiness.ready ? 200 : 503);
     },
   );
+  const live = deps.live ??
+    new LiveHub(deps.control, deps.nodeId, deps.stats, { logError: deps.logError });
+  app.openapi(
+    { ...routes.events.route, middleware: guard(routes.events) },
+    (c) =>
+      streamSSE(c, async (stream) => {
+        let queued = 0;
+        let chain = stream.writeSSE({
+          event: "hello",
+          data: JSON.stringify({ node: deps.nodeId }),
+          retry: 2000,
+        });
+        const write = (message: LiveMessage) => {
+          if (stream.aborted || stream.closed) return;
+          if (++queued > maxQueuedMessages) return void stream.abort();
+          const id = message.event === "event" ? String(message.data.id) : undefined;
+          chain = chain.then(() =>
+            stream.writeSSE({ event: message.event, data: JSON.stringify(message.data), id })
+          ).then(() => void queued--, () => stream.abort());
+        };
+        const done = Promise.withResolvers<void>();
+        const unsubscribe = live.subscribe({ send: write, close: () => done.resolve() });
+        stream.onAbort(() => done.resolve());
+        const keepAlive = setInterval(() => {
+          chain = chain.then(() => stream.write(": keep-alive\n\n")).then(
+            () => {},
+            () => stream.abort(),
+          );
+        }, keepAliveMs);
+        await done.promise;
+        clearInterval(keepAlive);
+        unsubscribe();
+        await chain.catch(() => {});
+      }) as never,
+  );
+  // The stream's messages are no route's body: their schemas are added as components
+  // (they refer to NodeInfo and VolumeInfo, which the routes' bodies add).
+  const messageSchemas = z.toJSONSchema(z.globalRegistry, {
+    target: "draft-2020-12",
+    uri: (id) => `#/components/schemas/${id}`,
+  }).schemas;
+  for (const id of ["DashboardSnapshot", "NodeStats", "VolumeIoStats", "DashboardEvent"]) {
+    const { $schema: _, $id: __, id: ___, ...schema } = messageSchemas[id] as Record<
+      string,
+      unknown
+    >;
+    app.openAPIRegistry.registerComponent("schemas", id, schema as never);
+  }
   const metrics = deps.metrics;
   if (metrics) {
     app.openapi(
@@ -220,6 +284,7 @@ export function buildHttpApi(deps: HttpApiDeps): OpenAPIHono {
     return c.json(document);
   });
   addDocs(app, openApiPath);
+  addDashboard(app);
   return app;
 }
 

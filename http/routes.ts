@@ -205,6 +205,24 @@ export const routes = {
       ...problems(400, ...guarded, 404),
     },
   }),
+  events: route("read", {
+    method: "get",
+    path: `${apiPrefix}/events`,
+    tags: ["cluster"],
+    summary: "Live updates as server-sent events: snapshots, IO stats and cluster events",
+    description: "A `text/event-stream` that stays open. Events: `snapshot` (DashboardSnapshot: " +
+      "at connect, then whenever nodes or volumes change, at most once a second), `stats` " +
+      "(NodeStats: each node's IO per volume, once a second) and `event` (DashboardEvent: " +
+      "a handoff, takeover, stale mark, copy, node state change; the last 100 at connect). " +
+      "Send the token in the Authorization header (the dashboard reads the stream with fetch).",
+    responses: {
+      200: {
+        content: { "text/event-stream": { schema: z.string() } },
+        description: "The stream (each data line is one JSON object of the event's schema)",
+      },
+      ...problems(...guarded),
+    },
+  }),
   health: route("probe", {
     method: "get",
     path: "/healthz",

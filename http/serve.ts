@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import type { ControlApi } from "../protocol/control_api.ts";
 import type { Readiness } from "../protocol/schemas.ts";
 import { buildHttpApi, type HttpApiDeps } from "./app.ts";
+import { LiveHub, type StatsFeed } from "./live.ts";
 import {
   type AccessPolicy,
   defaultOpenGroups,
@@ -111,6 +112,8 @@ export interface HttpNode {
   control: ControlApi;
   readiness(): Promise<Readiness>;
   metrics?: HttpApiDeps["metrics"];
+  /** Every node's IO stats, for the dashboard's live stream. */
+  stats?: StatsFeed;
 }
 
 /** Where and for whom to serve: read and checked before the node starts. */
@@ -132,6 +135,7 @@ export async function startNodeHttp(
   plan: HttpPlan,
   logError: (message: string) => void,
 ): Promise<HttpServer> {
+  const live = new LiveHub(node.control, node.id, node.stats, { logError });
   const app = buildHttpApi({
     control: node.control,
     readiness: () => node.readiness(),
@@ -139,6 +143,15 @@ export async function startNodeHttp(
     nodeId: node.id,
     metrics: node.metrics,
     logError,
+    live,
   });
-  return await listen(app.fetch, plan.hostname, plan.port);
+  const server = await listen(app.fetch, plan.hostname, plan.port);
+  return {
+    ...server,
+    // Event streams never end by themselves: end them, or shutdown would wait for them.
+    close: () => {
+      live.close();
+      return server.close();
+    },
+  };
 }

@@ -250,6 +250,80 @@ export const readinessSchema = z.object({
 }).meta({ id: "Readiness" });
 export type Readiness = z.infer<typeof readinessSchema>;
 
+// ---- live dashboard: cairn.v1.stats.<node> and GET /api/v1/events (server-sent events) ----
+
+/** One volume's client IO answered by its owner during one stats interval. */
+export const volumeIoStatsSchema = z.object({
+  volume: nameSchema,
+  readOps: z.number().int().nonnegative(),
+  writeOps: z.number().int().nonnegative(),
+  /** Flush, trim, write-zeroes and stat requests. */
+  otherOps: z.number().int().nonnegative(),
+  readBytes: z.number().int().nonnegative(),
+  writeBytes: z.number().int().nonnegative(),
+  errors: z.number().int().nonnegative(),
+  /** Mean and largest time from admission to answer of the interval's requests (null: none). */
+  meanLatencyMs: z.number().nonnegative().nullable(),
+  maxLatencyMs: z.number().nonnegative().nullable(),
+}).meta({ id: "VolumeIoStats", description: "A volume's IO in one stats interval" });
+export type VolumeIoStats = z.infer<typeof volumeIoStatsSchema>;
+
+/** `cairn.v1.stats.<node>`: what one node served in the last interval (about a second). */
+export const nodeStatsSchema = z.object({
+  node: nameSchema,
+  /** Wall time at the end of the interval (ISO 8601). */
+  at: z.string(),
+  intervalMs: z.number().positive(),
+  /** Volumes this node owns that had IO in the interval. */
+  volumes: z.array(volumeIoStatsSchema),
+}).meta({ id: "NodeStats", description: "A node's IO per volume in one interval" });
+export type NodeStats = z.infer<typeof nodeStatsSchema>;
+
+/** The `snapshot` event: the cluster as the answering node sees it now. */
+export const dashboardSnapshotSchema = z.object({
+  at: z.string(),
+  answeredBy: nameSchema,
+  nodes: z.array(nodeInfoSchema),
+  /** Every volume; `copies` are filled for volumes with a replica not in sync. */
+  volumes: z.array(volumeInfoSchema),
+}).meta({
+  id: "DashboardSnapshot",
+  description: "Nodes and volumes, sent at connect and on change",
+});
+export type DashboardSnapshot = z.infer<typeof dashboardSnapshotSchema>;
+
+export const dashboardEventKinds = [
+  "node-joined",
+  "node-up",
+  "node-suspect",
+  "node-down",
+  "node-draining",
+  "node-removed",
+  "volume-created",
+  "volume-deleted",
+  "takeover",
+  "handoff",
+  "replica-stale",
+  "replica-rebuilding",
+  "replica-in-sync",
+  "replica-replaced",
+  "copy-started",
+  "copy-finished",
+] as const;
+
+/** The `event` event: something that changed between two snapshots. */
+export const dashboardEventSchema = z.object({
+  /** Increasing per answering node (the SSE id). */
+  id: z.number().int().nonnegative(),
+  at: z.string(),
+  kind: z.enum(dashboardEventKinds),
+  severity: z.enum(["info", "warning", "critical"]),
+  node: nameSchema.optional(),
+  volume: nameSchema.optional(),
+  message: z.string(),
+}).meta({ id: "DashboardEvent", description: "A handoff, takeover, stale mark, copy, ..." });
+export type DashboardEvent = z.infer<typeof dashboardEventSchema>;
+
 /** Every control reply: { ok: true, result } or { ok: false, error: { code, message } }. */
 export type ControlReply<T> = { ok: true; result: T } | {
   ok: false;

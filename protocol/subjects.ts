@@ -23,6 +23,12 @@ export const subjects = {
   /** Control plane (JSON): any node answers, one per request (queue group). */
   control: (op: ControlOp) => `${subjectPrefix}.ctl.${op}`,
   controlAll: `${subjectPrefix}.ctl.>`,
+  /**
+   * Once a second each node publishes the IO of the volumes it owns in that second (JSON,
+   * `nodeStatsSchema`); the HTTP API's live event stream forwards every node's.
+   */
+  stats: (node: string) => `${subjectPrefix}.stats.${node}`,
+  statsAll: `${subjectPrefix}.stats.*`,
 } as const;
 
 export const controlQueueGroup = "cairn-ctl";

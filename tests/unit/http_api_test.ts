@@ -557,6 +557,8 @@ Deno.test("http: the OpenAPI document is valid 3.1 and its paths are the app's r
     app.routes
       .filter((r) => r.method !== "ALL")
       .filter((r) => !r.path.startsWith("/docs") && r.path !== "/openapi.json")
+      // The dashboard's page and its static files are no API.
+      .filter((r) => r.path !== "/" && !r.path.startsWith("/dashboard/"))
       .map((r) => `${r.method} ${r.path}`),
   );
   assert.deepEqual([...documented].sort(), [...served].sort());
@@ -567,6 +569,11 @@ Deno.test("http: the OpenAPI document is valid 3.1 and its paths are the app's r
   assert.equal(doc.components.securitySchemes.bearerAuth.scheme, "bearer");
   assert.ok(doc.components.schemas.VolumeInfo);
   assert.ok(doc.components.schemas.Problem);
+  // The event stream's messages are documented with their schemas.
+  assert.ok(doc.paths["/api/v1/events"].get.responses["200"].content["text/event-stream"]);
+  for (const id of ["DashboardSnapshot", "NodeStats", "VolumeIoStats", "DashboardEvent"]) {
+    assert.ok(doc.components.schemas[id], id);
+  }
 });
 
 Deno.test("http: /docs loads its script and stylesheet from this node, not the internet", async () => {
