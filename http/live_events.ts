@@ -18,7 +18,7 @@ type Snapshot = Pick<DashboardSnapshot, "nodes" | "volumes">;
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 function drained(n: NodeInfo): boolean {
-  return (n as { drained?: boolean }).drained === true || n.state === "draining";
+  return n.drained || n.state === "draining";
 }
 
 function nodeEvents(prev: NodeInfo[], next: NodeInfo[]): LiveEvent[] {

@@ -28,6 +28,7 @@ export const natsRoles = {
     publish: [
       `${p}.hb.*`, // heartbeats
       `${p}.wd.*`, // watchdog probes of silent peers
+      `${p}.stats.*`, // each second's IO counts, for the dashboard of any node
       `${p}.rep.>`, // owner -> replica hosts
       `${p}.node.>`, // segments create/delete, volume check/handoff/status
       `${p}.vol.*.io`, // the node's own NBD gateway (`serve --nbd`) to other owners
@@ -38,6 +39,7 @@ export const natsRoles = {
     subscribe: [
       `${p}.hb.*`,
       `${p}.wd.*`,
+      `${p}.stats.*`,
       `${p}.rep.>`,
       `${p}.node.>`,
       `${p}.vol.*.io`, // the owner serves a volume's IO

@@ -146,6 +146,27 @@ Deno.test({
           .waitFor({ timeout: 10_000 });
       });
 
+      await t.step("drains a node through its card, then undrains it", async () => {
+        // The owner of ui-made: the drain must move it off.
+        const row = page.locator('tr[data-volume="ui-made"]');
+        const owner = (await row.locator('td[data-label="Owner"]').textContent())!.split(" ")[0];
+        const card = page.locator(`li.node-card[data-node="${owner}"]`);
+        await card.locator("button", { hasText: "Drain" }).click();
+        await page.locator("#confirm-dialog").waitFor({ state: "visible" });
+        await page.click("#confirm-ok");
+        await page.locator("#confirm-dialog").waitFor({ state: "hidden", timeout: 30_000 });
+        await card.locator("button", { hasText: "Undrain" }).waitFor({ timeout: 10_000 });
+        await card.getByText("Drained").waitFor({ timeout: 10_000 });
+        const nodes = await cli(cluster.natsUrl, "node", "list");
+        assert.match(nodes, new RegExp(`${owner} +\\S+ +draining`), nodes);
+        await row.locator('td[data-label="Owner"]', { hasNotText: owner }).waitFor({
+          timeout: 10_000,
+        });
+        await card.locator("button", { hasText: "Undrain" }).click();
+        await card.locator("button", { hasText: /^Drain$/ }).waitFor({ timeout: 10_000 });
+        assert.match(await cli(cluster.natsUrl, "node", "list"), new RegExp(`${owner} +\\S+ +up`));
+      });
+
       await t.step(
         "keyboard: Tab reaches Create volume, Enter opens it, Escape closes",
         async () => {

@@ -30,6 +30,7 @@ function node(id: string, state: NodeInfo["state"] = "up", live = true): NodeInf
     pid: 1,
     version: "0",
     live,
+    drained: state === "draining",
     lastHeartbeatAgoMs: 100,
   };
 }
