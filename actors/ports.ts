@@ -94,6 +94,12 @@ export interface Transport {
   ): TransportSubscription;
   /** Resolves once subscriptions made so far receive messages (a NATS flush). */
   flush(): Promise<void>;
+  /**
+   * The largest message this transport may publish now (NATS: the connected server's
+   * `max_payload`, which can change when the connection moves to another server); undefined
+   * when unknown, which callers read as NATS's 1 MiB default (protocol/limits.ts ioLimitsFor).
+   */
+  maxPayloadBytes?(): number | undefined;
 }
 
 /** Client IO operations as metrics name them (lower-case frame op names). */

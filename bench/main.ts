@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--seconds N] [--json FILE] [--only TEXT]`
+ * `deno task bench [--seconds N] [--json FILE] [--only TEXT] [--nats-max-payload BYTES]`
  *
  * Starts a local 3-node cluster (real nats-server and node processes), runs
  * block IO against a 3-replica volume through the client library, and prints
@@ -44,14 +44,19 @@ import {
   markdownTable,
 } from "./table.ts";
 import { eachFlag } from "./flags.ts";
+import { parseSize } from "../cli/args.ts";
+import { ioLimitsFor, recommendedNatsMaxPayloadBytes } from "../protocol/limits.ts";
 
 /** A function: it lists the row ids, defined further down. */
 const usage = () =>
-  `usage: deno task bench [--seconds N] [--json FILE] [--only TEXT]
+  `usage: deno task bench [--seconds N] [--json FILE] [--only TEXT] [--nats-max-payload BYTES]
   --seconds N   measured seconds per row and per ceiling (default 5; warm-up is extra)
+  --nats-max-payload BYTES
+                nats-server's max_payload (default 8MiB, the recommended setting: 4 MiB frames,
+                6 MiB replica batches; 1MiB is nats-server's default: 512 KiB and 768 KiB)
   --json FILE   also write the results as JSON to FILE
   --only TEXT   run only the rows whose id contains TEXT (e.g. randwrite, cached, seqwrite,
-                fresh, overwrite); memory always runs
+                fresh, overwrite; several, comma-separated); memory always runs
 Row ids: ${rowSpecs.map((s) => s.id).join(", ")}
 Fresh-blocks rows write a region of the volume never written before, sized for ${freshBudgetMBps} MB/s
 over the warm-up and measured time (with 3 replicas on one disk, 3x that lands on the disk).`;
@@ -246,10 +251,18 @@ interface Settings {
   warmupSeconds: number;
   jsonFile: string | null;
   only: string | null;
+  /** nats-server's max_payload (sizes frames and replica batches, see ioLimitsFor). */
+  natsMaxPayloadBytes: number;
 }
 
 function parseSettings(args: string[]): Settings | null {
-  const settings: Settings = { seconds: 5, warmupSeconds: 1, jsonFile: null, only: null };
+  const settings: Settings = {
+    seconds: 5,
+    warmupSeconds: 1,
+    jsonFile: null,
+    only: null,
+    natsMaxPayloadBytes: recommendedNatsMaxPayloadBytes,
+  };
   const wantsRun = eachFlag(args, (flag, value) => {
     switch (flag) {
       case "--seconds": {
@@ -265,6 +278,9 @@ function parseSettings(args: string[]): Settings | null {
         break;
       case "--only":
         settings.only = value();
+        break;
+      case "--nats-max-payload":
+        settings.natsMaxPayloadBytes = parseSize(value());
         break;
       default:
         throw new Error(`unknown argument ${flag}`);
@@ -471,7 +487,10 @@ class Bench {
 
   async setUp(log: (line: string) => void): Promise<void> {
     log("starting nats-server and 3 nodes");
-    const cluster = this.rig.cluster = await TestCluster.start({ nodes: 3 });
+    const cluster = this.rig.cluster = await TestCluster.start({
+      nodes: 3,
+      natsMaxPayloadBytes: this.settings.natsMaxPayloadBytes,
+    });
     this.nodeIds = cluster.nodes.map((n) => n.id);
     const url = cluster.natsUrl;
     log(`cluster up at ${url}; starting echo responder`);
@@ -996,7 +1015,12 @@ function renderMachine(machine: MachineInfo, settings: Settings, volumeBytes: nu
       (machine.memoryBytes / GiB).toFixed(1)
     } GiB memory, Linux ${machine.kernel}`,
     `Deno: ${machine.deno}`,
-    `nats-server: ${machine.natsServer}`,
+    `nats-server: ${machine.natsServer}, max_payload ${
+      settings.natsMaxPayloadBytes / MiB
+    } MiB: frames up to ${ioLimitsFor(settings.natsMaxPayloadBytes).ioBytes / KiB} KiB, ` +
+    `replica batches up to ${
+      ioLimitsFor(settings.natsMaxPayloadBytes).replicaBatchBytes / KiB
+    } KiB`,
     `Date: ${machine.date}; 1-minute load average at start: ${machine.loadAverage ?? "unknown"}`,
     `Setup: local cluster, 1 nats-server + 3 nodes on loopback; volume ${benchVolumeName} ` +
     `${(volumeBytes / GiB).toFixed(2)} GiB (random writes in its first ` +
@@ -1035,7 +1059,8 @@ async function main(): Promise<number> {
   const log = (line: string) => console.error(`bench: ${line}`);
   const started = performance.now();
   const machine = await machineInfo();
-  const specs = rowSpecs.filter((s) => !settings.only || s.id.includes(settings.only));
+  const only = settings.only?.split(",").filter(Boolean) ?? [];
+  const specs = rowSpecs.filter((s) => !only.length || only.some((text) => s.id.includes(text)));
   const bench = new Bench(settings, specs);
   // First signal: stop the processes (so a running row ends quickly), skip the
   // remaining rows, print what was measured. Second signal: exit at once.
@@ -1116,6 +1141,8 @@ async function main(): Promise<number> {
       settings: {
         seconds: settings.seconds,
         warmupSeconds: settings.warmupSeconds,
+        natsMaxPayloadBytes: settings.natsMaxPayloadBytes,
+        ioLimits: ioLimitsFor(settings.natsMaxPayloadBytes),
         volume: { name: benchVolumeName, sizeBytes: bench.volumeBytes, replicas },
         readRegionBytes,
         randomWriteRegionBytes,

@@ -13,6 +13,7 @@ import {
 } from "../server/node.ts";
 import { untilStopSignal } from "../server/process.ts";
 import { type LocalNats, startNatsServer } from "../server/nats_server.ts";
+import { recommendedNatsMaxPayloadBytes } from "../protocol/limits.ts";
 import {
   flagSize,
   flagString,
@@ -103,6 +104,7 @@ async function main(): Promise<number> {
       dataDir: `${dataDir}/nats`,
       port: 4222,
       logFile: `${dataDir}/nats.log`,
+      maxPayloadBytes: recommendedNatsMaxPayloadBytes,
     });
     natsUrl = localNats.url;
     console.error(`started nats-server at ${natsUrl} (pid ${localNats.pid})`);

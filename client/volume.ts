@@ -9,7 +9,7 @@ import {
   type VolumeStat,
 } from "../protocol/frames.ts";
 import { CairnError } from "../protocol/errors.ts";
-import { blockSizeBytes, maxIoBytes, maxZeroIoBytes } from "../protocol/limits.ts";
+import { blockSizeBytes, ioLimitsFor, maxIoBytes, maxZeroIoBytes } from "../protocol/limits.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import type { RequestMux } from "../protocol/request_mux.ts";
@@ -73,6 +73,11 @@ export class Volume {
   private closed = false;
   /** Set once the volume this handle was opened on is gone; every call then fails with it. */
   private gone: CairnError | null = null;
+  /**
+   * Largest READ/WRITE frame the owner takes: its STAT's maxIoBytes, down to maxIoBytes
+   * (which every owner takes) once an owner answered a larger frame TOO_LARGE.
+   */
+  private ownerIoBytes = maxIoBytes;
 
   private constructor(
     private readonly mux: RequestMux,
@@ -95,7 +100,16 @@ export class Volume {
   ): Promise<Volume> {
     const volume = new Volume(mux, name, incarnation, null as unknown as VolumeStat, options);
     volume.info = await volume.stat();
+    volume.ownerIoBytes = Math.max(maxIoBytes, volume.info.maxIoBytes);
     return volume;
+  }
+
+  /**
+   * Largest READ/WRITE length sent in one frame: what the owner takes and what this
+   * connection's NATS server carries (its max_payload, see ioLimitsFor), whichever is less.
+   */
+  get frameBytes(): number {
+    return Math.min(this.ownerIoBytes, ioLimitsFor(this.mux.maxPayloadBytes()).ioBytes);
   }
 
   get sizeBytes(): number {
@@ -289,15 +303,46 @@ export class Volume {
     await Promise.all(parts);
   }
 
+  /**
+   * One READ or WRITE frame of `length` bytes; if it is larger than maxIoBytes and the owner
+   * (or this connection) refuses it as too large, e.g. an owner now on a NATS server with a
+   * smaller max_payload than the one that answered STAT, this volume sends frames of
+   * maxIoBytes from then on and the range goes again in those.
+   */
+  private async frame(
+    offset: number,
+    length: number,
+    send: (offset: number, length: number, at: number) => Promise<void>,
+  ): Promise<void> {
+    try {
+      return await send(offset, length, 0);
+    } catch (err) {
+      if (length <= maxIoBytes || !tooLarge(err)) throw err;
+    }
+    this.ownerIoBytes = maxIoBytes;
+    const parts: Promise<void>[] = [];
+    for (let at = 0; at < length; at += maxIoBytes) {
+      parts.push(send(offset + at, Math.min(maxIoBytes, length - at), at));
+    }
+    await Promise.all(parts);
+  }
+
   async read(offsetBytes: number, lengthBytes: number): Promise<Uint8Array> {
     if (lengthBytes <= maxIoBytes) {
       this.checkRange(offsetBytes, lengthBytes);
       return await this.call(Op.READ, offsetBytes, lengthBytes);
     }
     const out = new Uint8Array(lengthBytes);
-    await this.chunked(offsetBytes, lengthBytes, maxIoBytes, async (offset, length, at) => {
-      out.set(await this.call(Op.READ, offset, length), at);
-    });
+    await this.chunked(
+      offsetBytes,
+      lengthBytes,
+      this.frameBytes,
+      (offset, length, at) =>
+        this.frame(offset, length, async (o, l, within) => {
+          const data = await this.call(Op.READ, o, l);
+          out.set(data, at + within);
+        }),
+    );
     return out;
   }
 
@@ -311,9 +356,16 @@ export class Volume {
 
   async write(offsetBytes: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     const flags = this.writeFlags(options);
-    await this.chunked(offsetBytes, data.length, maxIoBytes, async (offset, length, at) => {
-      await this.call(Op.WRITE, offset, length, data.subarray(at, at + length), flags);
-    });
+    await this.chunked(
+      offsetBytes,
+      data.length,
+      this.frameBytes,
+      (offset, length, at) =>
+        this.frame(offset, length, async (o, l, within) => {
+          const from = at + within;
+          await this.call(Op.WRITE, o, l, data.subarray(from, from + l), flags);
+        }),
+    );
   }
 
   async trim(offsetBytes: number, lengthBytes: number, options: WriteOptions = {}): Promise<void> {
@@ -348,4 +400,10 @@ export class Volume {
     while (this.inFlight > 0) await sleep(5);
     this.closed = true;
   }
+}
+
+/** An owner's TOO_LARGE, or this connection's server refusing a message above its max_payload. */
+function tooLarge(err: unknown): boolean {
+  if (err instanceof CairnError) return err.code === "TOO_LARGE";
+  return err instanceof Error && err.message.includes("max_payload");
 }

@@ -282,13 +282,18 @@ function problem(code: ErrorCodeName, message: string): FrameProblem {
  * Checks a request against the op's rules and the volume's size. Returns null when it may be
  * served. Also re-checks what decodeRequest checks, so hand-built requests are covered too.
  */
-export function validateRequest(req: IoRequest, volumeSizeBytes: number): FrameProblem | null {
+export function validateRequest(
+  req: IoRequest,
+  volumeSizeBytes: number,
+  /** Largest READ/WRITE length this owner takes (its connection's, see ioLimitsFor). */
+  ioBytes = maxIoBytes,
+): FrameProblem | null {
   const { op, offsetBytes, lengthBytes } = req;
   let limitBytes: number;
   switch (op) {
     case Op.READ:
     case Op.WRITE:
-      limitBytes = maxIoBytes;
+      limitBytes = ioBytes;
       break;
     case Op.TRIM:
     case Op.WRITE_ZEROES:

@@ -2,7 +2,11 @@
 
 /** Block size of every volume; IO offsets and lengths are multiples of it. */
 export const blockSizeBytes = 4096;
-/** Largest READ/WRITE/TRIM/WRITE_ZEROES payload in one frame; fits NATS's default 1 MiB max_payload with headroom. */
+/**
+ * Largest READ/WRITE payload in one frame that every owner accepts: it fits NATS's default
+ * 1 MiB max_payload with headroom. On a server with a larger max_payload frames may be
+ * larger (ioLimitsFor below); this size is always accepted.
+ */
 export const maxIoBytes = 512 * 1024;
 /** Largest TRIM / WRITE_ZEROES length in one frame (no payload travels with these). */
 export const maxZeroIoBytes = 64 * 1024 * 1024;
@@ -22,8 +26,58 @@ export const defaultReplicas = 3;
 export const maxNameLength = 63;
 /** Most client requests one volume actor holds in flight before it answers BUSY. */
 export const maxVolumeQueueDepth = 1024;
-/** Most bytes of writes batched into one message to a replica node. */
+/**
+ * Most bytes of writes batched into one message to a replica node with NATS's default 1 MiB
+ * max_payload (with a larger one, see ioLimitsFor).
+ */
 export const maxReplicaBatchBytes = 768 * 1024;
+/** NATS's default max_payload: what a connection that does not say otherwise allows. */
+export const defaultNatsMaxPayloadBytes = 1024 * 1024;
+/**
+ * The max_payload Cairn recommends for nats-server (`max_payload: 8MB` in its config; the
+ * server warns above 8 MiB): 4 MiB frames and 6 MiB replica batches.
+ */
+export const recommendedNatsMaxPayloadBytes = 8 * 1024 * 1024;
+/** Largest READ/WRITE frame payload on any server, however large its max_payload. */
+export const maxIoBytesCap = 4 * 1024 * 1024;
+/** Largest replica write batch on any server. */
+export const maxReplicaBatchBytesCap = 6 * 1024 * 1024;
+/** Room left in a message for frame and NATS headers when sizing a frame to max_payload. */
+export const frameHeadroomBytes = 64 * 1024;
+
+/** Frame and batch sizes for one NATS connection. */
+export interface IoLimits {
+  /** The connection's max_payload these were derived from. */
+  maxPayloadBytes: number;
+  /** Largest READ/WRITE length in one frame (a power of two, maxIoBytes..maxIoBytesCap). */
+  ioBytes: number;
+  /** Most bytes of write entries in one replica batch (at least maxReplicaBatchBytes). */
+  replicaBatchBytes: number;
+}
+
+/**
+ * The limits for a connection whose server allows messages of maxPayloadBytes (NATS INFO
+ * `max_payload`; undefined or invalid = the 1 MiB default). Frames: the largest power of two
+ * that leaves frameHeadroomBytes, clamped to [maxIoBytes, maxIoBytesCap], so the 1 MiB default
+ * gives 512 KiB and 8 MiB gives 4 MiB. Replica batches: three quarters of max_payload, clamped
+ * to [maxReplicaBatchBytes, maxReplicaBatchBytesCap] (768 KiB at 1 MiB, 6 MiB at 8 MiB); a
+ * single write entry (at most one frame plus small headers) may go alone above that.
+ */
+export function ioLimitsFor(maxPayloadBytes: number | undefined): IoLimits {
+  const payload = maxPayloadBytes !== undefined && Number.isFinite(maxPayloadBytes) &&
+      maxPayloadBytes > 0
+    ? Math.floor(maxPayloadBytes)
+    : defaultNatsMaxPayloadBytes;
+  let ioBytes = maxIoBytes;
+  while (ioBytes * 2 <= maxIoBytesCap && ioBytes * 2 <= payload - frameHeadroomBytes) {
+    ioBytes *= 2;
+  }
+  const replicaBatchBytes = Math.min(
+    maxReplicaBatchBytesCap,
+    Math.max(maxReplicaBatchBytes, Math.floor(payload * 3 / 4 / blockSizeBytes) * blockSizeBytes),
+  );
+  return { maxPayloadBytes: payload, ioBytes, replicaBatchBytes };
+}
 /** How long the volume actor waits for a replica before marking it stale. */
 export const replicaTimeoutMs = 5000;
 /**

@@ -47,6 +47,11 @@ export class NatsTransport implements Transport {
     });
   }
 
+  /** The connected server's max_payload (from its INFO; undefined before the first). */
+  maxPayloadBytes(): number | undefined {
+    return this.nc.info?.max_payload;
+  }
+
   async flush(): Promise<void> {
     await this.nc.flush();
   }

@@ -85,6 +85,11 @@ export class RequestMux {
    * `inboxPrefix` (default `_INBOX`): replies come to `<inboxPrefix>.<unique>.<token>`, so a
    * NATS user confined to `<inboxPrefix>.>` sees only its own replies (docs/NATS_AUTH.md).
    */
+  /** The connected server's max_payload (from its INFO; undefined before the first). */
+  maxPayloadBytes(): number | undefined {
+    return this.nc.info?.max_payload;
+  }
+
   constructor(private readonly nc: NatsConnection, inboxPrefix?: string) {
     this.prefix = createInbox(inboxPrefix);
     this.subscription = nc.subscribe(`${this.prefix}.*`, {

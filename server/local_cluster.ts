@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import * as fs from "node:fs";
 import { freePort, type LocalNats, natsMonitor, startNatsServer } from "./nats_server.ts";
+import { recommendedNatsMaxPayloadBytes } from "../protocol/limits.ts";
 import { runCapture } from "./process.ts";
 import { type CairnClient, connectCluster } from "../client/client.ts";
 import type { NatsAuth } from "../protocol/nats_auth.ts";
@@ -75,6 +76,12 @@ export interface ClusterOptions {
    * server/nats_auth_config.ts (NATS authorization on).
    */
   natsConfigFile?: string;
+  /**
+   * Every nats-server's max_payload; default recommendedNatsMaxPayloadBytes (8 MiB: 4 MiB
+   * frames, 6 MiB replica batches). defaultNatsMaxPayloadBytes (1 MiB) runs as nats-server does
+   * without a setting.
+   */
+  natsMaxPayloadBytes?: number;
   /** NATS credentials of the nodes (passed as NATS_CREDS / NATS_USER / NATS_PASSWORD). */
   nodeAuth?: NatsAuth;
   /** NATS credentials of `client()` and `cli()` unless they are given others. */
@@ -223,6 +230,7 @@ export class LocalCluster {
       serverName: slot.serverName,
       monitorPort: slot.monitorPort,
       configFile: this.options.natsConfigFile,
+      maxPayloadBytes: this.options.natsMaxPayloadBytes ?? recommendedNatsMaxPayloadBytes,
       cluster: slot.routePort === undefined ? undefined : {
         name: natsClusterName,
         port: slot.routePort,

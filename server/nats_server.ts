@@ -50,6 +50,28 @@ export interface NatsServerOptions {
    * flags above take precedence over it.
    */
   configFile?: string;
+  /**
+   * The server's max_payload in bytes (written into a generated config, with the contents of
+   * `configFile` after it); default nats-server's own, 1 MiB. Cairn recommends 8 MiB
+   * (recommendedNatsMaxPayloadBytes): larger frames and replica batches.
+   */
+  maxPayloadBytes?: number;
+}
+
+/**
+ * The config file to start the server with: `configFile` as it is, or, with maxPayloadBytes,
+ * a generated one in the store dir holding max_payload and then `configFile`'s contents.
+ */
+function serverConfigFile(options: NatsServerOptions): string | undefined {
+  if (options.maxPayloadBytes === undefined) return options.configFile;
+  const path = `${options.dataDir}/cairn-nats.conf`;
+  const included = options.configFile ? fs.readFileSync(options.configFile, "utf8") : "";
+  fs.writeFileSync(
+    path,
+    `# Written by Cairn (server/nats_server.ts) at every start.\n` +
+      `max_payload: ${Math.floor(options.maxPayloadBytes)}\n${included}`,
+  );
+  return path;
 }
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */
@@ -100,8 +122,9 @@ const natsStartTimeoutMs = 20_000;
 export async function startNatsServer(options: NatsServerOptions): Promise<LocalNats> {
   const port = options.port ?? await freePort();
   fs.mkdirSync(options.dataDir, { recursive: true });
+  const configFile = serverConfigFile(options);
   const args = [
-    ...(options.configFile ? ["-c", options.configFile] : []),
+    ...(configFile ? ["-c", configFile] : []),
     ...["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", options.dataDir],
   ];
   if (options.serverName) args.push("-n", options.serverName);

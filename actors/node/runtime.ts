@@ -28,6 +28,7 @@ import {
 import {
   BatchFlag,
   decodeReadReply,
+  encodeError,
   encodeReadRequest,
   encodeWriteBatch,
 } from "../replica/wire.ts";
@@ -56,7 +57,7 @@ import {
   requestFailure,
   requestJson,
 } from "../../protocol/control.ts";
-import { replicaTimeoutMs } from "../../protocol/limits.ts";
+import { defaultNatsMaxPayloadBytes, replicaTimeoutMs } from "../../protocol/limits.ts";
 import { ReplicaCalls, StallDetector } from "./replica_calls.ts";
 
 export const cairnVersion = "0.2.0";
@@ -349,7 +350,17 @@ export class NodeRuntime {
     if (!tail || dot < 0) return msg.respond(new Uint8Array([1]));
     const volumeId = tail.slice(0, dot);
     const op = tail.slice(dot + 1);
-    this.host.handle(volumeId, op, msg.data).then((reply) => msg.respond(reply));
+    this.host.handle(volumeId, op, msg.data).then((reply) => {
+      // A read reply larger than this node's NATS server takes (an owner on a server with a
+      // larger max_payload asked for it) is refused, and the owner reads it in smaller pieces.
+      const maxBytes = this.deps.transport.maxPayloadBytes?.() ?? defaultNatsMaxPayloadBytes;
+      msg.respond(
+        reply.byteLength <= maxBytes ? reply : encodeError(
+          "TOO_LARGE",
+          `a reply of ${reply.byteLength} bytes is above this node's NATS max_payload (${maxBytes})`,
+        ),
+      );
+    });
   }
 
   private async nodeOp(op: string, body: Uint8Array): Promise<unknown> {

@@ -222,6 +222,7 @@ export class Supervisor {
         ((node, segments) => deps.createReplicas!(spec.id, spec.name, node, segments)),
       onState: (a, state) => this.onActorState(name, a, state),
       metrics: deps.metrics,
+      maxPayloadBytes: () => deps.transport.maxPayloadBytes?.(),
     });
     this.running.set(name, { actor, startedMs: deps.clock.nowMs(), io: null });
     actor.start(expected).then(() => {

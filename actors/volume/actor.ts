@@ -48,7 +48,13 @@ import {
 } from "../../protocol/frames.ts";
 import { CairnError, type ErrorCodeName, errorCodeName } from "../../protocol/errors.ts";
 import { encodeJson } from "../../protocol/control.ts";
-import { blockSizeBytes, maxIoBytes, maxVolumeQueueDepth } from "../../protocol/limits.ts";
+import {
+  blockSizeBytes,
+  type IoLimits,
+  ioLimitsFor,
+  maxIoBytes,
+  maxVolumeQueueDepth,
+} from "../../protocol/limits.ts";
 import {
   bodyText,
   type ClientRequest,
@@ -164,6 +170,11 @@ export interface VolumeActorDeps {
   createReplicas?: (node: string, segments: number[]) => Promise<void>;
   /** Where client IO and copies are reported (actors/metrics.ts); none in tests. */
   metrics?: Metrics;
+  /**
+   * The largest message this node's transport may publish now (NATS max_payload; undefined:
+   * the 1 MiB default). Sizes the frames this owner accepts and its replica batches.
+   */
+  maxPayloadBytes?: () => number | undefined;
 }
 
 export type { CopyProgress } from "../../protocol/schemas.ts";
@@ -305,6 +316,21 @@ export class VolumeActor {
       copies: this.copyProgress(),
     };
   }
+
+  /**
+   * Frame and batch sizes for this node's connection as it is now (it may move to another
+   * NATS server): frames above ioBytes are refused TOO_LARGE, so a READ reply always fits.
+   */
+  ioLimits(): IoLimits {
+    const payload = this.deps.maxPayloadBytes?.();
+    if (this.limits === null || this.limitsFor !== payload) {
+      this.limits = ioLimitsFor(payload);
+      this.limitsFor = payload;
+    }
+    return this.limits;
+  }
+  private limits: IoLimits | null = null;
+  private limitsFor: number | undefined;
 
   get serving(): boolean {
     return admitsIo(this.lifecycle);
@@ -1049,7 +1075,7 @@ export class VolumeActor {
     if (!admitsIo(this.lifecycle)) {
       throw new CairnError("MOVED", `volume ${this.name} is ${this.lifecycle} here`);
     }
-    const invalid = validateRequest(request, this.deps.spec.sizeBytes);
+    const invalid = validateRequest(request, this.deps.spec.sizeBytes, this.ioLimits().ioBytes);
     if (invalid) throw new CairnError(invalid.code, invalid.message);
     if (this.requestsInFlight >= maxVolumeQueueDepth) {
       throw new CairnError("BUSY", "too many requests in flight");
@@ -1096,7 +1122,7 @@ export class VolumeActor {
     return encodeStat({
       sizeBytes: spec.sizeBytes,
       blockSize: spec.blockSize,
-      maxIoBytes,
+      maxIoBytes: this.ioLimits().ioBytes,
       segmentBytes: spec.segmentBytes,
       inSyncReplicas: minInSyncCount(this.layout),
       replicas: spec.replicas,
@@ -1345,6 +1371,7 @@ export class VolumeActor {
       batcher = new NodeWriteBatcher(
         (term, entries) => link.write(term, entries),
         () => this.term,
+        () => this.ioLimits().replicaBatchBytes,
       );
       this.batchers.set(node, batcher);
     }
@@ -1426,8 +1453,41 @@ export class VolumeActor {
     return stats;
   }
 
-  /** Reads one piece from one in-sync replica, trying the others on failure or rot. */
+  /**
+   * Reads one piece from one in-sync replica, trying the others on failure or rot. A replica
+   * whose NATS server allows smaller messages than this node's answers a large piece with
+   * TOO_LARGE: the piece is then read in pieces of maxIoBytes (which every server carries).
+   */
   private async readPiece(piece: SegmentPiece): Promise<ReadResult> {
+    if (piece.blockCount * blockSizeBytes <= maxIoBytes) return await this.readPieceLeased(piece);
+    try {
+      return await this.readPieceLeased(piece);
+    } catch (err) {
+      if (!(err instanceof ReplicaReplyError && err.code === "TOO_LARGE")) throw err;
+    }
+    const maxBlocks = maxIoBytes / blockSizeBytes;
+    const parts: SegmentPiece[] = [];
+    for (let at = 0; at < piece.blockCount; at += maxBlocks) {
+      parts.push({
+        segment: piece.segment,
+        firstBlock: piece.firstBlock + at,
+        blockCount: Math.min(maxBlocks, piece.blockCount - at),
+        byteStart: piece.byteStart + at * blockSizeBytes,
+      });
+    }
+    const results = await Promise.all(parts.map((part) => this.readPieceLeased(part)));
+    const data = new Uint8Array(piece.blockCount * blockSizeBytes);
+    results.forEach((r, i) =>
+      data.set(r.data, (parts[i].firstBlock - piece.firstBlock) * blockSizeBytes)
+    );
+    return {
+      versions: results.flatMap((r) => r.versions),
+      states: results.flatMap((r) => r.states),
+      data,
+    };
+  }
+
+  private async readPieceLeased(piece: SegmentPiece): Promise<ReadResult> {
     if (!this.leased(piece.segment)) await this.renewLeases();
     const result = await this.readPieceUnleased(piece);
     // Checked when the data is in hand: a read that began under a lease but finished
@@ -1507,6 +1567,8 @@ export class VolumeActor {
         }
       } catch (err) {
         lastError = err as Error;
+        // Too large for that replica's NATS server: readPiece reads it in smaller pieces.
+        if (err instanceof ReplicaReplyError && err.code === "TOO_LARGE") throw err;
         if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
           this.fence(err.message);
           throw new CairnError("MOVED", "volume was taken over by a newer owner");

@@ -25,6 +25,8 @@ export class NodeWriteBatcher {
     /** Sends one batch; resolves when the node has it durably, rejects otherwise. */
     private readonly send: (epoch: number, entries: WriteEntry[]) => Promise<void>,
     private readonly epoch: () => number,
+    /** Most entry bytes in one batch now (the owner connection's, see ioLimitsFor). */
+    private readonly maxBatchBytes: () => number = () => maxReplicaBatchBytes,
   ) {}
 
   enqueue(entry: WriteEntry): Promise<void> {
@@ -46,9 +48,11 @@ export class NodeWriteBatcher {
     while (this.pending.length && this.inFlight < maxBatchesInFlightPerNode) {
       const batch: Pending[] = [];
       let bytes = 0;
+      const limitBytes = this.maxBatchBytes();
       while (this.pending.length) {
         const size = entryWireBytes(this.pending[0].entry);
-        if (batch.length && bytes + size > maxReplicaBatchBytes) break;
+        // A single entry larger than the limit (one whole frame) still goes, alone.
+        if (batch.length && bytes + size > limitBytes) break;
         batch.push(this.pending.shift()!);
         bytes += size;
       }

@@ -230,6 +230,8 @@ Deno.test({
         async () => {
           const nc = admin.nc;
           const subject = subjects.volumeIo("data");
+          const ownerIoBytes = (await (await admin.openVolume("data")).stat()).maxIoBytes;
+          assert.equal(ownerIoBytes, 4 * 1024 * 1024);
           const ask = async (frame: Uint8Array) =>
             decodeReply((await nc.request(subject, frame, { timeout: 5000 })).data);
           const write = (offsetBytes: number, length: number, payloadBytes = length) =>
@@ -264,7 +266,8 @@ Deno.test({
             ["unaligned length", write(0, 1000), 3],
             ["out of range", write(volumeBytes, 4096), 4],
             ["straddles the end", write(volumeBytes - 4096, 8192), 4],
-            ["oversize write", write(0, 512 * 1024 + blockSize), 5],
+            // Above the owner's frame limit (4 MiB with the tests' 8 MiB max_payload).
+            ["oversize write", write(0, ownerIoBytes + blockSize), 5],
             ["payload shorter than length", write(0, 8192, 4096), 1],
           ];
           for (const [what, frame, code] of cases) {
