@@ -1,8 +1,9 @@
 /**
  * What metrics and the HTTP API cost in node memory:
- * `deno run -A bench/metrics_rss.ts on|off|http [--volumes 10] [--blocks 1024]` starts 3
- * nodes (as the tests do), creates the volumes (64 MiB each), writes `--blocks` 4 KiB blocks
- * to each, waits 8 s idle, and prints every node's VmRSS at start, after the writes and idle.
+ * `deno run -A bench/metrics_rss.ts on|off|http [--volumes 10] [--blocks 1024]
+ * [--idle-seconds 8]` starts 3 nodes (as the tests do), creates the volumes (64 MiB each),
+ * writes `--blocks` 4 KiB blocks to each, waits idle, and prints every node's VmRSS at start,
+ * after the writes and idle.
  * `on`: `--metrics`, every node's /metrics fetched once a second throughout. `http`: `--http`
  * (API and /metrics on one listener), every node's /metrics and `GET /api/v1/volumes`
  * fetched once a second throughout. The scrape times are printed.
@@ -16,19 +17,22 @@ const volumeBytes = 64 * 1024 * 1024;
 const blockBytes = 4096;
 const writersPerVolume = 4;
 const scrapeIntervalMs = 1000;
-const idleMs = 8000;
-const usage = "usage: deno run -A bench/metrics_rss.ts on|off|http [--volumes 10] [--blocks 1024]";
+const usage =
+  "usage: deno run -A bench/metrics_rss.ts on|off|http [--volumes 10] [--blocks 1024] [--idle-seconds 8]";
 
 const mode = Deno.args[0];
 let volumes = 10;
 let blocksPerVolume = 1024;
+let idleMs = 8000;
 const helpless = eachFlag(Deno.args.slice(1), (flag, value) => {
   if (flag === "--volumes") volumes = Number(value());
   else if (flag === "--blocks") blocksPerVolume = Number(value());
+  else if (flag === "--idle-seconds") idleMs = 1000 * Number(value());
   else throw new Error(`unknown flag ${flag}; ${usage}`);
 });
 if (
-  !helpless || !["on", "off", "http"].includes(mode) || !(volumes > 0) || !(blocksPerVolume > 0)
+  !helpless || !["on", "off", "http"].includes(mode) || !(volumes > 0) || !(blocksPerVolume > 0) ||
+  !(idleMs > 0)
 ) {
   console.error(usage);
   Deno.exit(2);

@@ -22,11 +22,12 @@ export const memoryTrimAboveBytes = 110 * 1024 * 1024;
  */
 export const memoryTrimIdleCpuShare = 0.25;
 /**
- * After a trim, the next waits until resident memory grew this much past what the trim
- * left, so a node whose live set is above memoryTrimAboveBytes is not collected every
- * interval.
+ * Least time between two trims, so a node whose live set is above memoryTrimAboveBytes is
+ * not collected every interval (a full collection of a 50 MiB heap is tens of ms). Not a
+ * regrowth rule: an idle node's garbage (a scrape, a volume list each second) grows the V8
+ * heap slowly, and with one, nodes drifted from 150 back to 157-190 MiB in 30 s.
  */
-export const memoryTrimRegrowthBytes = 24 * 1024 * 1024;
+export const memoryTrimMinGapMs = 10_000;
 
 /**
  * Starts checking: when idle and above memoryTrimAboveBytes, it runs a V8 collection
@@ -40,18 +41,17 @@ export function startMemoryTrim(intervalMs = memoryTrimIntervalMs): () => void {
   const collect = (globalThis as { gc?: () => void }).gc;
   if (!libc && !collect) return () => {};
   let cpu = process.cpuUsage();
-  let trimAboveBytes = memoryTrimAboveBytes;
+  let lastTrimMs = -Infinity;
   const timer = setInterval(() => {
     const used = process.cpuUsage(cpu);
     cpu = process.cpuUsage();
     const busy = (used.user + used.system) / 1000 > intervalMs * memoryTrimIdleCpuShare;
-    if (busy || Deno.memoryUsage().rss < trimAboveBytes) return;
+    const nowMs = performance.now();
+    if (busy || nowMs - lastTrimMs < memoryTrimMinGapMs) return;
+    if (Deno.memoryUsage().rss < memoryTrimAboveBytes) return;
+    lastTrimMs = nowMs;
     collect?.();
     libc?.symbols.malloc_trim(0n);
-    trimAboveBytes = Math.max(
-      memoryTrimAboveBytes,
-      Deno.memoryUsage().rss + memoryTrimRegrowthBytes,
-    );
   }, intervalMs);
   Deno.unrefTimer(timer);
   return () => {
