@@ -271,6 +271,8 @@ export class VolumeActor {
   /** Writes by (origin, request id), so a resend is answered, not applied twice. */
   /** A cached write was sent since the last FLUSH began (a FLUSH then syncs replicas). */
   private cachedSinceFlush = false;
+  /** The latest FLUSH, while it runs (a FLUSH after it waits for it). */
+  private flushing: Promise<void> | null = null;
   private readonly recentWrites = new Map<
     string,
     Promise<{ frame: Uint8Array; ok: boolean }> | "ok"
@@ -1140,12 +1142,24 @@ export class VolumeActor {
   private async flush(): Promise<Uint8Array> {
     const needed = this.cachedSinceFlush;
     this.cachedSinceFlush = false;
+    // A FLUSH still syncing covers writes acknowledged before this one too: this one answers
+    // only after it, and fails with it (else it could say OK for writes not yet durable).
+    const earlier = this.flushing;
+    const run = (async () => {
+      try {
+        await Promise.all(this.inflight.all());
+        if (earlier) await earlier;
+        if (needed) await this.flushReplicas();
+      } catch (err) {
+        if (needed) this.cachedSinceFlush = true;
+        throw err;
+      }
+    })();
+    this.flushing = run;
     try {
-      await Promise.all(this.inflight.all());
-      if (needed) await this.flushReplicas();
-    } catch (err) {
-      if (needed) this.cachedSinceFlush = true;
-      throw err;
+      await run;
+    } finally {
+      if (this.flushing === run) this.flushing = null;
     }
     return new Uint8Array(0);
   }

@@ -428,6 +428,41 @@ Deno.test("a write resent to a new owner after the old one applied it is not app
   await successor.stop();
 });
 
+Deno.test("a FLUSH during another waits for it: no OK before the first's replica syncs", async () => {
+  const h = await harness();
+  await h.actor.start({ volumeId, owner: "a", term: 0 });
+  await h.actor.serve({
+    ...request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(3)),
+    flags: Flag.CACHED,
+  });
+  // Replica c's flush is held until released.
+  const c = h.hosts.get("c")!;
+  const handle = c.handle.bind(c);
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let cFlushed = false;
+  c.handle = async (volume, op, body) => {
+    if (op !== "flush") return await handle(volume, op, body);
+    await held;
+    const reply = await handle(volume, op, body);
+    cFlushed = true;
+    return reply;
+  };
+  const first = h.actor.serve(request(Op.FLUSH, 0, 0));
+  // The second FLUSH has no cached write of its own to cover, but the write acknowledged
+  // before it is not durable on c until the first's flush is.
+  let secondAnswered = false;
+  const second = h.actor.serve(request(Op.FLUSH, 0, 0)).then((reply) => {
+    secondAnswered = true;
+    return reply;
+  });
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 0));
+  assert.equal(secondAnswered, false, "the second FLUSH answered before c synced");
+  release();
+  await Promise.all([first, second]);
+  assert.ok(cFlushed);
+});
+
 Deno.test("FLUSH makes the cached writes before it durable on every in-sync replica", async () => {
   const cachedWrite = (offsetBytes: number, fill: number, lengthBytes = 4096) => ({
     ...request(Op.WRITE, offsetBytes, lengthBytes, new Uint8Array(lengthBytes).fill(fill)),
