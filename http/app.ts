@@ -79,7 +79,9 @@ function allowedMethods(app: OpenAPIHono, path: string): string[] {
 }
 
 export function buildHttpApi(deps: HttpApiDeps): OpenAPIHono {
-  const operations = new OperationStore();
+  const live = deps.live ??
+    new LiveHub(deps.control, deps.nodeId, deps.stats, { logError: deps.logError });
+  const operations = new OperationStore(undefined, (op) => live.operation(op));
   const app = new OpenAPIHono({
     // A parameter or body that fails its schema: the same wording as the NATS replies.
     defaultHook: (result, c) => {
@@ -217,8 +219,6 @@ export function buildHttpApi(deps: HttpApiDeps): OpenAPIHono {
       return c.json(readiness, readiness.ready ? 200 : 503);
     },
   );
-  const live = deps.live ??
-    new LiveHub(deps.control, deps.nodeId, deps.stats, { logError: deps.logError });
   app.openapi(
     { ...routes.events.route, middleware: guard(routes.events) },
     (c) =>

@@ -7,7 +7,12 @@
  * streams; with no listener it reads nothing.
  */
 import type { ControlApi } from "../protocol/control_api.ts";
-import type { DashboardEvent, DashboardSnapshot, NodeStats } from "../protocol/schemas.ts";
+import type {
+  DashboardEvent,
+  DashboardSnapshot,
+  NodeStats,
+  Operation,
+} from "../protocol/schemas.ts";
 import { diffSnapshots } from "./live_events.ts";
 
 /** Every node's stats messages, as they arrive. */
@@ -18,7 +23,8 @@ export interface StatsFeed {
 export type LiveMessage =
   | { event: "snapshot"; data: DashboardSnapshot }
   | { event: "stats"; data: NodeStats }
-  | { event: "event"; data: DashboardEvent };
+  | { event: "event"; data: DashboardEvent }
+  | { event: "operation"; data: Operation };
 
 export interface LiveListener {
   send(message: LiveMessage): void;
@@ -30,6 +36,8 @@ export interface LiveListener {
 export const liveIntervalMs = 1000;
 /** Events kept for new listeners (the feed they see at connect). */
 export const maxKeptEvents = 100;
+/** Operations of this node a new listener is shown (running ones, then the latest ended). */
+export const maxKeptOperations = 10;
 
 export interface LiveHubOptions {
   intervalMs?: number;
@@ -43,6 +51,7 @@ export class LiveHub {
   private snapshot: DashboardSnapshot | null = null;
   private snapshotKey = "";
   private readonly events: DashboardEvent[] = [];
+  private readonly operations = new Map<string, Operation>();
   private nextEventId = 1;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private running = false;
@@ -71,6 +80,7 @@ export class LiveHub {
     this.listeners.add(listener);
     if (this.snapshot) listener.send({ event: "snapshot", data: this.snapshot });
     for (const event of this.events) listener.send({ event: "event", data: event });
+    for (const op of this.operations.values()) listener.send({ event: "operation", data: op });
     if (!this.running) this.start();
     return () => {
       this.listeners.delete(listener);
@@ -84,6 +94,49 @@ export class LiveHub {
     this.stop();
     for (const listener of [...this.listeners]) listener.close();
     this.listeners.clear();
+  }
+
+  /**
+   * A long operation of this node changed (started, progressed, ended): sent as it is, and
+   * its start and end go to the event feed. Kept whether or not anyone listens.
+   */
+  operation(op: Operation): void {
+    const before = this.operations.get(op.id);
+    this.operations.delete(op.id);
+    this.operations.set(op.id, op);
+    for (const [id, kept] of this.operations) {
+      if (this.operations.size <= maxKeptOperations) break;
+      if (kept.state !== "running") this.operations.delete(id);
+    }
+    this.broadcast({ event: "operation", data: op });
+    const what = `${op.kind} of ${op.volume}`;
+    if (!before) {
+      this.note({
+        kind: "operation-started",
+        severity: "info",
+        volume: op.volume,
+        message: `${what} started on ${this.nodeId}`,
+      }, op.startedAt);
+    } else if (before.state === "running" && op.state !== "running") {
+      const mismatches = op.result?.mismatches.length ?? 0;
+      this.note({
+        kind: "operation-finished",
+        severity: op.state === "failed" || mismatches > 0 ? "critical" : "info",
+        volume: op.volume,
+        message: op.state === "failed"
+          ? `${what} failed: ${op.error?.message ?? "unknown error"}`
+          : mismatches > 0
+          ? `${what}: ${mismatches} problems found`
+          : `${what}: every replica agrees (${op.result?.replicasChecked ?? 0} checked)`,
+      }, op.finishedAt ?? this.now().toISOString());
+    }
+  }
+
+  private note(e: Omit<DashboardEvent, "id" | "at">, at: string): void {
+    const event: DashboardEvent = { id: this.nextEventId++, at, ...e };
+    this.events.push(event);
+    if (this.events.length > maxKeptEvents) this.events.shift();
+    this.broadcast({ event: "event", data: event });
   }
 
   private broadcast(message: LiveMessage): void {
@@ -120,12 +173,7 @@ export class LiveHub {
         this.snapshot = next;
         this.snapshotKey = key;
         this.broadcast({ event: "snapshot", data: next });
-        for (const e of events) {
-          const event: DashboardEvent = { id: this.nextEventId++, at: next.at, ...e };
-          this.events.push(event);
-          if (this.events.length > maxKeptEvents) this.events.shift();
-          this.broadcast({ event: "event", data: event });
-        }
+        for (const e of events) this.note(e, next.at);
       }
     } catch (err) {
       if (!this.failing) this.options.logError?.(`live view: ${(err as Error).message}`);

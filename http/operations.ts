@@ -14,7 +14,11 @@ export const maxKeptOperations = 100;
 export class OperationStore {
   private readonly operations = new Map<string, Operation>();
 
-  constructor(private readonly now: () => Date = () => new Date()) {}
+  constructor(
+    private readonly now: () => Date = () => new Date(),
+    /** Told of every change (start, progress, end), with a copy: the live events (live.ts). */
+    private readonly onChange: (op: Operation) => void = () => {},
+  ) {}
 
   get(id: string): Operation | undefined {
     const op = this.operations.get(id);
@@ -53,8 +57,11 @@ export class OperationStore {
     };
     this.operations.set(op.id, op);
     this.forgetOldest();
+    const changed = () => this.onChange(structuredClone(op));
+    changed();
     run((p) => {
       op.progress = { done: p.segmentsDone, total: p.segmentsTotal, unit: "segments" };
+      changed();
     }).then((report) => {
       op.result = report;
       op.state = "succeeded";
@@ -65,6 +72,7 @@ export class OperationStore {
       op.state = "failed";
     }).finally(() => {
       op.finishedAt = this.now().toISOString();
+      changed();
     });
     return structuredClone(op);
   }

@@ -213,7 +213,9 @@ export const routes = {
     description: "A `text/event-stream` that stays open. Events: `snapshot` (DashboardSnapshot: " +
       "at connect, then whenever nodes or volumes change, at most once a second), `stats` " +
       "(NodeStats: each node's IO per volume, once a second) and `event` (DashboardEvent: " +
-      "a handoff, takeover, stale mark, copy, node state change; the last 100 at connect). " +
+      "a handoff, takeover, stale mark, copy, node state change, an operation's start and end; " +
+      "the last 100 at connect) and `operation` (Operation: a long operation of the answering " +
+      "node, such as a verify, at every progress step; running and recent ones at connect). " +
       "Send the token in the Authorization header (the dashboard reads the stream with fetch).",
     responses: {
       200: {

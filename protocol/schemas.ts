@@ -309,6 +309,8 @@ export const dashboardEventKinds = [
   "replica-replaced",
   "copy-started",
   "copy-finished",
+  "operation-started",
+  "operation-finished",
 ] as const;
 
 /** The `event` event: something that changed between two snapshots. */

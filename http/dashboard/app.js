@@ -1,7 +1,7 @@
 // The Cairn dashboard: reads GET /api/v1/events (server-sent events, read with fetch so the
 // bearer token goes in a header), renders nodes, volumes, IO charts and the event feed,
 // and calls the same HTTP API for every action.
-import { bytes, eventItem, h, renderNodes, renderVolumes } from "./view.js";
+import { bytes, eventItem, h, operationItem, renderNodes, renderVolumes } from "./view.js";
 import { Charts, IoHistory } from "./charts.js";
 
 const api = "/api/v1";
@@ -15,6 +15,8 @@ const state = {
   toggled: new Map(),
   scope: "volume",
   history: new IoHistory(),
+  /** This node's long operations (verify), by id, newest last. */
+  operations: new Map(),
 };
 let charts = null;
 
@@ -118,6 +120,7 @@ function handleBlock(block) {
   if (event === "snapshot") onSnapshot(payload);
   else if (event === "stats") state.history.add(payload);
   else if (event === "event") onEvent(payload);
+  else if (event === "operation") onOperation(payload);
 }
 
 // ---- rendering ----
@@ -142,6 +145,14 @@ const actions = {
   },
   move: openMove,
   remove: openDelete,
+  verify: async (name) => {
+    try {
+      await call("POST", `/volumes/${encodeURIComponent(name)}/verify`);
+      toast(`verify of ${name} started`);
+    } catch (err) {
+      toast(`Verify ${name}: ${err.message}`, "error");
+    }
+  },
   drain: (id) =>
     confirmAction(
       `Drain ${id}?`,
@@ -214,6 +225,21 @@ function drawCharts() {
   });
   const names = state.scope === "node" ? s.nodes.map((n) => n.id) : s.volumes.map((v) => v.name);
   charts.update(state.history, state.scope, names);
+}
+
+/** Operations shown: every running one, then the latest ended. */
+const shownOperations = 5;
+
+function onOperation(op) {
+  state.operations.delete(op.id);
+  state.operations.set(op.id, op);
+  const ops = [...state.operations.values()].reverse();
+  const shown = [
+    ...ops.filter((o) => o.state === "running"),
+    ...ops.filter((o) => o.state !== "running"),
+  ].slice(0, shownOperations);
+  for (const o of ops) if (!shown.includes(o)) state.operations.delete(o.id);
+  $("operation-list").replaceChildren(...shown.map(operationItem));
 }
 
 function onEvent(e) {

@@ -332,6 +332,11 @@ export function renderVolumes(container, snapshot, io, expanded, actions) {
           dataset: { focusKey: `move:${v.name}` },
           onclick: () => actions.move(v.name),
         }, "Move"),
+        h("button.ghost.small", {
+          type: "button",
+          dataset: { focusKey: `verify:${v.name}` },
+          onclick: () => actions.verify(v.name),
+        }, "Verify"),
         h("button.danger-ghost.small", {
           type: "button",
           dataset: { focusKey: `delete:${v.name}` },
@@ -408,7 +413,32 @@ const kindLabels = {
   "replica-replaced": "replaced",
   "copy-started": "copy",
   "copy-finished": "copied",
+  "operation-started": "started",
+  "operation-finished": "finished",
 };
+
+/** A long operation of the answering node (a verify): its progress, or how it ended. */
+export function operationItem(op) {
+  const { done, total, unit } = op.progress;
+  const ended = op.state === "succeeded"
+    ? op.result && op.result.mismatches.length > 0
+      ? `${op.result.mismatches.length} problems found`
+      : "every replica agrees"
+    : op.state === "failed"
+    ? `failed: ${op.error?.message ?? "unknown error"}`
+    : `${done} of ${total} ${unit}`;
+  return h(
+    `li.operation.${op.state}`,
+    { dataset: { operation: op.id } },
+    h("span.operation-title", {}, `${op.kind.replace("volume.", "")} ${op.volume}`),
+    h("span.operation-state", {}, ended),
+    h("progress", {
+      max: Math.max(total, 1),
+      value: done,
+      "aria-label": `${op.kind} of ${op.volume}: ${done} of ${total} ${unit}`,
+    }),
+  );
+}
 const severityIcons = { info: "i", warning: "▲", critical: "✕" };
 
 export function eventItem(e) {

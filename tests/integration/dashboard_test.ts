@@ -146,6 +146,17 @@ Deno.test({
           .waitFor({ timeout: 10_000 });
       });
 
+      await t.step("verify from the volume row: its progress and end in the feed", async () => {
+        const row = page.locator('tr[data-volume="ui-made"]');
+        await row.locator("button", { hasText: "Verify" }).click();
+        await page.locator("li.operation.succeeded", { hasText: "every replica agrees" }).waitFor({
+          timeout: 30_000,
+        });
+        await page.locator(".event", { hasText: "volume.verify of ui-made started" }).waitFor();
+        await page.locator(".event", { hasText: "volume.verify of ui-made: every replica agrees" })
+          .waitFor();
+      });
+
       await t.step("drains a node through its card, then undrains it", async () => {
         // The owner of ui-made: the drain must move it off.
         const row = page.locator('tr[data-volume="ui-made"]');

@@ -8,15 +8,18 @@ import assert from "node:assert/strict";
 import { buildHttpApi, parseOpenGroups, parseTokens } from "../../http/mod.ts";
 import { diffSnapshots } from "../../http/live_events.ts";
 import { LiveHub, type StatsFeed } from "../../http/live.ts";
+import { OperationStore } from "../../http/operations.ts";
 import { IoStats } from "../../actors/io_stats.ts";
 import type { ControlApi, ControlRequest, ControlResult } from "../../protocol/control_api.ts";
 import type { ControlOp } from "../../protocol/subjects.ts";
 import {
+  type DashboardEvent,
   dashboardEventSchema,
   dashboardSnapshotSchema,
   type NodeInfo,
   type NodeStats,
   nodeStatsSchema,
+  type Operation,
   type VolumeInfo,
 } from "../../protocol/schemas.ts";
 
@@ -337,5 +340,44 @@ Deno.test("dashboard: / and every file it loads come from this node", async () =
     );
   }
   assert.equal((await app.request("/dashboard/assets/package.json")).status, 404);
+  live.close();
+});
+
+Deno.test("live: a long operation's progress is sent as it goes; its start and end are events", async () => {
+  const live = new LiveHub(new StubControl(), "n1", undefined, { intervalMs: 60_000 });
+  const sent: { event: string; data: unknown }[] = [];
+  const stop = live.subscribe({ send: (m) => sent.push(m), close: () => {} });
+  let finish!: () => void;
+  const store = new OperationStore(undefined, (op) => live.operation(op));
+  const op = store.startVerify("web", 2, async (onProgress) => {
+    onProgress({ segmentsDone: 1, segmentsTotal: 2 });
+    await new Promise<void>((resolve) => (finish = resolve));
+    onProgress({ segmentsDone: 2, segmentsTotal: 2 });
+    return { volume: "web", segments: 2, replicasChecked: 6, mismatches: [], ok: true };
+  });
+  const operations = () =>
+    sent.filter((m) => m.event === "operation").map((m) => m.data as Operation);
+  const events = () => sent.filter((m) => m.event === "event").map((m) => m.data as DashboardEvent);
+  assert.deepEqual(operations().map((o) => [o.state, o.progress.done]), [
+    ["running", 0],
+    ["running", 1],
+  ]);
+  assert.deepEqual(events().map((e) => e.kind), ["operation-started"]);
+  finish();
+  await new Promise((r) => setTimeout(r, 0));
+  const last = operations().at(-1)!;
+  assert.equal(last.id, op.id);
+  assert.equal(last.state, "succeeded");
+  assert.deepEqual(events().map((e) => [e.kind, e.severity]), [
+    ["operation-started", "info"],
+    ["operation-finished", "info"],
+  ]);
+  assert.match(events()[1].message, /volume\.verify of web: every replica agrees \(6 checked\)/);
+  // A listener that connects later is shown the operation as it ended.
+  const later: string[] = [];
+  const stopLater = live.subscribe({ send: (m) => later.push(m.event), close: () => {} });
+  assert.ok(later.includes("operation"));
+  stop();
+  stopLater();
   live.close();
 });
