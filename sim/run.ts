@@ -441,13 +441,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       for (const node of inSync) {
         const host = cluster.nodes.get(node)!.runtime?.host;
         if (!host) return fail(`in-sync replica node ${node} is not running after settling`);
-        const read = await host.readBlocks(volumeInfo.id, {
-          segment: index,
-          // An observer's read: reads only check the term (never advance it), so any high one.
-          epoch: Number.MAX_SAFE_INTEGER,
-          firstBlock: 0,
-          blockCount: blocks,
-        });
+        // An observer's read: no term check, and a suspect replica (every copy of the
+        // segment lost power with unflushed cached writes, so all were kept) is read too.
+        const read = await host.inspectBlocks(volumeInfo.id, index, 0, blocks);
         images.push({ node, read });
       }
       for (let i = 1; i < images.length; i++) {

@@ -701,8 +701,9 @@ export class ReplicaHost {
     cached = false,
   ): Promise<void> {
     this.checkUsable();
-    const touched = new Set<Replica>();
-    for (const entry of entries) touched.add(this.replica(volume, entry.segment));
+    const bySegment = new Map<number, Replica>();
+    for (const entry of entries) bySegment.set(entry.segment, this.replica(volume, entry.segment));
+    const touched = new Set(bySegment.values());
     // Fence check for the whole batch before any byte is written.
     for (const replica of touched) {
       if (epoch < replica.epoch) await replica.admit(epoch);
@@ -723,13 +724,19 @@ export class ReplicaHost {
     // failed one vouches for nothing; the gate already refuses those, this is cheap).
     this.failStop.check();
     this.clearSuspect(volume, epoch, new Set(entries.map((e) => e.segment)));
-    const written = entries.filter((e) => e.kind !== EntryKind.request);
-    if (!cached) this.onDurable?.(volume, written);
-    else if (this.onDurable) {
-      const pending = this.unsynced(volume).entries;
-      for (const entry of written) {
-        pending.push({ entry, replica: this.replica(volume, entry.segment) });
+    if (this.onDurable) {
+      // Only writes still in the file they went to: a segment file removed meanwhile (its
+      // replica moved away) holds none of them, and a file made there again later neither.
+      const written: { entry: WriteEntry; replica: Replica }[] = [];
+      for (const entry of entries) {
+        if (entry.kind === EntryKind.request) continue;
+        const replica = bySegment.get(entry.segment)!;
+        if (this.volumes.get(volume)?.get(entry.segment) === replica) {
+          written.push({ entry, replica });
+        }
       }
+      if (!cached) this.onDurable(volume, written.map(({ entry }) => entry));
+      else this.unsynced(volume).entries.push(...written);
     }
     // A failed checkpoint fails the host; there is nothing more to do with its error here.
     if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
@@ -904,6 +911,19 @@ export class ReplicaHost {
 
   private async read(volume: string, body: Uint8Array): Promise<Uint8Array> {
     return encodeReadReply(await this.readBlocks(volume, decodeReadRequest(body)));
+  }
+
+  /**
+   * An observer's read (the simulator's checks): blocks of one segment as the file holds
+   * them, with no term check and suspect replicas too. Never used to serve IO.
+   */
+  async inspectBlocks(
+    volume: string,
+    segment: number,
+    firstBlock: number,
+    blockCount: number,
+  ): Promise<ReadResult> {
+    return await this.replica(volume, segment).file.readBlocks(firstBlock, blockCount);
   }
 
   /** Reads blocks of one segment; the owner's own replica is read through this directly. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryDisk } from "../../actors/memory_disk.ts";
+import type { Disk } from "../../actors/ports.ts";
 import { directWriteMinBytes, ReplicaHost } from "../../actors/replica/host.ts";
 import { decideEpoch, GroupSync } from "../../actors/replica/core.ts";
 import {
@@ -601,4 +602,97 @@ Deno.test("replica host: after a power loss with cached writes, its replicas are
   // And the marker names this boot again: a kill -9 now leaves nothing suspect.
   disk.crash({ keepPendingProbability: 1, tearWrites: false });
   assert.deepEqual(await suspectIn(await open("boot-2"), 5), []);
+});
+
+Deno.test("replica host: writes to a segment file removed before they finish are never told durable", async () => {
+  // The simulator's durability oracle forgets a segment file's versions when the node removes
+  // it; a write applied before the removal and synced after it must not put them back (a file
+  // made there again later starts empty). Plain and cached writes, each racing deleteSegment.
+  for (const flags of [0, BatchFlag.cached]) {
+    const durable: number[] = [];
+    // fdatasyncs wait while `held` is set, so the removal lands between apply and sync.
+    let held: Promise<void> | null = null;
+    let release = () => {};
+    let waiting = 0;
+    const inner = new MemoryDisk({ seed: 12 });
+    const disk: Disk = {
+      ...inner,
+      open: async (path, options) => {
+        const file = await inner.open(path, options);
+        return {
+          ...file,
+          read: (b, p) => file.read(b, p),
+          write: (b, p) => file.write(b, p),
+          writev: (b, p) => file.writev(b, p),
+          truncate: (n) => file.truncate(n),
+          sizeBytes: () => file.sizeBytes(),
+          close: () => file.close(),
+          datasync: async () => {
+            if (held) {
+              waiting++;
+              await held;
+            }
+            await file.datasync();
+          },
+        };
+      },
+      remove: (path) => inner.remove(path),
+      removeDir: (path) => inner.removeDir(path),
+      list: (dir) => inner.list(dir),
+      mkdirp: (dir) => inner.mkdirp(dir),
+      syncDir: (dir) => inner.syncDir(dir),
+    };
+    const host = new ReplicaHost("/data", disk, silent, {
+      onDurable: (_v, entries) => durable.push(...entries.map((e) => e.version)),
+    });
+    await host.loadAll();
+    await host.createSegments("vol", segmentBytes, [0, 1], 1);
+    // The cached-writes marker first (its own fdatasync), so the race below is the batch's.
+    const warm = encodeWriteBatch(1, [dataEntry(0, 0, 49, 4)], 0, flags);
+    assert.equal((await host.handle("vol", "write", warm))[0], ErrorCode.OK);
+    durable.length = 0;
+    held = new Promise((resolve) => (release = resolve));
+    const batch = encodeWriteBatch(1, [dataEntry(0, 1, 50, 5), dataEntry(1, 1, 51, 5)], 0, flags);
+    const writing = host.handle("vol", "write", batch);
+    if (flags) assert.equal((await writing)[0], ErrorCode.OK, "a cached batch needs no sync");
+    else while (waiting === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    const removing = host.deleteSegment("vol", 1);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    held = null;
+    release();
+    assert.equal((await writing)[0], ErrorCode.OK, `flags ${flags}: applied before the removal`);
+    await removing;
+    assert.equal(
+      (await host.handle("vol", "flush", encoder.encode('{"epoch":1}')))[0],
+      ErrorCode.OK,
+    );
+    // (A cached warm-up write is told durable at the flush too.)
+    assert.deepEqual(
+      durable,
+      flags ? [49, 50] : [50],
+      `flags ${flags}: never the write to the removed file`,
+    );
+  }
+});
+
+Deno.test("replica host: inspectBlocks reads a suspect replica, which serves no read", async () => {
+  const disk = new MemoryDisk({ seed: 13 });
+  const first = new ReplicaHost("/data", disk, silent, { bootId: "boot-1" });
+  await first.loadAll();
+  await first.createSegments("vol", segmentBytes, [0], 1);
+  const plain = encodeWriteBatch(1, [dataEntry(0, 2, 60, 6)], 0);
+  assert.equal((await first.handle("vol", "write", plain))[0], ErrorCode.OK);
+  const cached = encodeWriteBatch(1, [dataEntry(0, 3, 61, 6)], 0, BatchFlag.cached);
+  assert.equal((await first.handle("vol", "write", cached))[0], ErrorCode.OK);
+  disk.crash({ keepPendingProbability: 0 });
+  const rebooted = new ReplicaHost("/data", disk, silent, { bootId: "boot-2" });
+  await rebooted.loadAll();
+  const refused = await rebooted.handle(
+    "vol",
+    "read",
+    encodeReadRequest({ segment: 0, epoch: 1, firstBlock: 2, blockCount: 1 }),
+  );
+  assert.equal(refused[0], ErrorCode.NO_SUCH_VOLUME);
+  const seen = await rebooted.inspectBlocks("vol", 0, 2, 2);
+  assert.deepEqual([...seen.versions], [60, 0], "the durable write is there, the cached one lost");
 });
