@@ -7,7 +7,7 @@
  */
 import { SimCluster } from "./cluster.ts";
 import { SimClient, type SimVolume } from "./client.ts";
-import { checkLinearizable, describe, type HistoryOp } from "./linearizability.ts";
+import { checkLinearizable, describe, type FlushOp, type HistoryOp } from "./linearizability.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { encodeJson } from "../protocol/control.ts";
 import { segmentFileSizeBytes } from "../actors/replica/segment_file.ts";
@@ -62,7 +62,8 @@ type FaultKind =
   | "drop-burst"
   | "fsync-failure"
   | "bit-rot"
-  | "handoff";
+  | "handoff"
+  | "blackout";
 
 const faultWeights: [FaultKind, number][] = [
   ["kill", 3],
@@ -75,7 +76,12 @@ const faultWeights: [FaultKind, number][] = [
   ["fsync-failure", 1],
   ["bit-rot", 2],
   ["handoff", 3],
+  // Every node loses power at once (at most one a seed, see maxBlackouts): every copy of
+  // every segment may lose its unflushed cached writes, the one loss the checker forgives.
+  ["blackout", 1],
 ];
+/** Blackouts per seed at most: each costs a takeover of the whole volume. */
+const maxBlackouts = 1;
 
 export async function runSeed(options: SimOptions): Promise<SimResult> {
   const realStart = performance.now();
@@ -109,6 +115,9 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const countFault = (kind: string) => faults.set(kind, (faults.get(kind) ?? 0) + 1);
   const countCheck = (kind: string, n = 1) => checks.set(kind, (checks.get(kind) ?? 0) + n);
   const history: HistoryOp[] = [];
+  const flushes: FlushOp[] = [];
+  /** Times of blackouts (every node lost power at once, no client op in flight). */
+  const losses: number[] = [];
   let clients: SimClient[] = [];
   const fail = (message: string) => {
     failures.push(message);
@@ -160,6 +169,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       volume,
       history,
       () => ++writeIds,
+      flushes,
     ));
   const runs = clients.map((c) => c.run(0.6));
 
@@ -194,6 +204,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
 
   // ---- faults ----
   let disruptions = 0;
+  let blackingOut = false;
   const nodeIds = [...cluster.nodes.keys()];
   const rotten = new Set<string>();
   const fullyRedundant = () =>
@@ -214,14 +225,19 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       "partition",
       "fsync-failure",
       "drop-burst",
+      "blackout",
     ];
+    if (kind === "blackout" && losses.length + (blackingOut ? 1 : 0) >= maxBlackouts) return;
     if (disruptive.includes(kind)) {
       if (disruptions >= maxConcurrentDisruptions || sim.state !== "up") return;
       // A power loss can tear an unacknowledged write in place (new meta, old data); with a
       // single in-sync copy left that block has no good copy of its newest version. Cairn
       // cannot yet tell that from rot (docs/SEGMENT_FORMAT.md), so these two faults wait
       // until every segment is fully redundant again.
-      if ((kind === "power-loss" || kind === "fsync-failure") && !fullyRedundant()) return;
+      if (
+        (kind === "power-loss" || kind === "fsync-failure" || kind === "blackout") &&
+        !fullyRedundant()
+      ) return;
       disruptions++;
     }
     const forMs = scheduler.int(100, 3000);
@@ -320,6 +336,41 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
         sim.disk.corrupt(path, dataStart + block * blockSizeBytes + 100, 8);
         return;
       }
+      case "blackout": {
+        // Clients finish what they have in flight (a FLUSH after a write included) and start
+        // nothing new; then every node loses power at the same instant; they restart
+        // together. The checker's model of the loss needs no op in flight at it.
+        blackingOut = true;
+        let release = () => {};
+        const held = new Promise<void>((resolve) => (release = resolve));
+        for (const c of clients) c.hold = held;
+        const startedMs = scheduler.nowMs;
+        const whenQuiet = () => {
+          const quiet = clients.every((c) => c.idle);
+          if (!quiet && scheduler.nowMs - startedMs < 60_000) {
+            scheduler.schedule(5, whenQuiet);
+            return;
+          }
+          if (quiet) {
+            for (const node of cluster.nodes.values()) {
+              if (node.state === "paused") cluster.resume(node.id);
+              cluster.powerLoss(node.id);
+            }
+            cluster.powerLossAtSync.clear();
+            losses.push(scheduler.nowMs);
+            scheduler.trace("fault", `blackout: every node lost power`);
+          }
+          scheduler.schedule(forMs, () => {
+            for (const id of nodeIds) void cluster.start(id);
+            for (const c of clients) c.hold = null;
+            release();
+            blackingOut = false;
+            disruptions--;
+          });
+        };
+        whenQuiet();
+        return;
+      }
       case "handoff": {
         const to = scheduler.pick(nodeIds);
         control("volume.move", { name: "sim", to }).catch(() => {});
@@ -381,7 +432,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   } else await finalReads;
 
   // ---- checks ----
-  const result = checkLinearizable(history);
+  const result = checkLinearizable(history, { losses, flushes });
   countCheck("linearizable blocks", result.blocksChecked);
   for (const v of result.violations.slice(0, 5)) {
     fail(`${v.kind}: ${v.message}\n      ${v.ops.map(describe).join("\n      ")}`);

@@ -405,8 +405,15 @@ export class ReplicaHost {
     }
   }
 
-  private checkNotSuspect(volume: string, segment: number): void {
-    if (this.suspect.has(`${volume}/${segment}`)) {
+  /**
+   * A suspect replica serves reads only at the term of the owner that fenced it, or later:
+   * that owner has judged it (a copy it marked stale it never reads; one it kept, where every
+   * in-sync copy was suspect, it reads, also as a catch-up source). Without this a segment
+   * nobody writes after a power loss of every copy would stay unreadable.
+   */
+  private checkNotSuspect(volume: string, segment: number, epoch: number): void {
+    const fencedAt = this.suspect.get(`${volume}/${segment}`);
+    if (fencedAt !== undefined && (fencedAt === 0 || epoch < fencedAt)) {
       throw new HostError(
         "NO_SUCH_VOLUME",
         `segment ${segment} of ${volume} here may have lost unflushed cached writes in a ` +
@@ -931,7 +938,7 @@ export class ReplicaHost {
     this.checkUsable();
     const replica = this.replica(volume, request.segment);
     replica.check(request.epoch);
-    this.checkNotSuspect(volume, request.segment);
+    this.checkNotSuspect(volume, request.segment, request.epoch);
     return await replica.file.readBlocks(request.firstBlock, request.blockCount);
   }
 

@@ -591,6 +591,14 @@ Deno.test("replica host: after a power loss with cached writes, its replicas are
   disk.crash({ keepPendingProbability: 1, tearWrites: false });
   const again = await open("boot-2");
   assert.deepEqual(await suspectIn(again, 3), [0, 1]);
+  // Fenced at term 3, it serves that owner's reads (the owner judged it: where every in-sync
+  // copy is suspect it keeps them and reads them); still suspect until that owner writes.
+  const judged = await again.handle(
+    "vol",
+    "read",
+    encodeReadRequest({ segment: 1, epoch: 3, firstBlock: 4, blockCount: 1 }),
+  );
+  assert.equal(judged[0], ErrorCode.OK, "the fencing owner may read a suspect copy it kept");
   // The owner that fenced at term 3 writes (it has recorded its judgement): cleared.
   const write = encodeWriteBatch(
     3,
