@@ -58,6 +58,7 @@ interface FencedSegment {
 
 const encoder = new TextEncoder();
 const json = (value: unknown) => encoder.encode(JSON.stringify(value));
+const decoder = new TextDecoder();
 
 function segmentsByNode(layout: VolumeLayout): Map<string, number[]> {
   const out = new Map<string, number[]>();
@@ -300,6 +301,47 @@ async function readGoodCopy(
   );
 }
 
+/**
+ * After a power loss of every copy (all kept, all suspect), a copy may hold an unflushed
+ * write torn in place: its version's metadata landed, not its data, so the block fails its
+ * checksum. Where no other copy holds that version, the write was never durable (a durable
+ * write is on every in-sync copy), so that copy is no source of the block: the block takes
+ * the newest version another copy holds, as it would had the write been lost whole, and the
+ * torn copy is rewritten with it. Without this the torn block is the block's only newest
+ * version: it reads CORRUPT and no other copy can be caught up. Rot of a version another
+ * copy also holds is left to the usual path (the copy comes from that other copy).
+ */
+async function dropTornVersions(
+  input: Pick<ReconcileInput, "name" | "link" | "log">,
+  epoch: number,
+  segment: number,
+  sources: Map<string, Float64Array>,
+): Promise<void> {
+  const corrupt = new Map<string, number[]>();
+  for (const node of sources.keys()) {
+    const reply = await callReplica(input.link(node), "scrub", json({ epoch, segment }));
+    const blocks = (JSON.parse(decoder.decode(reply.subarray(1))) as { corruptBlocks: number[] })
+      .corruptBlocks;
+    if (blocks.length) corrupt.set(node, blocks);
+  }
+  for (const [node, blocks] of corrupt) {
+    // A copy of its own: the target side of the same node keeps the real versions.
+    const versions = new Float64Array(sources.get(node)!);
+    for (const block of blocks) {
+      const version = versions[block];
+      const elsewhere = [...sources].some(([other, v]) => other !== node && v[block] === version);
+      if (elsewhere) continue;
+      versions[block] = -1;
+      input.log.warn(
+        `volume ${input.name} segment ${segment} block ${block}: version ${version} on ${node} ` +
+          `is torn and no other copy holds it (an unflushed write, lost in the power loss); ` +
+          `the block takes the newest version another copy holds`,
+      );
+    }
+    sources.set(node, versions);
+  }
+}
+
 export async function reconcileVolume(input: ReconcileInput): Promise<{
   layout: VolumeLayout;
   highestVersions: Map<number, number>;
@@ -339,6 +381,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
     // another in-sync one answered: it is marked stale below and caught up. Where every
     // in-sync copy is suspect (the whole cluster lost power) they are all there is.
     const suspect = suspects.get(segment);
+    let keptSuspect = false;
     if (suspect && reachable.some((r) => r.state === "in-sync" && !suspect.has(r.node))) {
       for (const node of suspect) fenced.get(node)?.delete(segment);
       reachable = reachable.filter((r) => !suspect.has(r.node));
@@ -347,6 +390,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
         `volume ${input.name} segment ${segment}: every in-sync copy answered suspect (a ` +
           `power loss with unflushed cached writes); kept, as a disk after a power loss`,
       );
+      keptSuspect = true;
     }
     const sources = reachable.filter((r) => r.state === "in-sync");
     for (const r of replicas) {
@@ -362,7 +406,9 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
     }
     const maxVersions = reachable.map((r) => fenced.get(r.node)!.get(segment)!);
     highestVersions.set(segment, Math.max(...maxVersions));
-    const allAgree = maxVersions.every((v) => v === maxVersions[0]) &&
+    // Copies kept after a power loss of every one may differ below their highest versions
+    // (each lost its own unflushed writes): always compared.
+    const allAgree = !keptSuspect && maxVersions.every((v) => v === maxVersions[0]) &&
       reachable.every((r) => r.state === "in-sync");
     if (allAgree) continue;
 
@@ -372,6 +418,9 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
       versions.set(r.node, await fetchVersions(input.link(r.node), epoch, segment, blockCount));
     }
     const sourceVersions = new Map(sources.map((r) => [r.node, versions.get(r.node)!]));
+    if (keptSuspect && sources.length > 1) {
+      await dropTornVersions(input, epoch, segment, sourceVersions);
+    }
     for (const r of reachable) {
       let copied: number;
       try {
