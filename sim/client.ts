@@ -77,6 +77,8 @@ export class SimClient {
   hold: Promise<void> | null = null;
   /** Waiting on `hold`, with no operation in flight. */
   idle = false;
+  /** While set, the client reads instead of writing (a scenario in sim/run.ts). */
+  readsOnly = false;
 
   constructor(
     readonly id: string,
@@ -223,7 +225,7 @@ export class SimClient {
         this.idle = false;
       }
       if (this.stopped) break;
-      if (this.scheduler.chance(writeFraction)) await this.write();
+      if (this.scheduler.chance(writeFraction) && !this.readsOnly) await this.write();
       else await this.read();
       await this.sleep(this.scheduler.int(0, clientThinkMaxMs));
     }

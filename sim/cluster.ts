@@ -154,7 +154,7 @@ export class SimCluster {
           return true;
         }),
       ),
-      onReplicaDurable: (volume, entries) => {
+      onReplicaDurable: (volume, entries, flushed) => {
         let acked = this.acknowledged.get(id);
         if (!acked) this.acknowledged.set(id, acked = new Map());
         for (const e of entries) {
@@ -164,8 +164,10 @@ export class SimCluster {
           for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
             // A data or zero entry is what the block holds now, even below an earlier version
             // (a new owner's reconcile rewrites a replica that was not in sync); a repair
-            // applies only where it is not older.
-            if (e.kind !== EntryKind.repair || (seg.versions.get(b) ?? 0) < e.version) {
+            // applies only where it is not older, and so does a cached write told durable at
+            // a flush (a newer write to its block may have been told durable before it).
+            const guarded = e.kind === EntryKind.repair || flushed;
+            if (!guarded || (seg.versions.get(b) ?? 0) < e.version) {
               seg.versions.set(b, e.version);
             }
           }

@@ -81,7 +81,15 @@ export interface ReplicaHostOptions {
    * Told of every write batch at the moment it is acknowledged as durable (for the
    * simulator's oracle: a replica holds every write it acknowledged, after any crash).
    */
-  onDurable?: (volume: string, entries: readonly WriteEntry[]) => void;
+  onDurable?: (
+    volume: string,
+    entries: readonly WriteEntry[],
+    /**
+     * Cached writes told durable at a flush (or fence): applied earlier, so a block may hold
+     * a newer write told durable before them.
+     */
+    flushed?: boolean,
+  ) => void;
   /**
    * The node's monotonic clock, for read leases (lease.ts): with it, fences of a higher
    * term wait out leases granted to lower ones. Without it (unit tests) fences never wait.
@@ -432,6 +440,7 @@ export class ReplicaHost {
     const { journal, records } = await NodeJournal.open(this.disk, `${this.dataDir}/journal`);
     this.journal = journal;
     const touched = new Set<Replica>();
+    const replayed: { volume: string; entry: WriteEntry }[] = [];
     for (const record of records) {
       for (const entry of record.entries) {
         const replica = this.volumes.get(record.volume)?.get(entry.segment);
@@ -442,9 +451,13 @@ export class ReplicaHost {
         }
         for (const run of await this.notOlder(replica, entry)) await this.applyEntry(replica, run);
         touched.add(replica);
+        replayed.push({ volume: record.volume, entry });
       }
     }
     for (const replica of touched) await replica.sync();
+    // Durable now (cached writes a kill -9 left in the journal too): told as a flush tells
+    // them, version-guarded like the replay.
+    for (const { volume, entry } of replayed) this.onDurable?.(volume, [entry], true);
     if (records.length) {
       this.log.info(
         `journal replayed: ${records.length} write batches into ${touched.size} segment files`,
@@ -1046,7 +1059,7 @@ export class ReplicaHost {
     const held = pending?.entries.filter(({ entry, replica }) =>
       this.volumes.get(volume)?.get(entry.segment) === replica
     );
-    if (held?.length) this.onDurable?.(volume, held.map(({ entry }) => entry));
+    if (held?.length) this.onDurable?.(volume, held.map(({ entry }) => entry), true);
   }
 
   /** What of `volume` was applied cached and is not yet synced. */
