@@ -36,6 +36,7 @@ import {
   scrubRequestSchema,
 } from "../../protocol/schemas.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
+import { versionsPerTerm } from "../volume/core.ts";
 import type { ErrorCodeName } from "../../protocol/errors.ts";
 import type { ReplicaState } from "../../protocol/schemas.ts";
 
@@ -736,7 +737,7 @@ export class ReplicaHost {
       return this.applyEntries(volume, epoch, entries, touched, encoded, cached);
     });
     this.writeChains.set(volume, applied);
-    const { advanced, durable } = await applied;
+    const { advanced, durable, effective } = await applied;
     await durable;
     // A new epoch lives in the segment header, not the journal: sync those files too.
     await Promise.all(advanced.map((replica) => replica.sync()));
@@ -747,8 +748,9 @@ export class ReplicaHost {
     if (this.onDurable) {
       // Only writes still in the file they went to: a segment file removed meanwhile (its
       // replica moved away) holds none of them, and a file made there again later neither.
+      // Repairs as resolved: the blocks they really wrote (see notOlder).
       const written: { entry: WriteEntry; replica: Replica }[] = [];
-      for (const entry of entries) {
+      for (const entry of effective) {
         if (entry.kind === EntryKind.request) continue;
         const replica = bySegment.get(entry.segment)!;
         if (this.volumes.get(volume)?.get(entry.segment) === replica) {
@@ -775,7 +777,7 @@ export class ReplicaHost {
     touched: Set<Replica>,
     encoded: Uint8Array | undefined,
     cached: boolean,
-  ): Promise<{ advanced: Replica[]; durable: Promise<void> }> {
+  ): Promise<{ advanced: Replica[]; durable: Promise<void>; effective: WriteEntry[] }> {
     const advanced: Replica[] = [];
     for (const replica of touched) {
       const before = replica.epoch;
@@ -795,6 +797,7 @@ export class ReplicaHost {
           this.replica(volume, entry.segment),
           entry,
           (block) => earlier.get(`${entry.segment}/${block}`),
+          epoch * versionsPerTerm,
         );
         for (const e of resolved) {
           for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
@@ -839,7 +842,7 @@ export class ReplicaHost {
     if (cached) { for (const replica of direct) this.unsynced(volume).replicas.add(replica); }
     else for (const replica of direct) syncs.push(replica.sync());
     const durable = Promise.all(syncs).then(() => {});
-    return { advanced, durable };
+    return { advanced, durable, effective };
   }
 
   private async applyEntry(replica: Replica, entry: WriteEntry): Promise<void> {
@@ -902,16 +905,28 @@ export class ReplicaHost {
     entry: WriteEntry,
     /** A block's version once the entries before this one in its batch are applied, if any. */
     pending: (block: number) => number | undefined = () => undefined,
+    /**
+     * The first version of the sending owner's term (0: none). A version here below it that
+     * is newer than the repair is from an older term and on no in-sync copy (the owner's
+     * takeover made those agree, and the repair comes from one): a write never acknowledged,
+     * or one lost in a power loss of every copy. It gives way: kept, it would outlive a loss
+     * that reads may already have seen (or a catch-up would bring it back to every copy).
+     * Versions of the owner's term (a write racing the repair) and of this batch are kept.
+     */
+    termFloor = 0,
   ): Promise<WriteEntry[]> {
     const { versions } = await replica.file.readMeta(entry.firstBlock, entry.blockCount);
+    const guards = new Array<boolean>(entry.blockCount);
     for (let i = 0; i < entry.blockCount; i++) {
-      versions[i] = pending(entry.firstBlock + i) ?? versions[i];
+      const inBatch = pending(entry.firstBlock + i);
+      guards[i] = inBatch !== undefined || versions[i] >= termFloor;
+      versions[i] = inBatch ?? versions[i];
     }
     const kind = entry.kind === EntryKind.zero ? EntryKind.zero : EntryKind.data;
     const out: WriteEntry[] = [];
     let start = -1;
     for (let i = 0; i <= entry.blockCount; i++) {
-      const keep = i < entry.blockCount && versions[i] <= entry.version;
+      const keep = i < entry.blockCount && (versions[i] <= entry.version || !guards[i]);
       if (keep && start < 0) start = i;
       if (keep || start < 0) continue;
       out.push({

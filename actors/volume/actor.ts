@@ -70,6 +70,7 @@ import {
   setReplicaStates,
   splitBySegment,
   VersionCounter,
+  versionsPerTerm,
   writeTargets,
 } from "./core.ts";
 import { type ReadCandidate, ReadPicker, updateEwma } from "./read_policy.ts";
@@ -912,10 +913,18 @@ export class VolumeActor {
       // Highest version wins both ways: where the returning replica holds a newer version
       // (a write that failed on the in-sync copies but reached it, never acknowledged), the
       // in-sync copies take it too, or the two would differ once it is back in sync. An
-      // unacknowledged write may take effect late; repairs never undo a newer write.
+      // unacknowledged write may take effect late; repairs never undo a newer write of this
+      // term. Only writes of this term: a newer version of an older term on the returning
+      // replica alone was never acknowledged, or was lost in a power loss of every copy that
+      // this term's takeover settled (reads may have seen the loss): the copy above replaced
+      // it (host.ts notOlder), and it must not come back.
+      const termFloor = this.term * versionsPerTerm;
       for (const [source, versions] of sourceVersions) {
         // Only blocks where the returning replica is strictly newer go up.
-        const newer = Float64Array.from(versions, (v, b) => Math.max(v, targetVersions[b]));
+        const newer = Float64Array.from(
+          versions,
+          (v, b) => targetVersions[b] >= termFloor ? Math.max(v, targetVersions[b]) : v,
+        );
         await catchUp(
           copyInput,
           this.term,

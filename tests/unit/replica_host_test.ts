@@ -154,22 +154,58 @@ Deno.test("replica host: a lower epoch is refused and writes nothing; a higher o
   );
 });
 
+/** Version `seq` of term `term` (actors/volume/core.ts VersionCounter). */
+const v = (term: number, seq: number) => term * 2 ** 32 + seq;
+
 Deno.test("replica host: repair entries never undo a newer version", async () => {
   const { host } = await newHost();
   await host.handle(
     "vol",
     "write",
-    encodeWriteBatch(1, [dataEntry(0, 0, 20, 0x20), dataEntry(0, 1, 5, 0x05)]),
+    encodeWriteBatch(1, [dataEntry(0, 0, v(1, 20), 0x20), dataEntry(0, 1, v(1, 5), 0x05)]),
   );
   const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
     ...dataEntry(0, firstBlock, version, fill),
     kind: EntryKind.repair,
   });
-  await host.handle("vol", "write", encodeWriteBatch(1, [repair(0, 19, 0x19), repair(1, 6, 0x06)]));
+  await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(1, [repair(0, v(1, 19), 0x19), repair(1, v(1, 6), 0x06)]),
+  );
   const result = await read(host, 0, 0, 2);
-  assert.deepEqual(result.versions, [20, 6]);
+  assert.deepEqual(result.versions, [v(1, 20), v(1, 6)]);
   assert.equal(result.data[0], 0x20);
   assert.equal(result.data[4096], 0x06);
+});
+
+Deno.test("replica host: a repair of a newer term replaces a newer version of an older term", async () => {
+  // Sim seed 1079: a cached write (term 2) survived a blackout on one copy, n2, which was cut
+  // off during the next takeover (term 4); the other copies had lost it, so the block took
+  // the older write and reads saw that. n2's catch-up sent the older version as a repair;
+  // guarded against the lost write's newer version it left it on n2 (and the copy back
+  // brought it to every copy, where reads saw the lost write again). A version of the
+  // repairing owner's term still wins over the repair (a write racing the copy).
+  const { host } = await newHost();
+  await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(2, [dataEntry(0, 0, v(2, 2), 0x66), dataEntry(0, 1, v(4, 3), 0x43)]),
+  );
+  const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
+    ...dataEntry(0, firstBlock, version, fill),
+    kind: EntryKind.repair,
+  });
+  const reply = await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(4, [repair(0, v(2, 1), 0x61), repair(1, v(2, 1), 0x61)]),
+  );
+  assert.equal(reply[0], ErrorCode.OK);
+  const result = await read(host, 0, 0, 2, 4);
+  assert.deepEqual(result.versions, [v(2, 1), v(4, 3)]);
+  assert.equal(result.data[0], 0x61);
+  assert.equal(result.data[4096], 0x43);
 });
 
 Deno.test("replica host: malformed messages get error replies, data untouched", async () => {
@@ -427,18 +463,18 @@ Deno.test("replica host: a crash during an unacknowledged in-place write leaves 
 
 Deno.test("replica host: a repair after a newer write in the same batch does not undo it", async () => {
   const { host } = await newHost();
-  await host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 0, 10, 0x10)]));
+  await host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 0, v(1, 10), 0x10)]));
   // One batch: a client write (v20), then a read repair carrying an older good copy (v19),
   // as the owner's batcher may send them. The repair is guarded against the write before it.
-  const repair: WriteEntry = { ...dataEntry(0, 0, 19, 0x19), kind: EntryKind.repair };
+  const repair: WriteEntry = { ...dataEntry(0, 0, v(1, 19), 0x19), kind: EntryKind.repair };
   const reply = await host.handle(
     "vol",
     "write",
-    encodeWriteBatch(1, [dataEntry(0, 0, 20, 0x20), repair]),
+    encodeWriteBatch(1, [dataEntry(0, 0, v(1, 20), 0x20), repair]),
   );
   assert.equal(reply[0], ErrorCode.OK);
   const result = await read(host, 0, 0, 1);
-  assert.deepEqual([...result.versions], [20]);
+  assert.deepEqual([...result.versions], [v(1, 20)]);
   assert.equal(result.data[0], 0x20);
 });
 
