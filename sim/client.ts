@@ -75,7 +75,12 @@ export class SimClient {
   stopped = false;
   /** While set, the client starts no new operation (see `idle`); the run waits on it. */
   hold: Promise<void> | null = null;
-  /** Waiting on `hold`, with no operation in flight. */
+  /**
+   * No operation in flight and none to start: waiting on `hold`, or done (stopped). A
+   * blackout waits for every client to be idle; a client that stopped while another was
+   * held must count, or a blackout begun just before the run's end never happens, never
+   * releases the held client, and the run waits on it forever (seed 61).
+   */
   idle = false;
   /** While set, the client reads instead of writing (a scenario in sim/run.ts). */
   readsOnly = false;
@@ -229,5 +234,6 @@ export class SimClient {
       else await this.read();
       await this.sleep(this.scheduler.int(0, clientThinkMaxMs));
     }
+    this.idle = true;
   }
 }
