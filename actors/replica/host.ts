@@ -1020,17 +1020,29 @@ export class ReplicaHost {
     });
   }
 
-  /** A read lease for the owner at `epoch` (its term): see lease.ts. */
+  /**
+   * A read lease for the owner at `epoch` (its term): see lease.ts. The answer lists the
+   * segments here that are suspect and that no owner of this term or earlier has judged
+   * (`{ suspect: [...] }`, omitted when none): the owner renews leases on a timer, so it
+   * learns of a node that lost power and came back even if no read or write of those
+   * segments reaches it (it marks them stale and catches them up). Without this a copy that
+   * lost unflushed cached writes stays listed in sync with nobody catching it up.
+   */
   private lease(volume: string, body: Uint8Array): Uint8Array {
     const request = this.parse(leaseRequestSchema, body);
     for (const segment of this.segmentsOf(volume)) {
       this.replica(volume, segment).check(request.epoch);
     }
-    if (!this.leases) return encodeOk();
+    const suspect = this.segmentsOf(volume).filter((segment) => {
+      const fencedAt = this.suspect.get(`${volume}/${segment}`);
+      return fencedAt !== undefined && (fencedAt === 0 || request.epoch < fencedAt);
+    });
+    const answer = () => suspect.length ? encodeJsonOk({ suspect }) : encodeOk();
+    if (!this.leases) return answer();
     const { table, clock } = this.leases;
-    const answer = table.grant(volume, request.epoch, request.durationMs, clock.nowMs());
-    if (!answer.granted) throw new StaleEpochError(answer.why);
-    return encodeOk();
+    const granted = table.grant(volume, request.epoch, request.durationMs, clock.nowMs());
+    if (!granted.granted) throw new StaleEpochError(granted.why);
+    return answer();
   }
 
   /**

@@ -719,6 +719,42 @@ Deno.test("replica host: writes to a segment file removed before they finish are
   }
 });
 
+Deno.test("replica host: a lease answer lists the suspect segments no owner of its term has fenced", async () => {
+  // Sim seed 1226: a node lost power with an unflushed cached write and came back while
+  // clients only read; no read or write of its segment reached it, so the owner never
+  // learned, and the copy stayed listed in sync without that write. The owner renews
+  // leases on a timer: the answer tells it.
+  const disk = new MemoryDisk({ seed: 12 });
+  const open = async (bootId: string) => {
+    const host = new ReplicaHost("/data", disk, silent, { bootId });
+    await host.loadAll();
+    return host;
+  };
+  const first = await open("boot-1");
+  await first.createSegments("vol", segmentBytes, [0, 1], 1);
+  const cached = encodeWriteBatch(1, [dataEntry(0, 4, v(1, 40), 0x40)], 0, BatchFlag.cached);
+  assert.equal((await first.handle("vol", "write", cached))[0], ErrorCode.OK);
+  const lease = async (host: ReplicaHost, epoch: number) => {
+    const reply = await host.handle(
+      "vol",
+      "lease",
+      encoder.encode(JSON.stringify({ epoch, durationMs: 1000 })),
+    );
+    assert.equal(reply[0], ErrorCode.OK);
+    return reply.length > 1
+      ? JSON.parse(new TextDecoder().decode(reply.subarray(1))).suspect
+      : undefined;
+  };
+  assert.equal(await lease(first, 1), undefined, "nothing suspect: a bare OK");
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  const rebooted = await open("boot-2");
+  assert.deepEqual(await lease(rebooted, 1), [0, 1]);
+  // Fenced at term 2 (an owner judged it): not listed to that owner, still to an older one.
+  const fence = encoder.encode(JSON.stringify({ epoch: 2, segments: [1], nextSeq: 1 }));
+  assert.equal((await rebooted.handle("vol", "fence", fence))[0], ErrorCode.OK);
+  assert.deepEqual(await lease(rebooted, 2), [0]);
+});
+
 Deno.test("replica host: inspectBlocks reads a suspect replica, which serves no read", async () => {
   const disk = new MemoryDisk({ seed: 13 });
   const first = new ReplicaHost("/data", disk, silent, { bootId: "boot-1" });
