@@ -370,7 +370,14 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
             scheduler.schedule(5, whenQuiet);
             return;
           }
-          if (quiet) {
+          // Redundancy is checked again at the cut: waiting for quiet can take seconds, and
+          // a takeover meanwhile may have marked copies stale (seed 1196: n2's, 84 ms
+          // before the cut; the one usable copy of a block then held it torn).
+          const redundant = fullyRedundant();
+          if (quiet && !redundant) {
+            scheduler.trace("fault", `blackout skipped: not every segment is fully redundant`);
+          }
+          if (quiet && redundant) {
             for (const node of cluster.nodes.values()) {
               if (node.state === "paused") cluster.resume(node.id);
               cluster.powerLoss(node.id);
@@ -380,7 +387,8 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
             scheduler.trace("fault", `blackout: every node lost power`);
           }
           scheduler.schedule(forMs, () => {
-            for (const id of nodeIds) void cluster.start(id);
+            // Only nodes that lost power restart (start makes a new runtime).
+            if (quiet && redundant) { for (const id of nodeIds) void cluster.start(id); }
             for (const c of clients) c.hold = null;
             release();
             blackingOut = false;
