@@ -316,7 +316,7 @@ async function dropTornVersions(
   epoch: number,
   segment: number,
   sources: Map<string, Float64Array>,
-): Promise<void> {
+): Promise<Set<number>> {
   const corrupt = new Map<string, number[]>();
   for (const node of sources.keys()) {
     const reply = await callReplica(input.link(node), "scrub", json({ epoch, segment }));
@@ -324,10 +324,30 @@ async function dropTornVersions(
       .corruptBlocks;
     if (blocks.length) corrupt.set(node, blocks);
   }
+  // Blocks no copy holds whole (each copy tore its own unflushed write, or rotted): there is
+  // no version to take and nothing to copy. Each copy keeps its block, which reads CORRUPT
+  // until it is written again (docs/SEGMENT_FORMAT.md); the copies stay in sync for every
+  // other block. Copying them would fail on every target and leave the segment without an
+  // in-sync copy, the volume without a possible owner (sim seed 1047).
+  const nowhereWhole = new Set<number>();
+  for (const blocks of corrupt.values()) {
+    for (const block of blocks) {
+      if ([...sources.keys()].every((node) => corrupt.get(node)?.includes(block))) {
+        nowhereWhole.add(block);
+      }
+    }
+  }
+  for (const block of nowhereWhole) {
+    input.log.error(
+      `volume ${input.name} segment ${segment} block ${block}: no copy holds it whole after ` +
+        `the power loss (each tore or rotted); it reads CORRUPT until it is written again`,
+    );
+  }
   for (const [node, blocks] of corrupt) {
     // A copy of its own: the target side of the same node keeps the real versions.
     const versions = new Float64Array(sources.get(node)!);
     for (const block of blocks) {
+      if (nowhereWhole.has(block)) continue;
       const version = versions[block];
       const elsewhere = [...sources].some(([other, v]) => other !== node && v[block] === version);
       if (elsewhere) continue;
@@ -340,6 +360,7 @@ async function dropTornVersions(
     }
     sources.set(node, versions);
   }
+  return nowhereWhole;
 }
 
 export async function reconcileVolume(input: ReconcileInput): Promise<{
@@ -418,10 +439,20 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
       versions.set(r.node, await fetchVersions(input.link(r.node), epoch, segment, blockCount));
     }
     const sourceVersions = new Map(sources.map((r) => [r.node, versions.get(r.node)!]));
-    if (keptSuspect && sources.length > 1) {
-      await dropTornVersions(input, epoch, segment, sourceVersions);
-    }
+    const uncopyable = keptSuspect && sources.length > 1
+      ? await dropTornVersions(input, epoch, segment, sourceVersions)
+      : new Set<number>();
     for (const r of reachable) {
+      let targetVersions = versions.get(r.node)!;
+      if (uncopyable.size && sourceVersions.has(r.node)) {
+        // A source's own torn block counts as held at the newest version: not copied (see
+        // dropTornVersions). Any other copy still needs it and stays stale without it: its
+        // block may hold an older version whole, which must not be read.
+        targetVersions = Float64Array.from(targetVersions);
+        for (const block of uncopyable) {
+          targetVersions[block] = Math.max(...[...sourceVersions.values()].map((v) => v[block]));
+        }
+      }
       let copied: number;
       try {
         copied = await catchUp(
@@ -431,7 +462,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
           blockCount,
           sourceVersions,
           r.node,
-          versions.get(r.node)!,
+          targetVersions,
         );
       } catch (err) {
         if (!(err instanceof CairnError && err.code === "CORRUPT")) throw err;

@@ -94,3 +94,64 @@ Deno.test("takeover after a power loss of every copy: a torn unflushed write giv
     assert.equal(read.data[0], 0x10, `${node}'s data`);
   }
 });
+
+Deno.test("takeover after a power loss of every copy: a block torn on every copy reads CORRUPT, and the copies stay in sync", async () => {
+  // Sim seed 1047: two copies each tore a different unflushed cached write of one block.
+  // Both torn versions were dropped as lost, leaving no version to take: the copy of
+  // "version -1" failed on both, the segment lost every in-sync copy and no later owner
+  // could take the volume over.
+  const nodes = ["a", "b"];
+  const disks = new Map(nodes.map((n, i) => [n, new MemoryDisk({ seed: 50 + i })]));
+  const before = new Map<string, ReplicaHost>();
+  for (const node of nodes) {
+    const host = new ReplicaHost(`/${node}`, disks.get(node)!, quiet, { bootId: "boot-1" });
+    await host.loadAll();
+    await host.createSegments(volumeId, segmentBytes, [0], 1);
+    before.set(node, host);
+  }
+  // Block 5: version 100 durable on both, then 200 cached on both, then 300 cached on a.
+  for (const host of before.values()) {
+    await host.writeEntries(volumeId, 1, [entry(100, 0x10)]);
+    await host.writeEntries(volumeId, 1, [entry(200, 0x20, true)], undefined, 0, true);
+  }
+  await before.get("a")!.writeEntries(volumeId, 1, [entry(300, 0x30, true)], undefined, 0, true);
+  const hosts = new Map<string, ReplicaHost>();
+  const dataStart = segmentFileSizeBytes(segmentBytes, 4096) - segmentBytes;
+  for (const node of nodes) {
+    // Power loss; then each copy's newest write is torn (metadata landed, data did not).
+    disks.get(node)!.crash({ keepPendingProbability: 1, tearWrites: false });
+    const host = new ReplicaHost(`/${node}`, disks.get(node)!, quiet, { bootId: "boot-2" });
+    await host.loadAll();
+    hosts.set(node, host);
+    const path = `/${node}/segments/${volumeId}/${segmentFileName(0)}`;
+    disks.get(node)!.corrupt(path, dataStart + 5 * 4096 + 100, 8);
+  }
+  assert.deepEqual([...(await hosts.get("a")!.inspectBlocks(volumeId, 0, 5, 1)).versions], [300]);
+  assert.deepEqual([...(await hosts.get("b")!.inspectBlocks(volumeId, 0, 5, 1)).versions], [200]);
+
+  const layout: VolumeLayout = {
+    volumeId,
+    term: 2,
+    owner: "a",
+    segments: [{ replicas: nodes.map((node) => ({ node, state: "in-sync" as const })) }],
+  };
+  const metadata = new MemoryMetadata(new MemoryKv());
+  await metadata.createLayout("v", layout);
+  const streams = new Map(
+    nodes.map((n) => [n, new ReplicaStream(n, inProcessLink(hosts.get(n)!, volumeId))]),
+  );
+  const result = await reconcileVolume({
+    name: "v",
+    layout,
+    segmentBytes,
+    metadata,
+    link: (node) => streams.get(node)!,
+    log: quiet,
+    clock: stillClock,
+  });
+  assert.deepEqual(result.layout.segments[0].replicas.map((r) => r.state), ["in-sync", "in-sync"]);
+  for (const node of nodes) {
+    const read = await hosts.get(node)!.inspectBlocks(volumeId, 0, 5, 1);
+    assert.deepEqual([...read.states], ["corrupt"], `${node}'s block reads CORRUPT, never wrong`);
+  }
+});
