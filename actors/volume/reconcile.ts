@@ -309,7 +309,7 @@ async function readGoodCopy(
  * the newest version another copy holds, as it would had the write been lost whole, and the
  * torn copy is rewritten with it. Without this the torn block is the block's only newest
  * version: it reads CORRUPT and no other copy can be caught up. Rot of a version another
- * copy also holds is left to the usual path (the copy comes from that other copy).
+ * copy holds whole is left to the usual path (the copy comes from that other copy).
  */
 async function dropTornVersions(
   input: Pick<ReconcileInput, "name" | "link" | "log">,
@@ -349,7 +349,13 @@ async function dropTornVersions(
     for (const block of blocks) {
       if (nowhereWhole.has(block)) continue;
       const version = versions[block];
-      const elsewhere = [...sources].some(([other, v]) => other !== node && v[block] === version);
+      // Held whole elsewhere: rot, or a tear on this copy only; the copy comes from there.
+      // Held torn by every copy that has it (seed 1530: two copies tore the same unflushed
+      // write, the third lacks it), it was never durable either: a durable write is whole
+      // on every in-sync copy, and a copy here holds the block whole without it.
+      const elsewhere = [...sources].some(([other, v]) =>
+        other !== node && v[block] === version && !corrupt.get(other)?.includes(block)
+      );
       if (elsewhere) continue;
       versions[block] = -1;
       input.log.warn(

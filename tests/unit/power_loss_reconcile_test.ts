@@ -155,3 +155,69 @@ Deno.test("takeover after a power loss of every copy: a block torn on every copy
     assert.deepEqual([...read.states], ["corrupt"], `${node}'s block reads CORRUPT, never wrong`);
   }
 });
+
+Deno.test("takeover after a power loss of every copy: a write torn on every copy that has it gives way to the newest good version", async () => {
+  // Sim seed 1530: a and b both tore the same unflushed cached write (version 200), c lost
+  // it and holds 100 whole. 200 was kept, as "held by another copy", though no copy holds
+  // it whole: c could not be copied it and went stale, and the block read CORRUPT.
+  const nodes = ["a", "b", "c"];
+  const disks = new Map(nodes.map((n, i) => [n, new MemoryDisk({ seed: 60 + i })]));
+  const before = new Map<string, ReplicaHost>();
+  for (const node of nodes) {
+    const host = new ReplicaHost(`/${node}`, disks.get(node)!, quiet, { bootId: "boot-1" });
+    await host.loadAll();
+    await host.createSegments(volumeId, segmentBytes, [0], 1);
+    before.set(node, host);
+  }
+  for (const host of before.values()) {
+    await host.writeEntries(volumeId, 1, [entry(100, 0x10)]);
+    await host.writeEntries(volumeId, 1, [entry(200, 0x20, true)], undefined, 0, true);
+  }
+  const hosts = new Map<string, ReplicaHost>();
+  const dataStart = segmentFileSizeBytes(segmentBytes, 4096) - segmentBytes;
+  for (const node of nodes) {
+    disks.get(node)!.crash(
+      node === "c" ? { keepPendingProbability: 0 } : {
+        keepPendingProbability: 1,
+        tearWrites: false,
+      },
+    );
+    const host = new ReplicaHost(`/${node}`, disks.get(node)!, quiet, { bootId: "boot-2" });
+    await host.loadAll();
+    hosts.set(node, host);
+    if (node !== "c") {
+      const path = `/${node}/segments/${volumeId}/${segmentFileName(0)}`;
+      disks.get(node)!.corrupt(path, dataStart + 5 * 4096 + 100, 8);
+    }
+  }
+  const layout: VolumeLayout = {
+    volumeId,
+    term: 2,
+    owner: "a",
+    segments: [{ replicas: nodes.map((node) => ({ node, state: "in-sync" as const })) }],
+  };
+  const metadata = new MemoryMetadata(new MemoryKv());
+  await metadata.createLayout("v", layout);
+  const streams = new Map(
+    nodes.map((n) => [n, new ReplicaStream(n, inProcessLink(hosts.get(n)!, volumeId))]),
+  );
+  const result = await reconcileVolume({
+    name: "v",
+    layout,
+    segmentBytes,
+    metadata,
+    link: (node) => streams.get(node)!,
+    log: quiet,
+    clock: stillClock,
+  });
+  assert.deepEqual(
+    result.layout.segments[0].replicas.map((r) => r.state),
+    ["in-sync", "in-sync", "in-sync"],
+  );
+  for (const node of nodes) {
+    const read = await hosts.get(node)!.inspectBlocks(volumeId, 0, 5, 1);
+    assert.deepEqual([...read.versions], [100], `${node}'s version`);
+    assert.deepEqual([...read.states], ["written"], `${node}'s block`);
+    assert.equal(read.data[0], 0x10, `${node}'s data`);
+  }
+});
