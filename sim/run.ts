@@ -215,6 +215,8 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const fullyRedundant = () =>
     currentLayout()?.value.segments.every((s) => s.replicas.every((r) => r.state === "in-sync")) ??
       false;
+  const anySuspect = () =>
+    [...cluster.nodes.values()].some((n) => (n.runtime?.host.suspectReplicas ?? 0) > 0);
   const injectFault = () => {
     const total = faultWeights.reduce((n, [, w]) => n + w, 0);
     let pick = scheduler.random() * total;
@@ -240,9 +242,13 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       // single in-sync copy left that block has no good copy of its newest version. Cairn
       // cannot yet tell that from rot (docs/SEGMENT_FORMAT.md), so these two faults wait
       // until every segment is fully redundant again.
+      // Copies a power loss left suspect count as not redundant until an owner has judged
+      // them (caught up, or kept where all were suspect): another power loss meanwhile can
+      // keep a copy out of the takeover that judges them, and the copies it compares may
+      // each have torn the same block (seeds 72, 1138, 1406, 1499: after a blackout).
       if (
         ["power-loss", "fsync-failure", "blackout", "power-loss-reads"].includes(kind) &&
-        !fullyRedundant()
+        (!fullyRedundant() || anySuspect())
       ) return;
       disruptions++;
     }
@@ -373,7 +379,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
           // Redundancy is checked again at the cut: waiting for quiet can take seconds, and
           // a takeover meanwhile may have marked copies stale (seed 1196: n2's, 84 ms
           // before the cut; the one usable copy of a block then held it torn).
-          const redundant = fullyRedundant();
+          const redundant = fullyRedundant() && !anySuspect();
           if (quiet && !redundant) {
             scheduler.trace("fault", `blackout skipped: not every segment is fully redundant`);
           }

@@ -531,6 +531,11 @@ export class ReplicaHost {
     return unreadable ? `its file cannot be opened: ${unreadable}` : "no segment file";
   }
 
+  /** How many replicas here are suspect (see `suspect`); for observers such as the simulator. */
+  get suspectReplicas(): number {
+    return this.suspect.size;
+  }
+
   segmentsOf(volume: string): number[] {
     return [...(this.volumes.get(volume)?.keys() ?? [])].sort((a, b) => a - b);
   }
