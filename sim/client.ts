@@ -10,7 +10,7 @@ import { decodeReply, encodeRequest, Flag, Op, replyError } from "../protocol/fr
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
-import type { HistoryOp } from "./linearizability.ts";
+import type { FlushOp, HistoryOp } from "./linearizability.ts";
 import type { SimScheduler } from "./scheduler.ts";
 
 /** One attempt's timeout; far above the network's largest delay, so no stale attempt lands late. */
@@ -19,13 +19,8 @@ export const attemptTimeoutMs = 1500;
 export const operationDeadlineMs = 20_000;
 /** Blocks per stripe: each stripe has one writer, so retried writes cannot reorder writers. */
 export const stripeBlocks = 4;
-/**
- * Share of writes sent CACHED (acknowledged once applied, durable at the next FLUSH). 0 for
- * now: at 0.5, seed 107 (60 s) trips the durability oracle with versions a node acknowledged
- * for a segment file it later removed (its layout moved away) and got back empty; the oracle
- * does not forget a removed file yet. Set 0.5 by hand to exercise cached writes and FLUSH.
- */
-export const cachedWriteChance = 0;
+/** Share of writes sent CACHED (acknowledged once applied, durable at the next FLUSH). */
+export const cachedWriteChance = 0.5;
 /** A client sends FLUSH after this many acknowledged cached writes. */
 export const cachedWritesPerFlush = 4;
 
@@ -78,6 +73,17 @@ export class SimClient {
   private requestId = 1;
   private cachedSinceFlush = 0;
   stopped = false;
+  /** While set, the client starts no new operation (see `idle`); the run waits on it. */
+  hold: Promise<void> | null = null;
+  /**
+   * No operation in flight and none to start: waiting on `hold`, or done (stopped). A
+   * blackout waits for every client to be idle; a client that stopped while another was
+   * held must count, or a blackout begun just before the run's end never happens, never
+   * releases the held client, and the run waits on it forever (seed 61).
+   */
+  idle = false;
+  /** While set, the client reads instead of writing (a scenario in sim/run.ts). */
+  readsOnly = false;
 
   constructor(
     readonly id: string,
@@ -88,6 +94,8 @@ export class SimClient {
     private readonly volume: SimVolume,
     private readonly history: HistoryOp[],
     private readonly nextWriteId: () => number,
+    /** Where FLUSHes answered OK are recorded (the checker's power-loss model needs them). */
+    private readonly flushes: FlushOp[] = [],
   ) {}
 
   private sleep(ms: number): Promise<void> {
@@ -158,9 +166,12 @@ export class SimClient {
     const endMs = this.scheduler.nowMs;
     if (cached && result.ok && ++this.cachedSinceFlush >= cachedWritesPerFlush) {
       this.cachedSinceFlush = 0;
+      const flushStartMs = this.scheduler.nowMs;
       const flushed = await this.call(Op.FLUSH, 0, 0);
-      if (flushed.ok) this.stats.flushes++;
-      else this.count(`FLUSH ${flushed.why}`);
+      if (flushed.ok) {
+        this.stats.flushes++;
+        this.flushes.push({ startMs: flushStartMs, endMs: this.scheduler.nowMs });
+      } else this.count(`FLUSH ${flushed.why}`);
     }
     if (result.ok) this.stats.ok++;
     else {
@@ -177,6 +188,7 @@ export class SimClient {
         endMs,
         // A write that failed may still have reached replicas: its effect is unknown.
         outcome: result.ok ? "ok" : "unknown",
+        ...(cached ? { cached } : {}),
       });
     }
   }
@@ -212,9 +224,16 @@ export class SimClient {
   /** Reads and writes until stopped, with small think times (clientThinkMaxMs). */
   async run(writeFraction: number): Promise<void> {
     while (!this.stopped) {
-      if (this.scheduler.chance(writeFraction)) await this.write();
+      while (this.hold) {
+        this.idle = true;
+        await this.hold;
+        this.idle = false;
+      }
+      if (this.stopped) break;
+      if (this.scheduler.chance(writeFraction) && !this.readsOnly) await this.write();
       else await this.read();
       await this.sleep(this.scheduler.int(0, clientThinkMaxMs));
     }
+    this.idle = true;
   }
 }

@@ -10,7 +10,7 @@ import { MemoryDisk } from "../actors/memory_disk.ts";
 import { MemoryKv, MemoryMetadata } from "../actors/metadata_memory.ts";
 import { NodeRuntime } from "../actors/node/runtime.ts";
 import type { Logger } from "../actors/replica/host.ts";
-import { TransportError } from "../actors/ports.ts";
+import { type Disk, TransportError } from "../actors/ports.ts";
 import { slowDisk } from "./slow_disk.ts";
 import { EntryKind } from "../actors/replica/wire.ts";
 
@@ -145,13 +145,16 @@ export class SimCluster {
       capacityBytes: 100 * 1024 ** 3,
       dataDir: `/${id}`,
       bootId: `${id}-boot-${node.boot}`,
-      disk: slowDisk(node.disk, this.scheduler, id, (path) => {
-        if (!path.endsWith(".seg") || !this.powerLossAtSync.delete(id)) return false;
-        this.scheduler.trace("fault", `power loss of ${id} during fdatasync of ${path}`);
-        this.powerLoss(id);
-        return true;
-      }),
-      onReplicaDurable: (volume, entries) => {
+      disk: this.forgetRemovedSegments(
+        id,
+        slowDisk(node.disk, this.scheduler, id, (path) => {
+          if (!path.endsWith(".seg") || !this.powerLossAtSync.delete(id)) return false;
+          this.scheduler.trace("fault", `power loss of ${id} during fdatasync of ${path}`);
+          this.powerLoss(id);
+          return true;
+        }),
+      ),
+      onReplicaDurable: (volume, entries, flushed) => {
         let acked = this.acknowledged.get(id);
         if (!acked) this.acknowledged.set(id, acked = new Map());
         for (const e of entries) {
@@ -161,8 +164,10 @@ export class SimCluster {
           for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
             // A data or zero entry is what the block holds now, even below an earlier version
             // (a new owner's reconcile rewrites a replica that was not in sync); a repair
-            // applies only where it is not older.
-            if (e.kind !== EntryKind.repair || (seg.versions.get(b) ?? 0) < e.version) {
+            // applies only where it is not older, and so does a cached write told durable at
+            // a flush (a newer write to its block may have been told durable before it).
+            const guarded = e.kind === EntryKind.repair || flushed;
+            if (!guarded || (seg.versions.get(b) ?? 0) < e.version) {
               seg.versions.set(b, e.version);
             }
           }
@@ -197,16 +202,47 @@ export class SimCluster {
     }
   }
 
+  /**
+   * The durability oracle forgets a segment file's acknowledged versions when the node
+   * removes that file (its replica moved away, or its volume id was deleted): the host owes
+   * nothing for a file it was told to drop, and a file made at that path later starts empty.
+   * Forgotten as the removal is issued; the host reports no write to a replica it has taken
+   * out of its map (host.ts writeEntries, flushVolume), which it does before it removes the
+   * file. Whether a removal was right is checked elsewhere: an acknowledged write that no copy
+   * holds any more fails the linearizability check.
+   */
+  private forgetRemovedSegments(id: string, disk: Disk): Disk {
+    return {
+      ...disk,
+      remove: (path) => {
+        const match = new RegExp(`^/${id}/segments/([^/]+)/(\\d+)\\.seg$`).exec(path);
+        if (match) {
+          const key = `${match[1]}/${Number(match[2])}`;
+          if (this.acknowledged.get(id)?.delete(key)) {
+            this.scheduler.trace(
+              "oracle",
+              `${id} removed ${path}: its acknowledged versions go`,
+              id,
+            );
+          }
+        }
+        return disk.remove(path);
+      },
+    };
+  }
+
   /** Every write this node's replica host acknowledged is still there after its restart. */
   private async checkDurable(node: SimNode, runtime: NodeRuntime): Promise<void> {
     for (const { volume, segment, versions } of this.acknowledged.get(node.id)?.values() ?? []) {
       if (!runtime.host.segmentsOf(volume).includes(segment)) continue;
-      const read = await runtime.host.readBlocks(volume, {
+      // Suspect replicas too (readBlocks refuses them): a power loss may take unflushed
+      // cached writes, never the ones acknowledged durable.
+      const read = await runtime.host.inspectBlocks(
+        volume,
         segment,
-        epoch: Number.MAX_SAFE_INTEGER,
-        firstBlock: 0,
-        blockCount: Math.max(...versions.keys()) + 1,
-      });
+        0,
+        Math.max(...versions.keys()) + 1,
+      );
       for (const [block, want] of versions) {
         if (read.versions[block] < want) {
           this.onViolation(

@@ -46,6 +46,17 @@ export interface HistoryOp {
    * errors after sending).
    */
   outcome: "ok" | "failed" | "unknown";
+  /**
+   * A write acknowledged before it was durable (frame flag CACHED): durable only once a FLUSH
+   * that started after it completed. Matters only with CheckOptions.losses.
+   */
+  cached?: boolean;
+}
+
+/** A FLUSH that completed OK: every write acknowledged before it started is durable. */
+export interface FlushOp {
+  startMs: number;
+  endMs: number;
 }
 
 export type ViolationKind = "lost-write" | "stale-read" | "never-written" | "not-linearizable";
@@ -79,6 +90,17 @@ export interface CheckOptions {
   maxViolations?: number;
   /** Most search steps per block (default 1,000,000). */
   searchBudget?: number;
+  /**
+   * Times at which every copy of the volume lost power at once (a total power loss), with no
+   * op in flight (throws otherwise). At each, a block may go back to an older value: cached
+   * writes acknowledged after the last FLUSH completed before the loss are not durable, so
+   * the block may hold the value of its last durable write (ok and not cached, or cached and
+   * covered by such a FLUSH) or of any write after it. Nothing else may be lost. Needs one
+   * writer per block (its writes never overlap in time; throws otherwise).
+   */
+  losses?: readonly number[];
+  /** The FLUSHes that completed OK (for losses). */
+  flushes?: readonly FlushOp[];
 }
 
 export const DEFAULT_MAX_VIOLATIONS = 100;
@@ -112,8 +134,11 @@ export function checkLinearizable(
     violations: [],
   };
   const blocks = [...byBlock.keys()].sort((a, b) => a - b);
+  const losses = [...options.losses ?? []].sort((a, b) => a - b);
   for (const block of blocks) {
-    const outcome = checkBlock(block, byBlock.get(block)!, budget, ctx);
+    const outcome = losses.length
+      ? checkBlockWithLosses(block, byBlock.get(block)!, budget, ctx, losses, options.flushes ?? [])
+      : checkBlock(block, byBlock.get(block)!, budget, ctx);
     result.opsChecked += outcome.opsChecked;
     if (outcome.violations.length > 0) {
       result.blocksFailed++;
@@ -233,6 +258,129 @@ function checkBlock(
   if (found) violations.push(found);
   violations.sort((a, b) => firstStart(a) - firstStart(b));
   return { opsChecked, violations, undecided };
+}
+
+/** The pseudo-client of the write that stands for a block's value after a total power loss. */
+export const powerLossClient = "power-loss";
+
+/**
+ * A block's history cut at total power losses into epochs, each checked on its own from
+ * every value the block may hold when it begins: 0 for the first; after a loss, the value of
+ * the last write durable by then or of any write after it (see CheckOptions.losses), starting
+ * from each value the epoch before may have begun with. The value an epoch begins with is a
+ * write of it (by `power-loss`) just before its first op.
+ */
+function checkBlockWithLosses(
+  block: number,
+  ops: HistoryOp[],
+  budget: number,
+  ctx: Context,
+  losses: number[],
+  flushes: readonly FlushOp[],
+): BlockOutcome {
+  const epochs: HistoryOp[][] = losses.map(() => []).concat([[]]);
+  for (const op of ops) {
+    const at = losses.findIndex((t) => op.startMs < t);
+    // An ok op, or a write that may have taken effect, must end before the loss it precedes.
+    const counts = op.outcome === "ok" || (op.kind === "write" && op.outcome === "unknown");
+    if (at >= 0 && counts && !(op.endMs < losses[at])) {
+      throw new TypeError(
+        `linearizability: ${describe(op)} is in flight at the power loss at ${ms(losses[at])} ms`,
+      );
+    }
+    epochs[at < 0 ? losses.length : at].push(op);
+  }
+  let opsChecked = 0;
+  let undecided = false;
+  let begins = new Set<number>([0]);
+  for (let e = 0; e < epochs.length; e++) {
+    const epochOps = epochs[e];
+    const lossAt = e > 0 ? losses[e - 1] : -Infinity;
+    const next = new Set<number>();
+    let fits = false;
+    let firstFailure: BlockOutcome | undefined;
+    // The newest value first: the one a run without any loss would have.
+    for (const value of [...begins].reverse()) {
+      const start: HistoryOp[] = value === 0 ? [] : [{
+        client: powerLossClient,
+        kind: "write",
+        block,
+        value,
+        startMs: lossAt - 1,
+        endMs: lossAt - 1,
+        outcome: "ok",
+      }];
+      const outcome = checkBlock(block, [...start, ...epochOps], budget, ctx);
+      if (outcome.violations.length) {
+        firstFailure ??= outcome;
+        continue;
+      }
+      fits = true;
+      undecided ||= outcome.undecided;
+      if (e < losses.length) {
+        for (const v of valuesAfterLoss(block, epochOps, value, losses[e], flushes)) next.add(v);
+      }
+    }
+    opsChecked += epochOps.filter((op) =>
+      op.outcome === "ok" || (op.kind === "write" && op.outcome === "unknown")
+    ).length;
+    if (!fits && firstFailure) {
+      const shown = [...begins].reverse().slice(0, 6).map(showValue).join(", ");
+      const note = e === 0 ? "" : ` (after the total power loss at ${ms(lossAt)} ms the block ` +
+        `could hold ${shown}${begins.size > 6 ? ", ..." : ""}; none fits)`;
+      return {
+        opsChecked,
+        undecided: false,
+        violations: firstFailure.violations.map((v) => ({ ...v, message: v.message + note })),
+      };
+    }
+    if (e < losses.length) {
+      begins = next;
+    }
+  }
+  return { opsChecked, violations: [], undecided };
+}
+
+/**
+ * What a block may hold after a total power loss at `lossAt`, given the epoch's ops and the
+ * value it began with: the last durable write's value (or the beginning value, durable since
+ * the restart that began the epoch, if none) and every write's after it; an unknown write
+ * may have landed any time after it started, so its value too.
+ */
+function valuesAfterLoss(
+  block: number,
+  ops: HistoryOp[],
+  began: number,
+  lossAt: number,
+  flushes: readonly FlushOp[],
+): number[] {
+  const writes = ops.filter((op) => op.kind === "write" && op.outcome === "ok")
+    .sort((a, b) => a.startMs - b.startMs);
+  for (let i = 1; i < writes.length; i++) {
+    if (writes[i - 1].endMs > writes[i].startMs) {
+      throw new TypeError(
+        `linearizability: block ${block}: ${describe(writes[i - 1])} and ${
+          describe(writes[i])
+        } overlap; losses need one writer per block`,
+      );
+    }
+  }
+  const durable = (w: HistoryOp) =>
+    !w.cached || flushes.some((f) => f.startMs >= w.endMs && f.endMs < lossAt);
+  let from = -1;
+  for (let i = writes.length - 1; i >= 0; i--) {
+    if (durable(writes[i])) {
+      from = i;
+      break;
+    }
+  }
+  const out = from < 0
+    ? [began, ...writes.map((w) => w.value)]
+    : writes.slice(from).map((w) => w.value);
+  for (const op of ops) {
+    if (op.kind === "write" && op.outcome === "unknown") out.push(op.value);
+  }
+  return out;
 }
 
 function firstStart(v: Violation): number {

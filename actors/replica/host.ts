@@ -36,6 +36,7 @@ import {
   scrubRequestSchema,
 } from "../../protocol/schemas.ts";
 import { blockSizeBytes } from "../../protocol/limits.ts";
+import { versionsPerTerm } from "../volume/core.ts";
 import type { ErrorCodeName } from "../../protocol/errors.ts";
 import type { ReplicaState } from "../../protocol/schemas.ts";
 
@@ -81,7 +82,15 @@ export interface ReplicaHostOptions {
    * Told of every write batch at the moment it is acknowledged as durable (for the
    * simulator's oracle: a replica holds every write it acknowledged, after any crash).
    */
-  onDurable?: (volume: string, entries: readonly WriteEntry[]) => void;
+  onDurable?: (
+    volume: string,
+    entries: readonly WriteEntry[],
+    /**
+     * Cached writes told durable at a flush (or fence): applied earlier, so a block may hold
+     * a newer write told durable before them.
+     */
+    flushed?: boolean,
+  ) => void;
   /**
    * The node's monotonic clock, for read leases (lease.ts): with it, fences of a higher
    * term wait out leases granted to lower ones. Without it (unit tests) fences never wait.
@@ -405,8 +414,15 @@ export class ReplicaHost {
     }
   }
 
-  private checkNotSuspect(volume: string, segment: number): void {
-    if (this.suspect.has(`${volume}/${segment}`)) {
+  /**
+   * A suspect replica serves reads only at the term of the owner that fenced it, or later:
+   * that owner has judged it (a copy it marked stale it never reads; one it kept, where every
+   * in-sync copy was suspect, it reads, also as a catch-up source). Without this a segment
+   * nobody writes after a power loss of every copy would stay unreadable.
+   */
+  private checkNotSuspect(volume: string, segment: number, epoch: number): void {
+    const fencedAt = this.suspect.get(`${volume}/${segment}`);
+    if (fencedAt !== undefined && (fencedAt === 0 || epoch < fencedAt)) {
       throw new HostError(
         "NO_SUCH_VOLUME",
         `segment ${segment} of ${volume} here may have lost unflushed cached writes in a ` +
@@ -425,6 +441,7 @@ export class ReplicaHost {
     const { journal, records } = await NodeJournal.open(this.disk, `${this.dataDir}/journal`);
     this.journal = journal;
     const touched = new Set<Replica>();
+    const replayed: { volume: string; entry: WriteEntry }[] = [];
     for (const record of records) {
       for (const entry of record.entries) {
         const replica = this.volumes.get(record.volume)?.get(entry.segment);
@@ -435,9 +452,13 @@ export class ReplicaHost {
         }
         for (const run of await this.notOlder(replica, entry)) await this.applyEntry(replica, run);
         touched.add(replica);
+        replayed.push({ volume: record.volume, entry });
       }
     }
     for (const replica of touched) await replica.sync();
+    // Durable now (cached writes a kill -9 left in the journal too): told as a flush tells
+    // them, version-guarded like the replay.
+    for (const { volume, entry } of replayed) this.onDurable?.(volume, [entry], true);
     if (records.length) {
       this.log.info(
         `journal replayed: ${records.length} write batches into ${touched.size} segment files`,
@@ -508,6 +529,11 @@ export class ReplicaHost {
   private missingReason(volume: string, segment: number): string {
     const unreadable = this.unreadable.get(volume)?.get(segment);
     return unreadable ? `its file cannot be opened: ${unreadable}` : "no segment file";
+  }
+
+  /** How many replicas here are suspect (see `suspect`); for observers such as the simulator. */
+  get suspectReplicas(): number {
+    return this.suspect.size;
   }
 
   segmentsOf(volume: string): number[] {
@@ -701,8 +727,9 @@ export class ReplicaHost {
     cached = false,
   ): Promise<void> {
     this.checkUsable();
-    const touched = new Set<Replica>();
-    for (const entry of entries) touched.add(this.replica(volume, entry.segment));
+    const bySegment = new Map<number, Replica>();
+    for (const entry of entries) bySegment.set(entry.segment, this.replica(volume, entry.segment));
+    const touched = new Set(bySegment.values());
     // Fence check for the whole batch before any byte is written.
     for (const replica of touched) {
       if (epoch < replica.epoch) await replica.admit(epoch);
@@ -715,7 +742,7 @@ export class ReplicaHost {
       return this.applyEntries(volume, epoch, entries, touched, encoded, cached);
     });
     this.writeChains.set(volume, applied);
-    const { advanced, durable } = await applied;
+    const { advanced, durable, effective } = await applied;
     await durable;
     // A new epoch lives in the segment header, not the journal: sync those files too.
     await Promise.all(advanced.map((replica) => replica.sync()));
@@ -723,13 +750,20 @@ export class ReplicaHost {
     // failed one vouches for nothing; the gate already refuses those, this is cheap).
     this.failStop.check();
     this.clearSuspect(volume, epoch, new Set(entries.map((e) => e.segment)));
-    const written = entries.filter((e) => e.kind !== EntryKind.request);
-    if (!cached) this.onDurable?.(volume, written);
-    else if (this.onDurable) {
-      const pending = this.unsynced(volume).entries;
-      for (const entry of written) {
-        pending.push({ entry, replica: this.replica(volume, entry.segment) });
+    if (this.onDurable) {
+      // Only writes still in the file they went to: a segment file removed meanwhile (its
+      // replica moved away) holds none of them, and a file made there again later neither.
+      // Repairs as resolved: the blocks they really wrote (see notOlder).
+      const written: { entry: WriteEntry; replica: Replica }[] = [];
+      for (const entry of effective) {
+        if (entry.kind === EntryKind.request) continue;
+        const replica = bySegment.get(entry.segment)!;
+        if (this.volumes.get(volume)?.get(entry.segment) === replica) {
+          written.push({ entry, replica });
+        }
       }
+      if (!cached) this.onDurable(volume, written.map(({ entry }) => entry));
+      else this.unsynced(volume).entries.push(...written);
     }
     // A failed checkpoint fails the host; there is nothing more to do with its error here.
     if (this.journal.sizeBytes > this.checkpointBytes) this.checkpoint().catch(() => {});
@@ -748,7 +782,7 @@ export class ReplicaHost {
     touched: Set<Replica>,
     encoded: Uint8Array | undefined,
     cached: boolean,
-  ): Promise<{ advanced: Replica[]; durable: Promise<void> }> {
+  ): Promise<{ advanced: Replica[]; durable: Promise<void>; effective: WriteEntry[] }> {
     const advanced: Replica[] = [];
     for (const replica of touched) {
       const before = replica.epoch;
@@ -768,6 +802,7 @@ export class ReplicaHost {
           this.replica(volume, entry.segment),
           entry,
           (block) => earlier.get(`${entry.segment}/${block}`),
+          epoch * versionsPerTerm,
         );
         for (const e of resolved) {
           for (let b = e.firstBlock; b < e.firstBlock + e.blockCount; b++) {
@@ -812,7 +847,7 @@ export class ReplicaHost {
     if (cached) { for (const replica of direct) this.unsynced(volume).replicas.add(replica); }
     else for (const replica of direct) syncs.push(replica.sync());
     const durable = Promise.all(syncs).then(() => {});
-    return { advanced, durable };
+    return { advanced, durable, effective };
   }
 
   private async applyEntry(replica: Replica, entry: WriteEntry): Promise<void> {
@@ -875,16 +910,28 @@ export class ReplicaHost {
     entry: WriteEntry,
     /** A block's version once the entries before this one in its batch are applied, if any. */
     pending: (block: number) => number | undefined = () => undefined,
+    /**
+     * The first version of the sending owner's term (0: none). A version here below it that
+     * is newer than the repair is from an older term and on no in-sync copy (the owner's
+     * takeover made those agree, and the repair comes from one): a write never acknowledged,
+     * or one lost in a power loss of every copy. It gives way: kept, it would outlive a loss
+     * that reads may already have seen (or a catch-up would bring it back to every copy).
+     * Versions of the owner's term (a write racing the repair) and of this batch are kept.
+     */
+    termFloor = 0,
   ): Promise<WriteEntry[]> {
     const { versions } = await replica.file.readMeta(entry.firstBlock, entry.blockCount);
+    const guards = new Array<boolean>(entry.blockCount);
     for (let i = 0; i < entry.blockCount; i++) {
-      versions[i] = pending(entry.firstBlock + i) ?? versions[i];
+      const inBatch = pending(entry.firstBlock + i);
+      guards[i] = inBatch !== undefined || versions[i] >= termFloor;
+      versions[i] = inBatch ?? versions[i];
     }
     const kind = entry.kind === EntryKind.zero ? EntryKind.zero : EntryKind.data;
     const out: WriteEntry[] = [];
     let start = -1;
     for (let i = 0; i <= entry.blockCount; i++) {
-      const keep = i < entry.blockCount && versions[i] <= entry.version;
+      const keep = i < entry.blockCount && (versions[i] <= entry.version || !guards[i]);
       if (keep && start < 0) start = i;
       if (keep || start < 0) continue;
       out.push({
@@ -906,12 +953,25 @@ export class ReplicaHost {
     return encodeReadReply(await this.readBlocks(volume, decodeReadRequest(body)));
   }
 
+  /**
+   * An observer's read (the simulator's checks): blocks of one segment as the file holds
+   * them, with no term check and suspect replicas too. Never used to serve IO.
+   */
+  async inspectBlocks(
+    volume: string,
+    segment: number,
+    firstBlock: number,
+    blockCount: number,
+  ): Promise<ReadResult> {
+    return await this.replica(volume, segment).file.readBlocks(firstBlock, blockCount);
+  }
+
   /** Reads blocks of one segment; the owner's own replica is read through this directly. */
   async readBlocks(volume: string, request: ReadRequest): Promise<ReadResult> {
     this.checkUsable();
     const replica = this.replica(volume, request.segment);
     replica.check(request.epoch);
-    this.checkNotSuspect(volume, request.segment);
+    this.checkNotSuspect(volume, request.segment, request.epoch);
     return await replica.file.readBlocks(request.firstBlock, request.blockCount);
   }
 
@@ -965,17 +1025,29 @@ export class ReplicaHost {
     });
   }
 
-  /** A read lease for the owner at `epoch` (its term): see lease.ts. */
+  /**
+   * A read lease for the owner at `epoch` (its term): see lease.ts. The answer lists the
+   * segments here that are suspect and that no owner of this term or earlier has judged
+   * (`{ suspect: [...] }`, omitted when none): the owner renews leases on a timer, so it
+   * learns of a node that lost power and came back even if no read or write of those
+   * segments reaches it (it marks them stale and catches them up). Without this a copy that
+   * lost unflushed cached writes stays listed in sync with nobody catching it up.
+   */
   private lease(volume: string, body: Uint8Array): Uint8Array {
     const request = this.parse(leaseRequestSchema, body);
     for (const segment of this.segmentsOf(volume)) {
       this.replica(volume, segment).check(request.epoch);
     }
-    if (!this.leases) return encodeOk();
+    const suspect = this.segmentsOf(volume).filter((segment) => {
+      const fencedAt = this.suspect.get(`${volume}/${segment}`);
+      return fencedAt !== undefined && (fencedAt === 0 || request.epoch < fencedAt);
+    });
+    const answer = () => suspect.length ? encodeJsonOk({ suspect }) : encodeOk();
+    if (!this.leases) return answer();
     const { table, clock } = this.leases;
-    const answer = table.grant(volume, request.epoch, request.durationMs, clock.nowMs());
-    if (!answer.granted) throw new StaleEpochError(answer.why);
-    return encodeOk();
+    const granted = table.grant(volume, request.epoch, request.durationMs, clock.nowMs());
+    if (!granted.granted) throw new StaleEpochError(granted.why);
+    return answer();
   }
 
   /**
@@ -1019,7 +1091,7 @@ export class ReplicaHost {
     const held = pending?.entries.filter(({ entry, replica }) =>
       this.volumes.get(volume)?.get(entry.segment) === replica
     );
-    if (held?.length) this.onDurable?.(volume, held.map(({ entry }) => entry));
+    if (held?.length) this.onDurable?.(volume, held.map(({ entry }) => entry), true);
   }
 
   /** What of `volume` was applied cached and is not yet synced. */

@@ -76,6 +76,7 @@ import {
   setReplicaStates,
   splitBySegment,
   VersionCounter,
+  versionsPerTerm,
   writeTargets,
 } from "./core.ts";
 import { type ReadCandidate, ReadPicker, updateEwma } from "./read_policy.ts";
@@ -611,8 +612,14 @@ export class VolumeActor {
           const sentAtMs = this.deps.clock.nowMs();
           try {
             // A short timeout: a dead node must not hold the other nodes' renewals up.
-            await callReplica(this.stream(node), "lease", body, leaseRequestTimeoutMs);
+            const reply = await callReplica(
+              this.stream(node),
+              "lease",
+              body,
+              leaseRequestTimeoutMs,
+            );
             this.leases.granted(node, sentAtMs, leaseDurationMs);
+            this.suspectReported(node, reply);
           } catch (err) {
             if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") {
               return this.fence(`lease refused by ${node}: ${err.message}`);
@@ -629,6 +636,29 @@ export class VolumeActor {
       );
     })().finally(() => (this.renewal = null));
     return this.renewal;
+  }
+
+  /**
+   * A lease answer that lists suspect segments (host.ts `lease`): the node lost power with
+   * unflushed cached writes and came back, and no fence of this term has judged it. Its
+   * in-sync replicas of those segments are marked stale (a last copy is kept, as a takeover
+   * keeps copies that are all suspect), so catch-up brings them the writes they lost;
+   * otherwise, with no read or write reaching them, they would stay listed in sync without.
+   */
+  private suspectReported(node: string, reply: Uint8Array): void {
+    if (reply.length <= 1 || this.stateNow() !== "serving") return;
+    const { suspect } = JSON.parse(new TextDecoder().decode(reply.subarray(1))) as {
+      suspect?: number[];
+    };
+    for (const segment of suspect ?? []) {
+      const replica = this.layout.segments[segment]?.replicas.find((r) => r.node === node);
+      if (replica?.state !== "in-sync") continue;
+      this.deps.log.warn(
+        `volume ${this.name}: ${node} reports segment ${segment} suspect (a power loss with ` +
+          `unflushed cached writes); marking it stale to catch it up`,
+      );
+      void this.replicaWriteFailed(node, segment).catch(() => {});
+    }
   }
 
   /** Gives the leases back (durationMs 0), so a new owner's fences need not wait them out. */
@@ -943,10 +973,18 @@ export class VolumeActor {
       // Highest version wins both ways: where the returning replica holds a newer version
       // (a write that failed on the in-sync copies but reached it, never acknowledged), the
       // in-sync copies take it too, or the two would differ once it is back in sync. An
-      // unacknowledged write may take effect late; repairs never undo a newer write.
+      // unacknowledged write may take effect late; repairs never undo a newer write of this
+      // term. Only writes of this term: a newer version of an older term on the returning
+      // replica alone was never acknowledged, or was lost in a power loss of every copy that
+      // this term's takeover settled (reads may have seen the loss): the copy above replaced
+      // it (host.ts notOlder), and it must not come back.
+      const termFloor = this.term * versionsPerTerm;
       for (const [source, versions] of sourceVersions) {
         // Only blocks where the returning replica is strictly newer go up.
-        const newer = Float64Array.from(versions, (v, b) => Math.max(v, targetVersions[b]));
+        const newer = Float64Array.from(
+          versions,
+          (v, b) => targetVersions[b] >= termFloor ? Math.max(v, targetVersions[b]) : v,
+        );
         await catchUp(
           copyInput,
           this.term,

@@ -58,6 +58,7 @@ interface FencedSegment {
 
 const encoder = new TextEncoder();
 const json = (value: unknown) => encoder.encode(JSON.stringify(value));
+const decoder = new TextDecoder();
 
 function segmentsByNode(layout: VolumeLayout): Map<string, number[]> {
   const out = new Map<string, number[]>();
@@ -300,6 +301,74 @@ async function readGoodCopy(
   );
 }
 
+/**
+ * After a power loss of every copy (all kept, all suspect), a copy may hold an unflushed
+ * write torn in place: its version's metadata landed, not its data, so the block fails its
+ * checksum. Where no other copy holds that version, the write was never durable (a durable
+ * write is on every in-sync copy), so that copy is no source of the block: the block takes
+ * the newest version another copy holds, as it would had the write been lost whole, and the
+ * torn copy is rewritten with it. Without this the torn block is the block's only newest
+ * version: it reads CORRUPT and no other copy can be caught up. Rot of a version another
+ * copy holds whole is left to the usual path (the copy comes from that other copy).
+ */
+async function dropTornVersions(
+  input: Pick<ReconcileInput, "name" | "link" | "log">,
+  epoch: number,
+  segment: number,
+  sources: Map<string, Float64Array>,
+): Promise<Set<number>> {
+  const corrupt = new Map<string, number[]>();
+  for (const node of sources.keys()) {
+    const reply = await callReplica(input.link(node), "scrub", json({ epoch, segment }));
+    const blocks = (JSON.parse(decoder.decode(reply.subarray(1))) as { corruptBlocks: number[] })
+      .corruptBlocks;
+    if (blocks.length) corrupt.set(node, blocks);
+  }
+  // Blocks no copy holds whole (each copy tore its own unflushed write, or rotted): there is
+  // no version to take and nothing to copy. Each copy keeps its block, which reads CORRUPT
+  // until it is written again (docs/SEGMENT_FORMAT.md); the copies stay in sync for every
+  // other block. Copying them would fail on every target and leave the segment without an
+  // in-sync copy, the volume without a possible owner (sim seed 1047).
+  const nowhereWhole = new Set<number>();
+  for (const blocks of corrupt.values()) {
+    for (const block of blocks) {
+      if ([...sources.keys()].every((node) => corrupt.get(node)?.includes(block))) {
+        nowhereWhole.add(block);
+      }
+    }
+  }
+  for (const block of nowhereWhole) {
+    input.log.error(
+      `volume ${input.name} segment ${segment} block ${block}: no copy holds it whole after ` +
+        `the power loss (each tore or rotted); it reads CORRUPT until it is written again`,
+    );
+  }
+  for (const [node, blocks] of corrupt) {
+    // A copy of its own: the target side of the same node keeps the real versions.
+    const versions = new Float64Array(sources.get(node)!);
+    for (const block of blocks) {
+      if (nowhereWhole.has(block)) continue;
+      const version = versions[block];
+      // Held whole elsewhere: rot, or a tear on this copy only; the copy comes from there.
+      // Held torn by every copy that has it (seed 1530: two copies tore the same unflushed
+      // write, the third lacks it), it was never durable either: a durable write is whole
+      // on every in-sync copy, and a copy here holds the block whole without it.
+      const elsewhere = [...sources].some(([other, v]) =>
+        other !== node && v[block] === version && !corrupt.get(other)?.includes(block)
+      );
+      if (elsewhere) continue;
+      versions[block] = -1;
+      input.log.warn(
+        `volume ${input.name} segment ${segment} block ${block}: version ${version} on ${node} ` +
+          `is torn and no other copy holds it (an unflushed write, lost in the power loss); ` +
+          `the block takes the newest version another copy holds`,
+      );
+    }
+    sources.set(node, versions);
+  }
+  return nowhereWhole;
+}
+
 export async function reconcileVolume(input: ReconcileInput): Promise<{
   layout: VolumeLayout;
   highestVersions: Map<number, number>;
@@ -339,6 +408,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
     // another in-sync one answered: it is marked stale below and caught up. Where every
     // in-sync copy is suspect (the whole cluster lost power) they are all there is.
     const suspect = suspects.get(segment);
+    let keptSuspect = false;
     if (suspect && reachable.some((r) => r.state === "in-sync" && !suspect.has(r.node))) {
       for (const node of suspect) fenced.get(node)?.delete(segment);
       reachable = reachable.filter((r) => !suspect.has(r.node));
@@ -347,6 +417,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
         `volume ${input.name} segment ${segment}: every in-sync copy answered suspect (a ` +
           `power loss with unflushed cached writes); kept, as a disk after a power loss`,
       );
+      keptSuspect = true;
     }
     const sources = reachable.filter((r) => r.state === "in-sync");
     for (const r of replicas) {
@@ -362,7 +433,9 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
     }
     const maxVersions = reachable.map((r) => fenced.get(r.node)!.get(segment)!);
     highestVersions.set(segment, Math.max(...maxVersions));
-    const allAgree = maxVersions.every((v) => v === maxVersions[0]) &&
+    // Copies kept after a power loss of every one may differ below their highest versions
+    // (each lost its own unflushed writes): always compared.
+    const allAgree = !keptSuspect && maxVersions.every((v) => v === maxVersions[0]) &&
       reachable.every((r) => r.state === "in-sync");
     if (allAgree) continue;
 
@@ -372,7 +445,20 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
       versions.set(r.node, await fetchVersions(input.link(r.node), epoch, segment, blockCount));
     }
     const sourceVersions = new Map(sources.map((r) => [r.node, versions.get(r.node)!]));
+    const uncopyable = keptSuspect && sources.length > 1
+      ? await dropTornVersions(input, epoch, segment, sourceVersions)
+      : new Set<number>();
     for (const r of reachable) {
+      let targetVersions = versions.get(r.node)!;
+      if (uncopyable.size && sourceVersions.has(r.node)) {
+        // A source's own torn block counts as held at the newest version: not copied (see
+        // dropTornVersions). Any other copy still needs it and stays stale without it: its
+        // block may hold an older version whole, which must not be read.
+        targetVersions = Float64Array.from(targetVersions);
+        for (const block of uncopyable) {
+          targetVersions[block] = Math.max(...[...sourceVersions.values()].map((v) => v[block]));
+        }
+      }
       let copied: number;
       try {
         copied = await catchUp(
@@ -382,7 +468,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
           blockCount,
           sourceVersions,
           r.node,
-          versions.get(r.node)!,
+          targetVersions,
         );
       } catch (err) {
         if (!(err instanceof CairnError && err.code === "CORRUPT")) throw err;

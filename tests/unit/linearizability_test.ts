@@ -584,3 +584,101 @@ Deno.test("speed: one hot block with 30k ops, and a failing one", () => {
   assert.equal(res.ok, false);
   assert.ok(elapsed < 2000, `${elapsed} ms`);
 });
+
+// ---- total power losses: unflushed cached writes may be lost, nothing else ----
+
+Deno.test("losses: a cached write acknowledged after the last flush may be lost in a total power loss", () => {
+  const cw = (value: number, s: number, e: number) => ({ ...w("A", value, s, e), cached: true });
+  const lost = (history: HistoryOp[], flushes = [] as { startMs: number; endMs: number }[]) =>
+    checkLinearizable(history, { losses: [100], flushes });
+  // 1 durable (not cached), 2 cached and never flushed: after the loss 1 or 2 may be read.
+  for (const seen of [1, 2]) {
+    const res = lost([w("A", 1, 0, 10), cw(2, 20, 30), r("B", 2, 40, 50), r("B", seen, 110, 120)]);
+    assert.deepEqual(res.violations, [], `reading ${seen} after the loss is allowed`);
+  }
+  // Older than the last durable write: lost.
+  const older = lost([w("A", 1, 0, 10), cw(2, 20, 30), r("B", 0, 110, 120)]);
+  assert.equal(older.ok, false, "the durable write 1 must survive");
+  assert.match(older.violations[0].message, /total power loss at 100 ms/);
+  // Without the loss, the same history is a lost write.
+  assert.equal(
+    checkLinearizable([w("A", 1, 0, 10), cw(2, 20, 30), r("B", 1, 110, 120)]).ok,
+    false,
+  );
+  // Not cached: must survive.
+  assert.equal(lost([w("A", 1, 0, 10), w("A", 2, 20, 30), r("B", 1, 110, 120)]).ok, false);
+  // A FLUSH that started after the write and completed before the loss makes it durable.
+  assert.equal(
+    lost([w("A", 1, 0, 10), cw(2, 20, 30), r("B", 1, 110, 120)], [{ startMs: 31, endMs: 40 }])
+      .ok,
+    false,
+  );
+  // One that started before the write was acknowledged does not; nor one done after the loss.
+  for (const flush of [{ startMs: 25, endMs: 40 }, { startMs: 31, endMs: 105 }]) {
+    assert.deepEqual(
+      lost([w("A", 1, 0, 10), cw(2, 20, 30), r("B", 1, 110, 120)], [flush]).violations,
+      [],
+    );
+  }
+  // Several unflushed cached writes: any of them, or the durable base, may come back...
+  for (const seen of [1, 2, 3, 4]) {
+    const res = lost([
+      w("A", 1, 0, 5),
+      cw(2, 10, 15),
+      cw(3, 20, 25),
+      cw(4, 30, 35),
+      r(
+        "B",
+        seen,
+        110,
+        120,
+      ),
+    ]);
+    assert.deepEqual(res.violations, [], `reading ${seen} after the loss is allowed`);
+  }
+  // ...but once read after the restart, a value holds: no going back and forth.
+  assert.equal(
+    lost([w("A", 1, 0, 5), cw(2, 10, 15), cw(3, 20, 25), r("B", 3, 110, 120), r("B", 2, 130, 140)])
+      .ok,
+    false,
+  );
+  // Writes after the restart are checked as usual.
+  assert.equal(
+    lost([cw(2, 10, 15), w("A", 5, 110, 120), r("B", 2, 130, 140)]).ok,
+    false,
+  );
+});
+
+Deno.test("losses: a second loss starts from whatever the block held after the first", () => {
+  const cw = (value: number, s: number, e: number) => ({ ...w("A", value, s, e), cached: true });
+  const opts = { losses: [100, 200] };
+  // 1 durable; 2 cached, lost at 100 or not; nothing written between, so the second loss
+  // keeps what the first restart found.
+  for (const [a, b] of [[1, 1], [2, 2], [1, 2], [2, 1]]) {
+    const res = checkLinearizable(
+      [w("A", 1, 0, 5), cw(2, 10, 15), r("B", a, 110, 120), r("B", b, 210, 220)],
+      opts,
+    );
+    // What the restart found is durable (it was read after it): the second loss keeps it.
+    assert.equal(res.ok, a === b, `read ${a} then ${b}`);
+  }
+  // A durable write between the losses is the floor for the second.
+  assert.equal(
+    checkLinearizable(
+      [cw(2, 10, 15), w("A", 3, 110, 115), cw(4, 120, 125), r("B", 2, 210, 220)],
+      opts,
+    ).ok,
+    false,
+  );
+});
+
+Deno.test("losses: an op in flight at a loss, or two writers of a block, is refused", () => {
+  assert.throws(
+    () => checkLinearizable([w("A", 1, 90, 110)], { losses: [100] }),
+    /in flight at the power loss/,
+  );
+  assert.throws(
+    () => checkLinearizable([w("A", 1, 0, 20), w("B", 2, 10, 30)], { losses: [100] }),
+    /one writer per block/,
+  );
+});

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { MemoryDisk } from "../../actors/memory_disk.ts";
+import type { Disk } from "../../actors/ports.ts";
 import { directWriteMinBytes, ReplicaHost } from "../../actors/replica/host.ts";
 import { decideEpoch, GroupSync } from "../../actors/replica/core.ts";
 import {
@@ -153,22 +154,58 @@ Deno.test("replica host: a lower epoch is refused and writes nothing; a higher o
   );
 });
 
+/** Version `seq` of term `term` (actors/volume/core.ts VersionCounter). */
+const v = (term: number, seq: number) => term * 2 ** 32 + seq;
+
 Deno.test("replica host: repair entries never undo a newer version", async () => {
   const { host } = await newHost();
   await host.handle(
     "vol",
     "write",
-    encodeWriteBatch(1, [dataEntry(0, 0, 20, 0x20), dataEntry(0, 1, 5, 0x05)]),
+    encodeWriteBatch(1, [dataEntry(0, 0, v(1, 20), 0x20), dataEntry(0, 1, v(1, 5), 0x05)]),
   );
   const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
     ...dataEntry(0, firstBlock, version, fill),
     kind: EntryKind.repair,
   });
-  await host.handle("vol", "write", encodeWriteBatch(1, [repair(0, 19, 0x19), repair(1, 6, 0x06)]));
+  await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(1, [repair(0, v(1, 19), 0x19), repair(1, v(1, 6), 0x06)]),
+  );
   const result = await read(host, 0, 0, 2);
-  assert.deepEqual(result.versions, [20, 6]);
+  assert.deepEqual(result.versions, [v(1, 20), v(1, 6)]);
   assert.equal(result.data[0], 0x20);
   assert.equal(result.data[4096], 0x06);
+});
+
+Deno.test("replica host: a repair of a newer term replaces a newer version of an older term", async () => {
+  // Sim seed 1079: a cached write (term 2) survived a blackout on one copy, n2, which was cut
+  // off during the next takeover (term 4); the other copies had lost it, so the block took
+  // the older write and reads saw that. n2's catch-up sent the older version as a repair;
+  // guarded against the lost write's newer version it left it on n2 (and the copy back
+  // brought it to every copy, where reads saw the lost write again). A version of the
+  // repairing owner's term still wins over the repair (a write racing the copy).
+  const { host } = await newHost();
+  await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(2, [dataEntry(0, 0, v(2, 2), 0x66), dataEntry(0, 1, v(4, 3), 0x43)]),
+  );
+  const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
+    ...dataEntry(0, firstBlock, version, fill),
+    kind: EntryKind.repair,
+  });
+  const reply = await host.handle(
+    "vol",
+    "write",
+    encodeWriteBatch(4, [repair(0, v(2, 1), 0x61), repair(1, v(2, 1), 0x61)]),
+  );
+  assert.equal(reply[0], ErrorCode.OK);
+  const result = await read(host, 0, 0, 2, 4);
+  assert.deepEqual(result.versions, [v(2, 1), v(4, 3)]);
+  assert.equal(result.data[0], 0x61);
+  assert.equal(result.data[4096], 0x43);
 });
 
 Deno.test("replica host: malformed messages get error replies, data untouched", async () => {
@@ -426,18 +463,18 @@ Deno.test("replica host: a crash during an unacknowledged in-place write leaves 
 
 Deno.test("replica host: a repair after a newer write in the same batch does not undo it", async () => {
   const { host } = await newHost();
-  await host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 0, 10, 0x10)]));
+  await host.handle("vol", "write", encodeWriteBatch(1, [dataEntry(0, 0, v(1, 10), 0x10)]));
   // One batch: a client write (v20), then a read repair carrying an older good copy (v19),
   // as the owner's batcher may send them. The repair is guarded against the write before it.
-  const repair: WriteEntry = { ...dataEntry(0, 0, 19, 0x19), kind: EntryKind.repair };
+  const repair: WriteEntry = { ...dataEntry(0, 0, v(1, 19), 0x19), kind: EntryKind.repair };
   const reply = await host.handle(
     "vol",
     "write",
-    encodeWriteBatch(1, [dataEntry(0, 0, 20, 0x20), repair]),
+    encodeWriteBatch(1, [dataEntry(0, 0, v(1, 20), 0x20), repair]),
   );
   assert.equal(reply[0], ErrorCode.OK);
   const result = await read(host, 0, 0, 1);
-  assert.deepEqual([...result.versions], [20]);
+  assert.deepEqual([...result.versions], [v(1, 20)]);
   assert.equal(result.data[0], 0x20);
 });
 
@@ -590,6 +627,14 @@ Deno.test("replica host: after a power loss with cached writes, its replicas are
   disk.crash({ keepPendingProbability: 1, tearWrites: false });
   const again = await open("boot-2");
   assert.deepEqual(await suspectIn(again, 3), [0, 1]);
+  // Fenced at term 3, it serves that owner's reads (the owner judged it: where every in-sync
+  // copy is suspect it keeps them and reads them); still suspect until that owner writes.
+  const judged = await again.handle(
+    "vol",
+    "read",
+    encodeReadRequest({ segment: 1, epoch: 3, firstBlock: 4, blockCount: 1 }),
+  );
+  assert.equal(judged[0], ErrorCode.OK, "the fencing owner may read a suspect copy it kept");
   // The owner that fenced at term 3 writes (it has recorded its judgement): cleared.
   const write = encodeWriteBatch(
     3,
@@ -601,4 +646,133 @@ Deno.test("replica host: after a power loss with cached writes, its replicas are
   // And the marker names this boot again: a kill -9 now leaves nothing suspect.
   disk.crash({ keepPendingProbability: 1, tearWrites: false });
   assert.deepEqual(await suspectIn(await open("boot-2"), 5), []);
+});
+
+Deno.test("replica host: writes to a segment file removed before they finish are never told durable", async () => {
+  // The simulator's durability oracle forgets a segment file's versions when the node removes
+  // it; a write applied before the removal and synced after it must not put them back (a file
+  // made there again later starts empty). Plain and cached writes, each racing deleteSegment.
+  for (const flags of [0, BatchFlag.cached]) {
+    const durable: number[] = [];
+    // fdatasyncs wait while `held` is set, so the removal lands between apply and sync.
+    let held: Promise<void> | null = null;
+    let release = () => {};
+    let waiting = 0;
+    const inner = new MemoryDisk({ seed: 12 });
+    const disk: Disk = {
+      ...inner,
+      open: async (path, options) => {
+        const file = await inner.open(path, options);
+        return {
+          ...file,
+          read: (b, p) => file.read(b, p),
+          write: (b, p) => file.write(b, p),
+          writev: (b, p) => file.writev(b, p),
+          truncate: (n) => file.truncate(n),
+          sizeBytes: () => file.sizeBytes(),
+          close: () => file.close(),
+          datasync: async () => {
+            if (held) {
+              waiting++;
+              await held;
+            }
+            await file.datasync();
+          },
+        };
+      },
+      remove: (path) => inner.remove(path),
+      removeDir: (path) => inner.removeDir(path),
+      list: (dir) => inner.list(dir),
+      mkdirp: (dir) => inner.mkdirp(dir),
+      syncDir: (dir) => inner.syncDir(dir),
+    };
+    const host = new ReplicaHost("/data", disk, silent, {
+      onDurable: (_v, entries) => durable.push(...entries.map((e) => e.version)),
+    });
+    await host.loadAll();
+    await host.createSegments("vol", segmentBytes, [0, 1], 1);
+    // The cached-writes marker first (its own fdatasync), so the race below is the batch's.
+    const warm = encodeWriteBatch(1, [dataEntry(0, 0, 49, 4)], 0, flags);
+    assert.equal((await host.handle("vol", "write", warm))[0], ErrorCode.OK);
+    durable.length = 0;
+    held = new Promise((resolve) => (release = resolve));
+    const batch = encodeWriteBatch(1, [dataEntry(0, 1, 50, 5), dataEntry(1, 1, 51, 5)], 0, flags);
+    const writing = host.handle("vol", "write", batch);
+    if (flags) assert.equal((await writing)[0], ErrorCode.OK, "a cached batch needs no sync");
+    else while (waiting === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    const removing = host.deleteSegment("vol", 1);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    held = null;
+    release();
+    assert.equal((await writing)[0], ErrorCode.OK, `flags ${flags}: applied before the removal`);
+    await removing;
+    assert.equal(
+      (await host.handle("vol", "flush", encoder.encode('{"epoch":1}')))[0],
+      ErrorCode.OK,
+    );
+    // (A cached warm-up write is told durable at the flush too.)
+    assert.deepEqual(
+      durable,
+      flags ? [49, 50] : [50],
+      `flags ${flags}: never the write to the removed file`,
+    );
+  }
+});
+
+Deno.test("replica host: a lease answer lists the suspect segments no owner of its term has fenced", async () => {
+  // Sim seed 1226: a node lost power with an unflushed cached write and came back while
+  // clients only read; no read or write of its segment reached it, so the owner never
+  // learned, and the copy stayed listed in sync without that write. The owner renews
+  // leases on a timer: the answer tells it.
+  const disk = new MemoryDisk({ seed: 12 });
+  const open = async (bootId: string) => {
+    const host = new ReplicaHost("/data", disk, silent, { bootId });
+    await host.loadAll();
+    return host;
+  };
+  const first = await open("boot-1");
+  await first.createSegments("vol", segmentBytes, [0, 1], 1);
+  const cached = encodeWriteBatch(1, [dataEntry(0, 4, v(1, 40), 0x40)], 0, BatchFlag.cached);
+  assert.equal((await first.handle("vol", "write", cached))[0], ErrorCode.OK);
+  const lease = async (host: ReplicaHost, epoch: number) => {
+    const reply = await host.handle(
+      "vol",
+      "lease",
+      encoder.encode(JSON.stringify({ epoch, durationMs: 1000 })),
+    );
+    assert.equal(reply[0], ErrorCode.OK);
+    return reply.length > 1
+      ? JSON.parse(new TextDecoder().decode(reply.subarray(1))).suspect
+      : undefined;
+  };
+  assert.equal(await lease(first, 1), undefined, "nothing suspect: a bare OK");
+  disk.crash({ keepPendingProbability: 1, tearWrites: false });
+  const rebooted = await open("boot-2");
+  assert.deepEqual(await lease(rebooted, 1), [0, 1]);
+  // Fenced at term 2 (an owner judged it): not listed to that owner, still to an older one.
+  const fence = encoder.encode(JSON.stringify({ epoch: 2, segments: [1], nextSeq: 1 }));
+  assert.equal((await rebooted.handle("vol", "fence", fence))[0], ErrorCode.OK);
+  assert.deepEqual(await lease(rebooted, 2), [0]);
+});
+
+Deno.test("replica host: inspectBlocks reads a suspect replica, which serves no read", async () => {
+  const disk = new MemoryDisk({ seed: 13 });
+  const first = new ReplicaHost("/data", disk, silent, { bootId: "boot-1" });
+  await first.loadAll();
+  await first.createSegments("vol", segmentBytes, [0], 1);
+  const plain = encodeWriteBatch(1, [dataEntry(0, 2, 60, 6)], 0);
+  assert.equal((await first.handle("vol", "write", plain))[0], ErrorCode.OK);
+  const cached = encodeWriteBatch(1, [dataEntry(0, 3, 61, 6)], 0, BatchFlag.cached);
+  assert.equal((await first.handle("vol", "write", cached))[0], ErrorCode.OK);
+  disk.crash({ keepPendingProbability: 0 });
+  const rebooted = new ReplicaHost("/data", disk, silent, { bootId: "boot-2" });
+  await rebooted.loadAll();
+  const refused = await rebooted.handle(
+    "vol",
+    "read",
+    encodeReadRequest({ segment: 0, epoch: 1, firstBlock: 2, blockCount: 1 }),
+  );
+  assert.equal(refused[0], ErrorCode.NO_SUCH_VOLUME);
+  const seen = await rebooted.inspectBlocks("vol", 0, 2, 2);
+  assert.deepEqual([...seen.versions], [60, 0], "the durable write is there, the cached one lost");
 });

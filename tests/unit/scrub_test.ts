@@ -51,6 +51,10 @@ interface Cluster {
   disks: Map<string, MemoryDisk>;
 }
 
+/** Versions of term 1, the term these tests' hosts are written at (core.ts VersionCounter). */
+const v5 = 2 ** 32 + 5;
+const v9 = 2 ** 32 + 9;
+
 /** Three hosts holding the same written blocks (every block of both segments, version 5). */
 async function cluster(): Promise<Cluster> {
   const hosts = new Map<string, ReplicaHost>();
@@ -68,8 +72,8 @@ async function cluster(): Promise<Cluster> {
           firstBlock: block,
           blockCount: 1,
           kind: EntryKind.data,
-          version: 5,
-          data: blockData(segment, block, 5),
+          version: v5,
+          data: blockData(segment, block, v5),
         });
       }
     }
@@ -144,8 +148,8 @@ Deno.test("scrub: a rotten block no read touches is found and repaired from a go
     blockCount: 1,
   });
   assert.equal(after.states[0], "written");
-  assert.equal(after.versions[0], 5, "repaired with the good copy's version");
-  assert.deepEqual(after.data, blockData(1, rotten.block, 5), "and its bytes");
+  assert.equal(after.versions[0], v5, "repaired with the good copy's version");
+  assert.deepEqual(after.data, blockData(1, rotten.block, v5), "and its bytes");
   for (const [key, bytes] of untouched) {
     const [node, s] = key.split("/");
     assert.deepEqual(
@@ -175,8 +179,8 @@ Deno.test("scrub: a newer write racing the repair is not undone", async () => {
           firstBlock: block,
           blockCount: 1,
           kind: EntryKind.data,
-          version: 9,
-          data: blockData(0, block, 9),
+          version: v9,
+          data: blockData(0, block, v9),
         }]);
       }
     }
@@ -194,8 +198,8 @@ Deno.test("scrub: a newer write racing the repair is not undone", async () => {
     firstBlock: block,
     blockCount: 1,
   });
-  assert.equal(now.versions[0], 9, "the newer write stays");
-  assert.deepEqual(now.data, blockData(0, block, 9));
+  assert.equal(now.versions[0], v9, "the newer write stays");
+  assert.deepEqual(now.data, blockData(0, block, v9));
 });
 
 Deno.test("scrub: the rate is kept per virtual second, and a busy owner's ticks are skipped", async () => {
@@ -298,7 +302,7 @@ Deno.test("scrub: the volume actor scrubs while it serves and stops when it stop
     blockCount: 1,
   });
   assert.equal(fixed.states[0], "written", "the serving owner's scrub repaired c");
-  assert.deepEqual(fixed.data, blockData(1, 60, 5));
+  assert.deepEqual(fixed.data, blockData(1, 60, v5));
   assert.ok(scrubCalls > 0);
   const stopping = actor.stop("test");
   await scheduler.runFor(100);
