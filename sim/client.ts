@@ -10,7 +10,7 @@ import { decodeReply, encodeRequest, Flag, Op, replyError } from "../protocol/fr
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
-import type { FlushOp, HistoryOp } from "./linearizability.ts";
+import { type FlushOp, type HistoryOp, tornValue } from "./linearizability.ts";
 import type { SimScheduler } from "./scheduler.ts";
 
 /** One attempt's timeout; far above the network's largest delay, so no stale attempt lands late. */
@@ -218,6 +218,32 @@ export class SimClient {
         outcome: "ok",
       });
     }
+    return true;
+  }
+
+  /**
+   * Reads one block; one that reads CORRUPT is recorded as torn (the checker decides whether
+   * a power loss explains it). False if the read failed otherwise.
+   */
+  async readOrTorn(block: number): Promise<boolean> {
+    const startMs = this.scheduler.nowMs;
+    const result = await this.call(Op.READ, block * blockSizeBytes, blockSizeBytes);
+    const endMs = this.scheduler.nowMs;
+    if (!result.ok && result.why !== "CORRUPT") {
+      this.stats.failed++;
+      this.count(result.why);
+      return false;
+    }
+    this.stats.ok++;
+    this.history.push({
+      client: this.id,
+      kind: "read",
+      block,
+      value: result.ok ? decodeBlock(result.payload, block) : tornValue,
+      startMs,
+      endMs,
+      outcome: "ok",
+    });
     return true;
   }
 

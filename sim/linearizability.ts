@@ -264,6 +264,14 @@ function checkBlock(
 export const powerLossClient = "power-loss";
 
 /**
+ * The value of a read that found the block torn (CORRUPT on every copy). A total power loss
+ * may tear a block whose last writes were not durable yet (its data and checksum written in
+ * place, neither synced), as it may tear a sector of a disk: the checker allows it exactly
+ * there (valuesAfterLoss), and nowhere else.
+ */
+export const tornValue = -1;
+
+/**
  * A block's history cut at total power losses into epochs, each checked on its own from
  * every value the block may hold when it begins: 0 for the first; after a loss, the value of
  * the last write durable by then or of any write after it (see CheckOptions.losses), starting
@@ -377,9 +385,15 @@ function valuesAfterLoss(
   const out = from < 0
     ? [began, ...writes.map((w) => w.value)]
     : writes.slice(from).map((w) => w.value);
+  let notDurable = writes.length - 1 - from;
   for (const op of ops) {
-    if (op.kind === "write" && op.outcome === "unknown") out.push(op.value);
+    if (op.kind === "write" && op.outcome === "unknown") {
+      out.push(op.value);
+      notDurable++;
+    }
   }
+  // A write not durable at the loss may have been cut between its data and its checksum.
+  if (notDurable > 0 && !out.includes(tornValue)) out.push(tornValue);
   return out;
 }
 
@@ -945,8 +959,11 @@ function validate(op: HistoryOp): void {
     bad("a write's value must be an integer > 0");
   }
   if (op.outcome === "ok") {
-    if (op.kind === "read" && (!Number.isSafeInteger(op.value) || op.value < 0)) {
-      bad("an ok read's value must be an integer >= 0");
+    if (
+      op.kind === "read" &&
+      (!Number.isSafeInteger(op.value) || (op.value < 0 && op.value !== tornValue))
+    ) {
+      bad("an ok read's value must be an integer >= 0, or tornValue");
     }
     if (!Number.isFinite(op.endMs) || op.endMs < op.startMs) {
       bad("endMs must be finite and >= startMs");
@@ -963,7 +980,7 @@ function ms(t: number): string {
 }
 
 function showValue(v: number): string {
-  return v === 0 ? "0 (the initial zeros)" : String(v);
+  return v === 0 ? "0 (the initial zeros)" : v === tornValue ? "torn (CORRUPT)" : String(v);
 }
 
 /** describe(), with the value a read returned. */

@@ -4,6 +4,7 @@ import {
   checkLinearizable,
   type CheckResult,
   type HistoryOp,
+  tornValue,
   type ViolationKind,
 } from "../../sim/linearizability.ts";
 
@@ -681,4 +682,48 @@ Deno.test("losses: an op in flight at a loss, or two writers of a block, is refu
     () => checkLinearizable([w("A", 1, 0, 20), w("B", 2, 10, 30)], { losses: [100] }),
     /one writer per block/,
   );
+});
+
+Deno.test("losses: a block may read torn (CORRUPT) after a total loss only if its last write was not durable", () => {
+  const cw = (value: number, s: number, e: number) => ({ ...w("A", value, s, e), cached: true });
+  const torn = (block: number, s: number, e: number) => r("B", tornValue, s, e, "ok", block);
+  // An unflushed cached write at the loss: torn is one of the block's possible values, and
+  // stays until the block is written again.
+  assert.deepEqual(
+    checkLinearizable([w("A", 1, 0, 10), cw(2, 20, 30), torn(0, 110, 120), torn(0, 130, 140)], {
+      losses: [100],
+    }).violations,
+    [],
+  );
+  assert.deepEqual(
+    checkLinearizable(
+      [cw(2, 20, 30), torn(0, 110, 120), w("A", 3, 150, 160), r("B", 3, 170, 180)],
+      {
+        losses: [100],
+      },
+    ).violations,
+    [],
+  );
+  // Written again, it is no longer torn.
+  assert.equal(
+    checkLinearizable([cw(2, 20, 30), torn(0, 110, 120), w("A", 3, 150, 160), torn(0, 170, 180)], {
+      losses: [100],
+    }).ok,
+    false,
+  );
+  // Its last write durable (not cached, or flushed before the loss): never torn.
+  assert.equal(
+    checkLinearizable([w("A", 1, 0, 10), w("A", 2, 20, 30), torn(0, 110, 120)], { losses: [100] })
+      .ok,
+    false,
+  );
+  assert.equal(
+    checkLinearizable([w("A", 1, 0, 10), cw(2, 20, 30), torn(0, 110, 120)], {
+      losses: [100],
+      flushes: [{ startMs: 31, endMs: 40 }],
+    }).ok,
+    false,
+  );
+  // No loss: never torn.
+  assert.equal(checkLinearizable([w("A", 1, 0, 10), cw(2, 20, 30), torn(0, 40, 50)]).ok, false);
 });
