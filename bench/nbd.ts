@@ -19,7 +19,7 @@ import * as net from "node:net";
 import { TestCluster } from "../tests/harness/cluster.ts";
 import { ensureNbdTools, mustRun } from "../tests/nbd/tools.ts";
 import { freePort } from "../server/nats_server.ts";
-import { parseArgs, parseSize } from "../cli/args.ts";
+import { parseArgs, parseSize, UsageError } from "../cli/args.ts";
 
 const MiB = 1024 * 1024;
 
@@ -136,8 +136,24 @@ function fmt(n: number, digits = 0): string {
   });
 }
 
+const usage = `usage: deno task bench:nbd [--runtime 8] [--size 1GiB] [--only TEXT]
+  --runtime SECONDS  fio's runtime per job and side (default 8)
+  --size BYTES       volume and nbdkit file size (default 1GiB)
+  --only TEXT        run only the jobs whose name contains TEXT`;
+
 async function main(): Promise<void> {
-  const args = parseArgs(Deno.args);
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(usage);
+    return;
+  }
+  let args;
+  try {
+    args = parseArgs(Deno.args);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`${err.message}\n${usage}`);
+    Deno.exit(2);
+  }
   const runtimeS = Number(args.flags.get("runtime") ?? 8);
   const sizeBytes = parseSize(String(args.flags.get("size") ?? "1GiB"));
   await ensureNbdTools();
