@@ -2,8 +2,10 @@
 import {
   decodeReply,
   decodeStat,
+  encodeFlushTerm,
   encodeRequest,
   Flag,
+  isCached,
   Op,
   replyError,
   type VolumeStat,
@@ -71,6 +73,13 @@ export class Volume {
   private readonly maxInFlight: number;
   private readonly cachedWrites: boolean;
   private closed = false;
+  /**
+   * The owner term of the oldest cached write acknowledged since the last FLUSH that covered
+   * it (null: none), sent with FLUSH so a power loss of every copy since is reported.
+   */
+  private oldestUnflushedTerm: number | null = null;
+  /** Cached writes acknowledged so far (tells a FLUSH whether others came in meanwhile). */
+  private cachedAcks = 0;
   /** Set once the volume this handle was opened on is gone; every call then fails with it. */
   private gone: CairnError | null = null;
   /**
@@ -167,7 +176,10 @@ export class Volume {
           const reply = decodeReply(await this.attempt(frame, generation));
           this.owner.sawTerm(reply.epoch);
           const error = replyError(reply);
-          if (!error) return reply.payload;
+          if (!error) {
+            if (isCached(flags) && op !== Op.FLUSH) this.cachedAcked(reply.epoch);
+            return reply.payload;
+          }
           if (error.code === "NO_SUCH_VOLUME") throw this.gone = error;
           if (!error.retryable) throw error;
           if (error.code === "MOVED") this.owner.ownerGone("MOVED", generation);
@@ -386,9 +398,27 @@ export class Volume {
     });
   }
 
-  /** Every write acknowledged before this call is durable on every in-sync replica. */
+  private cachedAcked(term: number): void {
+    this.cachedAcks++;
+    this.oldestUnflushedTerm = Math.min(this.oldestUnflushedTerm ?? term, term);
+  }
+
+  /**
+   * Every write acknowledged before this call is durable on every in-sync replica. Fails with
+   * CACHE_LOST when cached writes of this handle acknowledged before it may have been lost in
+   * a power loss of every copy (reported once: later FLUSHes cover only later writes).
+   */
   async flush(): Promise<void> {
-    await this.call(Op.FLUSH, 0, 0);
+    const term = this.oldestUnflushedTerm;
+    const acksBefore = this.cachedAcks;
+    try {
+      await this.call(Op.FLUSH, 0, 0, term === null ? undefined : encodeFlushTerm(term));
+    } catch (err) {
+      if (err instanceof CairnError && err.code === "CACHE_LOST") this.oldestUnflushedTerm = null;
+      throw err;
+    }
+    // Covered, unless more cached writes were acknowledged meanwhile (kept, conservatively).
+    if (this.cachedAcks === acksBefore) this.oldestUnflushedTerm = null;
   }
 
   async stat(): Promise<VolumeStat> {

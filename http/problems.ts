@@ -24,6 +24,7 @@ export const problemStatus: Record<ProblemCode, number> = {
   BAD_REQUEST: 400,
   NO_SUCH_VOLUME: 404,
   NO_SUCH_NODE: 404,
+  CACHE_LOST: 500,
   EXISTS: 409,
   // The cluster, as it is now, cannot place the volume: a conflict with its state.
   NOT_ENOUGH_NODES: 409,

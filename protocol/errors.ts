@@ -40,6 +40,11 @@ export const ErrorCode = {
   WRITE_GAP: 17,
   /** No node of that id in the metadata (control plane). */
   NO_SUCH_NODE: 18,
+  /**
+   * FLUSH: cached writes acknowledged before it, at a term before a power loss of every copy,
+   * may be lost (their blocks hold older data, or read CORRUPT if torn). Not retryable.
+   */
+  CACHE_LOST: 19,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -232,6 +232,14 @@ export function decodeRequest(frame: Uint8Array): DecodedRequest {
         requestId,
       );
     }
+  } else if (op === Op.FLUSH) {
+    if (payloadBytes !== 0 && payloadBytes !== flushTermBytes) {
+      return reject(
+        "BAD_FRAME",
+        `FLUSH carries no payload or a ${flushTermBytes}-byte term, got ${payloadBytes} bytes`,
+        requestId,
+      );
+    }
   } else if (payloadBytes !== 0) {
     return reject(
       "BAD_FRAME",
@@ -317,7 +325,14 @@ export function validateRequest(
   const flagProblem = checkFlags(op, req.flags);
   if (flagProblem !== null) return problem("BAD_FRAME", flagProblem);
   const payloadBytes = req.payload.byteLength;
-  if (op === Op.WRITE ? payloadBytes !== lengthBytes : payloadBytes !== 0) {
+  if (op === Op.FLUSH) {
+    if (payloadBytes !== 0 && payloadBytes !== flushTermBytes) {
+      return problem(
+        "BAD_FRAME",
+        `FLUSH payload is ${payloadBytes} bytes, expected 0 or ${flushTermBytes} (a term)`,
+      );
+    }
+  } else if (op === Op.WRITE ? payloadBytes !== lengthBytes : payloadBytes !== 0) {
     return problem(
       "BAD_FRAME",
       `${opNames[op]} payload is ${payloadBytes} bytes, expected ${
@@ -352,6 +367,34 @@ export function validateRequest(
     );
   }
   return null;
+}
+
+/**
+ * A FLUSH may carry the owner term (u64 little-endian) of the oldest cached write the sender
+ * had acknowledged since its last FLUSH; the owner answers CACHE_LOST when a power loss of
+ * every copy since that term may have taken it. Without it (0 bytes) nothing is checked.
+ */
+export const flushTermBytes = 8;
+
+/** A write the client asked to be acknowledged before it is durable (see Flag.CACHED). */
+export function isCached(flags: number): boolean {
+  return (flags & Flag.CACHED) !== 0 && (flags & Flag.FUA) === 0;
+}
+
+export function encodeFlushTerm(term: number): Uint8Array {
+  const out = new Uint8Array(flushTermBytes);
+  new DataView(out.buffer).setBigUint64(0, BigInt(term), true);
+  return out;
+}
+
+/** The term a FLUSH carries, or null if it carries none. */
+export function decodeFlushTerm(payload: Uint8Array): number | null {
+  if (payload.byteLength !== flushTermBytes) return null;
+  const term = new DataView(payload.buffer, payload.byteOffset, flushTermBytes).getBigUint64(
+    0,
+    true,
+  );
+  return term > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(term);
 }
 
 /** Writes a reply header into target[0..16). Throws RangeError if a field does not fit. */

@@ -75,6 +75,12 @@ export const volumeLayoutSchema = z.object({
    * volume returns to it by a planned handoff once it is back and in sync everywhere.
    */
   home: nameSchema.optional(),
+  /**
+   * The term of the latest takeover that kept copies which all lost power (every in-sync copy
+   * suspect): cached writes acknowledged at an earlier term and not flushed may be lost, and a
+   * FLUSH that says it covers one answers CACHE_LOST (docs/PROTOCOL.md, FLUSH).
+   */
+  cachedLossTerm: z.number().int().nonnegative().optional(),
 });
 export type VolumeLayout = z.infer<typeof volumeLayoutSchema>;
 

@@ -6,7 +6,15 @@
  * write id, so a read tells exactly which write it saw.
  */
 import type { Transport } from "../actors/ports.ts";
-import { decodeReply, encodeRequest, Flag, Op, replyError } from "../protocol/frames.ts";
+import {
+  decodeReply,
+  encodeFlushTerm,
+  encodeRequest,
+  Flag,
+  Op,
+  replyError,
+} from "../protocol/frames.ts";
+import type { ClientFlush } from "./flush_check.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
@@ -96,7 +104,12 @@ export class SimClient {
     private readonly nextWriteId: () => number,
     /** Where FLUSHes answered OK are recorded (the checker's power-loss model needs them). */
     private readonly flushes: FlushOp[] = [],
+    /** Every FLUSH of this client and how it was answered (flush_check.ts). */
+    private readonly clientFlushes: ClientFlush[] = [],
   ) {}
+
+  /** The owner term of the oldest cached write acknowledged since the last FLUSH answered. */
+  private oldestUnflushedTerm: number | null = null;
 
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => this.scheduler.schedule(ms, resolve, this.id));
@@ -109,7 +122,7 @@ export class SimClient {
     lengthBytes: number,
     payload?: Uint8Array,
     flags = 0,
-  ): Promise<{ ok: true; payload: Uint8Array } | { ok: false; why: string }> {
+  ): Promise<{ ok: true; payload: Uint8Array; term: number } | { ok: false; why: string }> {
     const deadline = this.scheduler.nowMs + operationDeadlineMs;
     const frame = encodeRequest({
       op,
@@ -130,7 +143,7 @@ export class SimClient {
         );
         const reply = decodeReply(raw);
         const error = replyError(reply);
-        if (!error) return { ok: true, payload: reply.payload };
+        if (!error) return { ok: true, payload: reply.payload, term: reply.epoch };
         why = error.code;
         if (!error.retryable) return { ok: false, why };
       } catch (err) {
@@ -164,13 +177,32 @@ export class SimClient {
     const flags = cached ? Flag.CACHED : 0;
     const result = await this.call(Op.WRITE, first * blockSizeBytes, data.length, data, flags);
     const endMs = this.scheduler.nowMs;
+    if (cached && result.ok) {
+      // As the client library does: the oldest unflushed cached write's term goes with FLUSH.
+      this.oldestUnflushedTerm = Math.min(this.oldestUnflushedTerm ?? result.term, result.term);
+    }
     if (cached && result.ok && ++this.cachedSinceFlush >= cachedWritesPerFlush) {
       this.cachedSinceFlush = 0;
       const flushStartMs = this.scheduler.nowMs;
-      const flushed = await this.call(Op.FLUSH, 0, 0);
+      const term = this.oldestUnflushedTerm;
+      const flushed = await this.call(
+        Op.FLUSH,
+        0,
+        0,
+        term === null ? undefined : encodeFlushTerm(term),
+      );
+      const flushEndMs = this.scheduler.nowMs;
+      const outcome = flushed.ok ? "ok" : flushed.why === "CACHE_LOST" ? "lost" : "failed";
+      this.clientFlushes.push({
+        client: this.id,
+        startMs: flushStartMs,
+        endMs: flushEndMs,
+        outcome,
+      });
+      if (outcome !== "failed") this.oldestUnflushedTerm = null;
       if (flushed.ok) {
         this.stats.flushes++;
-        this.flushes.push({ startMs: flushStartMs, endMs: this.scheduler.nowMs });
+        this.flushes.push({ startMs: flushStartMs, endMs: flushEndMs });
       } else this.count(`FLUSH ${flushed.why}`);
     }
     if (result.ok) this.stats.ok++;

@@ -8,6 +8,7 @@
 import { SimCluster } from "./cluster.ts";
 import { SimClient, type SimVolume } from "./client.ts";
 import { checkLinearizable, describe, type FlushOp, type HistoryOp } from "./linearizability.ts";
+import { checkFlushesAfterLosses, type ClientFlush } from "./flush_check.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { encodeJson } from "../protocol/control.ts";
 import { segmentFileSizeBytes } from "../actors/replica/segment_file.ts";
@@ -121,6 +122,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   const countCheck = (kind: string, n = 1) => checks.set(kind, (checks.get(kind) ?? 0) + n);
   const history: HistoryOp[] = [];
   const flushes: FlushOp[] = [];
+  const clientFlushes: ClientFlush[] = [];
   /** Times of blackouts (every node lost power at once, no client op in flight). */
   const losses: number[] = [];
   let clients: SimClient[] = [];
@@ -175,6 +177,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       history,
       () => ++writeIds,
       flushes,
+      clientFlushes,
     ));
   const runs = clients.map((c) => c.run(0.6));
 
@@ -471,6 +474,12 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   countCheck("linearizable blocks", result.blocksChecked);
   for (const v of result.violations.slice(0, 5)) {
     fail(`${v.kind}: ${v.message}\n      ${v.ops.map(describe).join("\n      ")}`);
+  }
+  if (losses.length) {
+    countCheck("FLUSHes after a total power loss");
+    for (const problem of checkFlushesAfterLosses(history, clientFlushes, losses).slice(0, 5)) {
+      fail(`flush-after-loss: ${problem}`);
+    }
   }
   await checkConverged();
   checkNotStuck();

@@ -37,12 +37,13 @@ import type {
   VolumeSpec,
 } from "../../protocol/schemas.ts";
 import {
+  decodeFlushTerm,
   decodeRequest,
   encodeErrorReply,
   encodeReply,
   encodeStat,
-  Flag,
   type IoRequest,
+  isCached,
   Op,
   validateRequest,
 } from "../../protocol/frames.ts";
@@ -201,11 +202,6 @@ export function checkReplicaReply(reply: Uint8Array): Uint8Array {
 }
 
 /** Calls a replica; a non-OK status becomes ReplicaReplyError. */
-/** A write the client asked to be acknowledged before it is durable (see Flag.CACHED). */
-function isCached(flags: number): boolean {
-  return (flags & Flag.CACHED) !== 0 && (flags & Flag.FUA) === 0;
-}
-
 export async function callReplica(
   link: Pick<ReplicaLink, "call">,
   op: string,
@@ -401,6 +397,11 @@ export class VolumeActor {
         });
         if (this.lifecycle !== "taking-over") return;
         this.layout = result.layout;
+        if (result.lostCachedWrites && (this.layout.cachedLossTerm ?? -1) < this.term) {
+          // Recorded before serving, so every later owner answers the FLUSHes it concerns.
+          const term = this.term;
+          await this.editLayoutNow((current) => ({ ...current, cachedLossTerm: term }));
+        }
         for (const [segment, version] of result.highestVersions) {
           this.versions.seed(segment, version);
         }
@@ -1149,7 +1150,7 @@ export class VolumeActor {
           cached: isCached(request.flags),
         });
       case Op.FLUSH:
-        return this.flush();
+        return this.flush(decodeFlushTerm(request.payload));
       case Op.STAT:
         return Promise.resolve(this.stat());
       default:
@@ -1177,7 +1178,16 @@ export class VolumeActor {
    * was sent since the last FLUSH. A replica whose flush fails is marked stale like one
    * whose write failed; the last in-sync copy is kept and the FLUSH fails.
    */
-  private async flush(): Promise<Uint8Array> {
+  private async flush(oldestCachedTerm: number | null = null): Promise<Uint8Array> {
+    const lossTerm = this.layout.cachedLossTerm;
+    if (oldestCachedTerm !== null && lossTerm !== undefined && oldestCachedTerm < lossTerm) {
+      throw new CairnError(
+        "CACHE_LOST",
+        `cached writes acknowledged at term ${oldestCachedTerm} and not flushed may be lost: ` +
+          `every copy of some segment lost power before term ${lossTerm} took over; their ` +
+          `blocks hold older data or read CORRUPT until written again`,
+      );
+    }
     const needed = this.cachedSinceFlush;
     this.cachedSinceFlush = false;
     // A FLUSH still syncing covers writes acknowledged before this one too: this one answers

@@ -373,6 +373,8 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   layout: VolumeLayout;
   highestVersions: Map<number, number>;
   summary: string;
+  /** Some segment kept copies that all lost power: unflushed cached writes may be gone. */
+  lostCachedWrites: boolean;
 }> {
   let layout = input.layout;
   const epoch = layout.term;
@@ -398,6 +400,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   }));
 
   const highestVersions = new Map<number, number>();
+  let lostCachedWrites = false;
   const stateChanges: { segment: number; node: string; state: "in-sync" | "stale" }[] = [];
   let copiedBlocks = 0;
   const blockCount = input.segmentBytes / blockSizeBytes;
@@ -418,6 +421,7 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
           `power loss with unflushed cached writes); kept, as a disk after a power loss`,
       );
       keptSuspect = true;
+      lostCachedWrites = true;
     }
     const sources = reachable.filter((r) => r.state === "in-sync");
     for (const r of replicas) {
@@ -499,5 +503,5 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
   }
   const summary = `${fenced.size}/${nodeSegments.size} replica nodes answered, ` +
     `${copiedBlocks} blocks copied, ${stateChanges.length} replica state changes`;
-  return { layout, highestVersions, summary };
+  return { layout, highestVersions, summary, lostCachedWrites };
 }

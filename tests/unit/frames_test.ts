@@ -3,10 +3,12 @@ import assert from "node:assert/strict";
 import { CairnError, ErrorCode, type ErrorCodeName } from "../../protocol/errors.ts";
 import {
   allocReply,
+  decodeFlushTerm,
   decodeReply,
   decodeRequest,
   decodeStat,
   encodeErrorReply,
+  encodeFlushTerm,
   encodeReply,
   encodeRequest,
   encodeStat,
@@ -457,4 +459,25 @@ Deno.test("fuzz: decodeRequest never throws; accepted frames re-encode identical
     check(frame);
   }
   assert.ok(accepted > 1000, `fuzz accepted only ${accepted} frames`);
+});
+
+Deno.test("FLUSH may carry the term of the sender's oldest unflushed cached write", () => {
+  const base = {
+    op: Op.FLUSH,
+    flags: 0,
+    requestId: 9,
+    offsetBytes: 0,
+    lengthBytes: 0,
+    incarnation: 1,
+  };
+  const request = decodeOk(encodeRequest({ ...base, payload: encodeFlushTerm(42) }));
+  assert.equal(decodeFlushTerm(request.payload), 42);
+  assert.equal(validateRequest(request, 1 << 20), null);
+  assert.equal(decodeFlushTerm(decodeOk(encodeRequest(base)).payload), null);
+  // Any other size is a bad frame, in the decoder and in validateRequest.
+  assertRejected(encodeRequest({ ...base, payload: new Uint8Array(7) }), "BAD_FRAME", 9);
+  assert.equal(
+    validateRequest({ ...base, payload: new Uint8Array(7) }, 1 << 20)?.code,
+    "BAD_FRAME",
+  );
 });

@@ -14,7 +14,8 @@ import { MemoryDisk } from "../../actors/memory_disk.ts";
 import { ReplicaHost, segmentFileName } from "../../actors/replica/host.ts";
 import { SegmentFile, segmentFileSizeBytes } from "../../actors/replica/segment_file.ts";
 import { type ReplicaLink, VolumeActor } from "../../actors/volume/actor.ts";
-import { decodeReply, encodeRequest, Flag, Op } from "../../protocol/frames.ts";
+import { decodeReply, encodeFlushTerm, encodeRequest, Flag, Op } from "../../protocol/frames.ts";
+import { ErrorCode } from "../../protocol/errors.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Clock } from "../../actors/ports.ts";
 import { HostError } from "../../actors/replica/host.ts";
@@ -425,6 +426,55 @@ Deno.test("a write resent to a new owner after the old one applied it is not app
   assert.equal(decodeReply(await successor.handleFrame(frame(1, 2), "_INBOX.client2")).status, 0);
   assert.equal(decodeReply(await successor.handleFrame(first, "_INBOX.client1")).status, 0);
   assert.equal((await successor.serve(request(Op.READ, 0, 4096)))[0], 2);
+  await successor.stop();
+});
+
+Deno.test("after every copy lost power, a FLUSH covering older cached writes answers CACHE_LOST", async () => {
+  const { actor, metadata, hosts, disks } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  const oldTerm = actor.ownerTerm;
+  const cachedWrite = {
+    ...request(Op.WRITE, 0, 4096, new Uint8Array(4096).fill(5)),
+    flags: Flag.CACHED,
+  };
+  await actor.serve(cachedWrite);
+  await actor.stop();
+  // Every node loses power (unsynced writes lost) and boots again: every copy is suspect.
+  for (const [node, disk] of disks) {
+    disk.crash({ keepPendingProbability: 0 });
+    const host = new ReplicaHost(`/${node}`, disk, quiet, { bootId: "boot-2" });
+    await host.loadAll();
+    hosts.set(node, host);
+  }
+  const spec = (await metadata.getSpec("v"))!.value;
+  const successor = new VolumeActor({
+    spec,
+    nodeId: "b",
+    metadata,
+    link: (node) => inProcessLink(hosts.get(node)!, volumeId),
+    clock: stillClock,
+    random: { next: () => 0.5 },
+    log: quiet,
+  });
+  const before = (await metadata.getLayout("v"))!.value;
+  await successor.start({ volumeId, owner: "a", term: before.term });
+  assert.equal(successor.state, "serving");
+  const after = (await metadata.getLayout("v"))!.value;
+  assert.equal(after.cachedLossTerm, successor.ownerTerm, "the loss is recorded in the layout");
+  const flush = (term?: number) =>
+    successor.handleFrame(
+      encodeRequest({
+        ...request(Op.FLUSH, 0, 0, term === undefined ? undefined : encodeFlushTerm(term)),
+      }),
+      "_INBOX.client1",
+    ).then(decodeReply);
+  // The client had a cached write acknowledged at the old term and not flushed: told.
+  const lost = await flush(oldTerm);
+  assert.equal(lost.status, ErrorCode.CACHE_LOST);
+  assert.match(new TextDecoder().decode(lost.payload), /may be lost/);
+  // Writes acknowledged at the new term, or none: OK.
+  assert.equal((await flush(successor.ownerTerm)).status, 0);
+  assert.equal((await flush()).status, 0);
   await successor.stop();
 });
 
