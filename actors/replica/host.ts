@@ -813,7 +813,16 @@ export class ReplicaHost {
       }
       encoded = undefined;
     }
-    const journaled = effective.some(isDirect) ? effective.filter((e) => !isDirect(e)) : effective;
+    // In place only when every versioned entry of the batch goes in place: a replica must
+    // never hold a later version while missing an earlier one (a takeover trusts equal
+    // highest versions). With both kinds in one batch, a crash after its journal record and
+    // before its in-place writes replays later versions without the earlier in-place ones
+    // (kill -9 of every node in the crash test: replicas differed at equal highest versions).
+    // A mixed batch is journaled whole.
+    const versioned = effective.filter((e) => e.kind !== EntryKind.request);
+    const inPlace = versioned.length > 0 && versioned.every(isDirect);
+    const direct = (e: WriteEntry) => inPlace && isDirect(e);
+    const journaled = inPlace ? effective.filter((e) => !isDirect(e)) : effective;
     if (journaled !== effective) encoded = undefined;
     const syncs: Promise<void>[] = [];
     if (journaled.length) {
@@ -830,7 +839,7 @@ export class ReplicaHost {
         syncs.push(synced);
       }
     }
-    const direct = new Set<Replica>();
+    const inPlaceReplicas = new Set<Replica>();
     // In arrival order, so a later entry for a block lands after an earlier one.
     for (const entry of effective) {
       if (entry.kind === EntryKind.request) {
@@ -838,14 +847,15 @@ export class ReplicaHost {
         continue;
       }
       const replica = this.replica(volume, entry.segment);
-      if (isDirect(entry)) direct.add(replica);
+      if (direct(entry)) inPlaceReplicas.add(replica);
       await this.applyEntry(replica, entry);
       if (entry.request) {
         this.rememberRequest(volume, clientRequestKey(entry.request));
       }
     }
-    if (cached) { for (const replica of direct) this.unsynced(volume).replicas.add(replica); }
-    else for (const replica of direct) syncs.push(replica.sync());
+    if (cached) {
+      for (const replica of inPlaceReplicas) this.unsynced(volume).replicas.add(replica);
+    } else for (const replica of inPlaceReplicas) syncs.push(replica.sync());
     const durable = Promise.all(syncs).then(() => {});
     return { advanced, durable, effective };
   }
