@@ -17,10 +17,6 @@ type Snapshot = Pick<DashboardSnapshot, "nodes" | "volumes">;
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
-function drained(n: NodeInfo): boolean {
-  return n.drained || n.state === "draining";
-}
-
 function nodeEvents(prev: NodeInfo[], next: NodeInfo[]): LiveEvent[] {
   const events: LiveEvent[] = [];
   const before = new Map(prev.map((n) => [n.id, n]));
@@ -36,14 +32,14 @@ function nodeEvents(prev: NodeInfo[], next: NodeInfo[]): LiveEvent[] {
       });
       continue;
     }
-    if (drained(n) && !drained(p)) {
+    if (n.drained && !p.drained) {
       events.push({
         kind: "node-draining",
         severity: "info",
         node: n.id,
         message: `node ${n.id} is draining: its volumes move away`,
       });
-    } else if (!drained(n) && drained(p)) {
+    } else if (!n.drained && p.drained) {
       events.push({
         kind: "node-up",
         severity: "info",

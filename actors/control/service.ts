@@ -365,11 +365,22 @@ export class ControlService implements ControlApi {
     return await this.info(spec.name);
   }
 
-  private async ownedCounts(): Promise<Map<string, number>> {
-    const counts = new Map<string, number>();
+  /** Every volume that has a layout, with it (one read of each). */
+  private async placedVolumes(): Promise<{ spec: VolumeSpec; layout: VolumeLayout }[]> {
+    const placed = [];
     for (const spec of await this.metadata.listSpecs()) {
       const layout = await this.metadata.getLayout(spec.name);
-      if (layout) counts.set(layout.value.owner, (counts.get(layout.value.owner) ?? 0) + 1);
+      if (layout) placed.push({ spec, layout: layout.value });
+    }
+    return placed;
+  }
+
+  private async ownedCounts(
+    placed?: { layout: VolumeLayout }[],
+  ): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    for (const { layout } of placed ?? await this.placedVolumes()) {
+      counts.set(layout.owner, (counts.get(layout.owner) ?? 0) + 1);
     }
     return counts;
   }
@@ -464,12 +475,10 @@ export class ControlService implements ControlApi {
     this.log.info(`node ${node} drained: moving the volumes it owns`);
     const nodeLive = (await this.listNodes()).find((n) => n.id === node)?.live === true;
     const targets = (await this.placementNodes()).filter((n) => n.id !== node);
-    const counts = await this.ownedCounts();
-    const owned: { name: string; layout: VolumeLayout }[] = [];
-    for (const spec of await this.metadata.listSpecs()) {
-      const layout = await this.metadata.getLayout(spec.name);
-      if (layout?.value.owner === node) owned.push({ name: spec.name, layout: layout.value });
-    }
+    const placed = await this.placedVolumes();
+    const counts = await this.ownedCounts(placed);
+    const owned = placed.filter(({ layout }) => layout.owner === node)
+      .map(({ spec, layout }) => ({ name: spec.name, layout }));
     const moved: DrainResult["moved"] = [];
     const blocked: DrainResult["blocked"] = [];
     const queue = [...owned];
@@ -521,13 +530,11 @@ export class ControlService implements ControlApi {
     if (!await this.metadata.getNode(node)) {
       throw new CairnError("NO_SUCH_NODE", `no node named ${node}; see node list`);
     }
-    const volumes = [];
-    for (const spec of await this.metadata.listSpecs()) {
-      const layout = await this.metadata.getLayout(spec.name);
-      if (layout) {
-        volumes.push({ name: spec.name, minInSync: spec.minInSync, layout: layout.value });
-      }
-    }
+    const volumes = (await this.placedVolumes()).map(({ spec, layout }) => ({
+      name: spec.name,
+      minInSync: spec.minInSync,
+      layout,
+    }));
     const risks = stopRisks(node, volumes, (n) => !this.isDown(n));
     return { node, okToStop: risks.length === 0, risks };
   }

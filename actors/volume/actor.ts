@@ -1224,27 +1224,37 @@ export class VolumeActor {
     const results = await Promise.allSettled(
       nodes.map((node) => callReplica(this.stream(node), "flush", body)),
     );
-    let keptLastCopy = false;
+    const failed: { node: string; segment: number }[] = [];
     for (const [i, result] of results.entries()) {
       if (result.status === "fulfilled") continue;
       const err = result.reason as Error;
       if (err instanceof ReplicaReplyError && err.code === "STALE_EPOCH") this.fence(err.message);
       this.deps.log.warn(`volume ${this.name}: flush on ${nodes[i]} failed: ${err.message}`);
-      for (const segment of segmentsByNode.get(nodes[i])!) {
-        if (await this.replicaWriteFailed(nodes[i], segment) === "kept-last-copy") {
-          keptLastCopy = true;
-        }
-      }
+      for (const segment of segmentsByNode.get(nodes[i])!) failed.push({ node: nodes[i], segment });
+    }
+    await this.settleFailedReplicas(
+      failed,
+      `the flush failed on a last in-sync replica, which stays in sync; not acknowledged`,
+    );
+  }
+
+  /**
+   * A failed in-sync replica is marked stale before the client hears OK, so it is never read;
+   * MOVED if the actor was fenced meanwhile, UNAVAILABLE (with `lastCopyMessage`) if one was a
+   * segment's last in-sync replica, which stays in sync and the request is not acknowledged.
+   */
+  private async settleFailedReplicas(
+    failed: readonly { node: string; segment: number }[],
+    lastCopyMessage: string,
+  ): Promise<void> {
+    let keptLastCopy = false;
+    for (const { node, segment } of failed) {
+      if (await this.replicaWriteFailed(node, segment) === "kept-last-copy") keptLastCopy = true;
     }
     if (this.stateNow() === "fenced") {
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
-    if (keptLastCopy) {
-      throw new CairnError(
-        "UNAVAILABLE",
-        `the flush failed on a last in-sync replica, which stays in sync; not acknowledged`,
-      );
-    }
+    if (keptLastCopy) throw new CairnError("UNAVAILABLE", lastCopyMessage);
   }
 
   private async write(
@@ -1320,22 +1330,10 @@ export class VolumeActor {
     if (this.lifecycle === "fenced") {
       throw new CairnError("MOVED", "volume was taken over by a newer owner");
     }
-    // A failed in-sync replica is marked stale before the client hears ok, so it is never read.
-    let keptLastCopy = false;
-    for (const node of failed) {
-      if (await this.replicaWriteFailed(node, piece.segment) === "kept-last-copy") {
-        keptLastCopy = true;
-      }
-    }
-    if (this.stateNow() === "fenced") {
-      throw new CairnError("MOVED", "volume was taken over by a newer owner");
-    }
-    if (keptLastCopy) {
-      throw new CairnError(
-        "UNAVAILABLE",
-        `segment ${piece.segment}: the write failed on its last in-sync replica, which stays in sync; not acknowledged`,
-      );
-    }
+    await this.settleFailedReplicas(
+      failed.map((node) => ({ node, segment: piece.segment })),
+      `segment ${piece.segment}: the write failed on its last in-sync replica, which stays in sync; not acknowledged`,
+    );
   }
 
   /**

@@ -50,7 +50,7 @@ export function clock(iso) {
 /** A node's state as an operator reads it: text and a shape, not colour alone. */
 export function nodeState(n) {
   if (!n.live || n.state === "down") return { key: "down", icon: "✕", text: "Down" };
-  if (n.drained || n.state === "draining") return { key: "draining", icon: "⇣", text: "Drained" };
+  if (n.drained) return { key: "draining", icon: "⇣", text: "Drained" };
   if (n.state === "suspect") return { key: "suspect", icon: "◌", text: "Suspect" };
   return { key: "up", icon: "●", text: "Up" };
 }
@@ -117,7 +117,7 @@ export function renderNodes(container, snapshot, io, actions) {
           const u = used.get(n.id) ?? 0;
           const pct = Math.min(100, (u / n.capacityBytes) * 100);
           const nio = n.live ? io.node(n.id) : null;
-          const isDrained = n.drained === true || n.state === "draining";
+          const isDrained = n.drained;
           return h(
             `li.node-card.${state.key}`,
             { dataset: { node: n.id } },
