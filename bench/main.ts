@@ -634,13 +634,25 @@ class Bench {
       const volume = this.rig.volume;
       if (!volume) throw new Error("no bench volume");
       const data = randomBytes(spec.ioBytes);
+      const before = { ...volume.coalescing };
+      const logCoalescing = () => {
+        const multis = volume.coalescing.multis - before.multis;
+        const frames = volume.coalescing.framesInMultis - before.framesInMultis;
+        if (multis > 0) {
+          log(
+            `${spec.id}: ${frames} frames went in ${multis} MULTI messages (${
+              (frames / multis).toFixed(1)
+            } each)`,
+          );
+        }
+      };
       if (spec.op === "read") {
         await this.ensureWritten(readRegionBytes, log);
         const next = this.offsets(spec, readRegionBytes);
         return await this.measure(spec, async () => {
           const got = await volume.read(next(), spec.ioBytes);
           if (got.length !== spec.ioBytes) throw new Error(`short read: ${got.length}`);
-        });
+        }).finally(logCoalescing);
       }
       let next: () => number;
       if (spec.blocks === "fresh") {
@@ -659,7 +671,7 @@ class Bench {
         (_w, cached) => volume.write(next(), data, cached ? { durable: false } : {}),
         () => volume.flush(),
       );
-      return await this.measure(spec, op, finish);
+      return await this.measure(spec, op, finish).finally(logCoalescing);
     } catch (err) {
       return errorOf(err);
     }

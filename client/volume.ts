@@ -15,6 +15,7 @@ import { blockSizeBytes, ioLimitsFor, maxIoBytes, maxZeroIoBytes } from "../prot
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import type { RequestMux } from "../protocol/request_mux.ts";
+import { FrameCoalescer } from "../protocol/frame_coalescer.ts";
 import { backoffDelayMs, noRespondersRetryMaxMs, retryDeadlineMs, sleep } from "./retry.ts";
 import {
   OwnerChangedError,
@@ -64,6 +65,8 @@ export class Volume {
   readonly stats: IoStats = { requests: 0, retries: 0 };
   private readonly subject: string;
   private readonly owner = new OwnerWatch();
+  /** Sends this volume's small frames several to a NATS message (MULTI). */
+  private readonly coalescer: FrameCoalescer;
   /** Start times of attempts waiting for a reply (for probing a silent owner). */
   private readonly attemptsStartedMs = new Set<{ startedMs: number }>();
   private probeTimer: ReturnType<typeof setTimeout> | null = null;
@@ -97,6 +100,7 @@ export class Volume {
     private readonly options: VolumeOptions,
   ) {
     this.subject = subjects.volumeIo(name);
+    this.coalescer = new FrameCoalescer(mux, this.subject);
     this.maxInFlight = options.maxInFlight ?? defaultMaxInFlight;
     this.cachedWrites = options.cachedWrites ?? false;
   }
@@ -119,6 +123,11 @@ export class Volume {
    */
   get frameBytes(): number {
     return Math.min(this.ownerIoBytes, ioLimitsFor(this.mux.maxPayloadBytes()).ioBytes);
+  }
+
+  /** MULTI envelopes this handle sent and the frames they carried (see FrameCoalescer). */
+  get coalescing(): { readonly multis: number; readonly framesInMultis: number } {
+    return this.coalescer.stats;
   }
 
   get sizeBytes(): number {
@@ -233,7 +242,7 @@ export class Volume {
     this.watchForSilence();
     try {
       return await Promise.race([
-        this.mux.request(this.subject, frame, requestTimeoutMs),
+        this.coalescer.request(frame, requestTimeoutMs),
         this.owner.changedSince(generation),
       ]);
     } finally {

@@ -536,3 +536,138 @@ export function decodeStat(body: Uint8Array): VolumeStat {
     replicas: view.getUint32(28, true),
   };
 }
+
+/**
+ * MULTI (op 7): several request frames in one NATS message. Each member is `[u32 length][frame]`.
+ * The owner serves them in order as if each came alone and answers in parts: each reply
+ * message carries the member replies ready at that moment, as `[u32 index][u32 length][reply]`,
+ * so a member that waits does not hold back the others. A client coalesces small requests sent
+ * at the same moment into one MULTI, so nats-server, the client and the owner handle one
+ * message where they handled many. MULTI has no IoRequest of its own and does not nest.
+ */
+export const multiOp = 7;
+/** Most member frames one MULTI carries. */
+export const maxMultiFrames = 256;
+const u32Bytes = 4;
+
+/** Whether a frame is a MULTI envelope (its version and op bytes say so). */
+export function isMulti(frame: Uint8Array): boolean {
+  return frame.byteLength >= requestHeaderBytes && frame[0] === protocolVersion &&
+    frame[1] === multiOp;
+}
+
+/** Encodes a MULTI request of the given member frames: one allocation. */
+export function encodeMulti(frames: readonly Uint8Array[]): Uint8Array {
+  fieldCheck(frames.length >= 1 && frames.length <= maxMultiFrames, "frames", frames.length);
+  let total = requestHeaderBytes;
+  for (const f of frames) total += u32Bytes + f.byteLength;
+  const out = new Uint8Array(total);
+  writeRequestHeader(out, {
+    op: multiOp,
+    flags: 0,
+    requestId: 0,
+    offsetBytes: 0,
+    lengthBytes: frames.length,
+  });
+  const view = viewOf(out);
+  let at = requestHeaderBytes;
+  for (const f of frames) {
+    view.setUint32(at, f.byteLength, true);
+    out.set(f, at + u32Bytes);
+    at += u32Bytes + f.byteLength;
+  }
+  return out;
+}
+
+/**
+ * The member frames of a MULTI request (views into it), or the problem that makes the whole
+ * envelope unanswerable member by member. Never throws.
+ */
+export function decodeMulti(frame: Uint8Array): Uint8Array[] | FrameProblem {
+  if (!isMulti(frame)) return problem("BAD_FRAME", "not a MULTI frame");
+  const view = viewOf(frame);
+  if (view.getUint16(2, true) !== 0) return problem("BAD_FRAME", "MULTI takes no flags");
+  const count = view.getUint32(16, true);
+  if (count < 1 || count > maxMultiFrames) {
+    return problem("BAD_FRAME", `MULTI carries 1 to ${maxMultiFrames} frames, says ${count}`);
+  }
+  const members: Uint8Array[] = [];
+  let at = requestHeaderBytes;
+  for (let i = 0; i < count; i++) {
+    if (at + u32Bytes > frame.byteLength) {
+      return problem("BAD_FRAME", `MULTI ends before member ${i + 1} of ${count}`);
+    }
+    const bytes = view.getUint32(at, true);
+    at += u32Bytes;
+    if (bytes > frame.byteLength - at) {
+      return problem(
+        "BAD_FRAME",
+        `MULTI member ${i + 1} says ${bytes} bytes, ${frame.byteLength - at} are left`,
+      );
+    }
+    const member = frame.subarray(at, at + bytes);
+    if (isMulti(member)) return problem("BAD_FRAME", "a MULTI may not carry a MULTI");
+    members.push(member);
+    at += bytes;
+  }
+  if (at !== frame.byteLength) {
+    return problem("BAD_FRAME", `MULTI has ${frame.byteLength - at} bytes after its last member`);
+  }
+  return members;
+}
+
+/** One member's reply in a part of a MULTI's answer. */
+export interface MultiReplyPart {
+  /** The member's position in its MULTI, from 0. */
+  index: number;
+  /** Its reply frame. */
+  frame: Uint8Array;
+}
+
+/** Encodes one part of a MULTI's answer: an OK reply header whose payload is member replies. */
+export function encodeMultiReplyPart(parts: readonly MultiReplyPart[], epoch: number): Uint8Array {
+  let payloadBytes = 0;
+  for (const p of parts) payloadBytes += 2 * u32Bytes + p.frame.byteLength;
+  const out = allocReply(ErrorCode.OK, 0, epoch, payloadBytes);
+  const view = viewOf(out);
+  let at = replyHeaderBytes;
+  for (const p of parts) {
+    fieldCheck(isU32(p.index), "index", p.index);
+    view.setUint32(at, p.index, true);
+    view.setUint32(at + u32Bytes, p.frame.byteLength, true);
+    out.set(p.frame, at + 2 * u32Bytes);
+    at += 2 * u32Bytes + p.frame.byteLength;
+  }
+  return out;
+}
+
+/**
+ * The member replies in one part of a MULTI's answer (frames are views into it), or null when
+ * the message is an error reply to the whole envelope (an owner that does not know MULTI
+ * answers UNKNOWN_OP). Throws CairnError BAD_FRAME on a malformed part or an index not below
+ * `count`.
+ */
+export function decodeMultiReplyPart(frame: Uint8Array, count: number): MultiReplyPart[] | null {
+  const reply = decodeReply(frame);
+  if (reply.status !== ErrorCode.OK) return null;
+  const view = viewOf(frame);
+  const parts: MultiReplyPart[] = [];
+  let at = replyHeaderBytes;
+  while (at < frame.byteLength) {
+    if (at + 2 * u32Bytes > frame.byteLength) {
+      throw new CairnError("BAD_FRAME", "MULTI reply part ends inside a member header");
+    }
+    const index = view.getUint32(at, true);
+    const bytes = view.getUint32(at + u32Bytes, true);
+    at += 2 * u32Bytes;
+    if (index >= count) {
+      throw new CairnError("BAD_FRAME", `MULTI reply for member ${index}, the MULTI had ${count}`);
+    }
+    if (bytes > frame.byteLength - at) {
+      throw new CairnError("BAD_FRAME", `MULTI reply member says ${bytes} bytes, fewer are left`);
+    }
+    parts.push({ index, frame: frame.subarray(at, at + bytes) });
+    at += bytes;
+  }
+  return parts;
+}

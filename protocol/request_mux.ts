@@ -60,6 +60,11 @@ export function permissionViolation(
 }
 
 interface Pending {
+  /**
+   * For a request answered in parts: takes each reply, returns whether the request is answered.
+   * Without it the first reply answers.
+   */
+  onPart?: (data: Uint8Array) => boolean;
   resolve: (data: Uint8Array) => void;
   reject: (err: Error) => void;
   subject: string;
@@ -156,10 +161,34 @@ export class RequestMux {
 
   /** Sends data to subject; resolves with the reply's payload. */
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    return this.send(subject, data, timeoutMs);
+  }
+
+  /**
+   * Sends data to subject and hands each reply to onReply until it returns true (answered):
+   * for a request answered in several messages (a MULTI). Resolves once answered; rejects as
+   * request() does if it is not answered in time.
+   */
+  async requestParts(
+    subject: string,
+    data: Uint8Array,
+    timeoutMs: number,
+    onPart: (reply: Uint8Array) => boolean,
+  ): Promise<void> {
+    await this.send(subject, data, timeoutMs, onPart);
+  }
+
+  private send(
+    subject: string,
+    data: Uint8Array,
+    timeoutMs: number,
+    onPart?: (reply: Uint8Array) => boolean,
+  ): Promise<Uint8Array> {
     if (this.inboxDenied) return Promise.reject(this.inboxDenied);
     const token = this.nextToken++;
     return new Promise<Uint8Array>((resolve, reject) => {
       this.pending.set(token, {
+        onPart,
         resolve,
         reject,
         subject,
@@ -180,13 +209,25 @@ export class RequestMux {
     const token = Number(msg.subject.slice(this.prefix.length + 1));
     const pending = this.pending.get(token);
     if (!pending) return; // late reply after a timeout
-    this.pending.delete(token);
     // NATS answers a request nobody subscribes to with an empty 503 status message.
     if (msg.data.length === 0 && msg.headers?.code === 503) {
+      this.pending.delete(token);
       pending.reject(new NoRespondersError(pending.subject));
-    } else {
-      pending.resolve(msg.data);
+      return;
     }
+    if (pending.onPart) {
+      let answered: boolean;
+      try {
+        answered = pending.onPart(msg.data);
+      } catch (err) {
+        this.pending.delete(token);
+        pending.reject(err as Error);
+        return;
+      }
+      if (!answered) return;
+    }
+    this.pending.delete(token);
+    pending.resolve(msg.data);
   }
 
   private sweep(): void {

@@ -4,6 +4,7 @@
  * looks again whenever an actor finishes, a node op asks, or a periodic sweep
  * runs, so no volume stays stuck answering MOVED while this node could serve it.
  */
+import { isMulti } from "../../protocol/frames.ts";
 import type { Clock, Metrics, Random, Transport, TransportSubscription } from "../ports.ts";
 import type { VolumeView } from "../metrics.ts";
 import type { MetadataPort, OwnerClaim } from "../metadata.ts";
@@ -241,7 +242,8 @@ export class Supervisor {
     if (state === "serving" && !entry.io) {
       this.restartDelayMs.delete(name);
       entry.io = this.deps.transport.subscribe(subjects.volumeIo(name), (msg) => {
-        actor.handleFrame(msg.data, msg.origin).then((reply) => msg.respond(reply));
+        if (isMulti(msg.data)) actor.handleMulti(msg.data, msg.origin, (part) => msg.respond(part));
+        else actor.handleFrame(msg.data, msg.origin).then((reply) => msg.respond(reply));
       });
     }
     if (state !== "serving" && entry.io) {

@@ -38,12 +38,16 @@ import type {
 } from "../../protocol/schemas.ts";
 import {
   decodeFlushTerm,
+  decodeMulti,
   decodeRequest,
   encodeErrorReply,
+  encodeMultiReplyPart,
   encodeReply,
   encodeStat,
   type IoRequest,
   isCached,
+  isMulti,
+  type MultiReplyPart,
   Op,
   validateRequest,
 } from "../../protocol/frames.ts";
@@ -1039,6 +1043,9 @@ export class VolumeActor {
 
   /** Serves one client frame and returns the reply frame. Never throws. */
   async handleFrame(frame: Uint8Array, origin?: string): Promise<Uint8Array> {
+    if (isMulti(frame)) {
+      return encodeErrorReply("BAD_FRAME", "a MULTI needs handleMulti", 0, this.term);
+    }
     const decoded = decodeRequest(frame);
     if (!decoded.ok) {
       return encodeErrorReply(decoded.code, decoded.message, decoded.requestId, this.term);
@@ -1073,6 +1080,32 @@ export class VolumeActor {
       else this.recentWrites.delete(key);
     }
     return reply;
+  }
+
+  /**
+   * Serves a MULTI's member frames in order, as if each came alone, and answers in parts:
+   * the member replies ready in one burst of completions (one replica batch's writes, say) go
+   * in one message, so a slow member holds back none of the others. Never throws.
+   */
+  handleMulti(frame: Uint8Array, origin: string | undefined, respond: (part: Uint8Array) => void) {
+    const members = decodeMulti(frame);
+    if (!Array.isArray(members)) {
+      respond(encodeErrorReply(members.code, members.message, 0, this.term));
+      return;
+    }
+    let ready: MultiReplyPart[] = [];
+    const sendReady = () => {
+      respond(encodeMultiReplyPart(ready, this.term));
+      ready = [];
+    };
+    members.forEach((member, index) => {
+      void this.handleFrame(member, origin).then((reply) => {
+        // Completions of one burst run as promise jobs one after another: the first queues
+        // the send behind the others' jobs, already queued, so they join it.
+        if (ready.length === 0) queueMicrotask(sendReady);
+        ready.push({ index, frame: reply });
+      });
+    });
   }
 
   private async answer(

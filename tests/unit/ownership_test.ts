@@ -14,7 +14,15 @@ import { MemoryDisk } from "../../actors/memory_disk.ts";
 import { ReplicaHost, segmentFileName } from "../../actors/replica/host.ts";
 import { SegmentFile, segmentFileSizeBytes } from "../../actors/replica/segment_file.ts";
 import { type ReplicaLink, VolumeActor } from "../../actors/volume/actor.ts";
-import { decodeReply, encodeFlushTerm, encodeRequest, Flag, Op } from "../../protocol/frames.ts";
+import {
+  decodeMultiReplyPart,
+  decodeReply,
+  encodeFlushTerm,
+  encodeMulti,
+  encodeRequest,
+  Flag,
+  Op,
+} from "../../protocol/frames.ts";
 import { ErrorCode } from "../../protocol/errors.ts";
 import type { VolumeLayout, VolumeSpec } from "../../protocol/schemas.ts";
 import type { Clock } from "../../actors/ports.ts";
@@ -396,6 +404,58 @@ Deno.test("a resent write the owner already applied is answered, not applied aga
   // The same request id from another connection is another write.
   assert.equal(decodeReply(await actor.handleFrame(frame(7, 3), "_INBOX.client2")).status, 0);
   assert.equal((await actor.serve(request(Op.READ, 0, 4096)))[0], 3);
+});
+
+/** Sends a MULTI to the actor; resolves with its member replies in order once all came. */
+function multi(actor: VolumeActor, envelope: Uint8Array, count: number): Promise<Uint8Array[]> {
+  const replies: Uint8Array[] = [];
+  let answered = 0;
+  return new Promise((resolve) => {
+    actor.handleMulti(envelope, "_INBOX.client1", (part) => {
+      for (const { index, frame } of decodeMultiReplyPart(part, count)!) {
+        assert.equal(replies[index], undefined, `member ${index} answered twice`);
+        replies[index] = frame;
+        answered++;
+      }
+      if (answered === count) resolve(replies);
+    });
+  });
+}
+
+Deno.test("a MULTI's members are served in order as if each came alone, and answered in parts", async () => {
+  const { actor } = await harness();
+  await actor.start({ volumeId, owner: "a", term: 0 });
+  const write = (requestId: number, offset: number, fill: number) =>
+    encodeRequest({
+      ...request(Op.WRITE, offset, 4096, new Uint8Array(4096).fill(fill)),
+      requestId,
+    });
+  const read = encodeRequest({ ...request(Op.READ, 0, 4096), requestId: 3 });
+  const unaligned = encodeRequest({ ...request(Op.READ, 100, 4096), requestId: 4 });
+  const members = [write(1, 0, 1), write(2, 0, 2), read, unaligned, write(5, 8192, 5)];
+  const replies = (await multi(actor, encodeMulti(members), members.length)).map(decodeReply);
+  assert.deepEqual(replies.map((r) => r.requestId), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    replies.map((r) => r.status),
+    [0, 0, 0, ErrorCode.UNALIGNED, 0],
+    "one bad member fails alone",
+  );
+  assert.equal(replies[2].payload[0], 2, "the read saw both writes before it, in order");
+  assert.equal((await actor.serve(request(Op.READ, 8192, 4096)))[0], 5);
+  // A member resent alone (its MULTI's reply was lost) is answered, not applied again.
+  assert.equal(decodeReply(await actor.handleFrame(write(6, 0, 6), "_INBOX.client1")).status, 0);
+  assert.equal(decodeReply(await actor.handleFrame(members[0], "_INBOX.client1")).status, 0);
+  assert.equal((await actor.serve(request(Op.READ, 0, 4096)))[0], 6);
+  // A malformed envelope is refused whole: nothing in it is applied.
+  const bad = encodeMulti([write(7, 0, 7), write(8, 4096, 8)]);
+  const truncated = bad.subarray(0, bad.byteLength - 1);
+  const refusedParts: Uint8Array[] = [];
+  actor.handleMulti(truncated, "_INBOX.client1", (part) => refusedParts.push(part));
+  assert.equal(refusedParts.length, 1);
+  assert.equal(decodeReply(refusedParts[0]).status, ErrorCode.BAD_FRAME);
+  assert.equal((await actor.serve(request(Op.READ, 0, 4096)))[0], 6);
+  assert.equal((await actor.serve(request(Op.READ, 4096, 4096)))[0], 0);
+  await actor.stop();
 });
 
 Deno.test("a write resent to a new owner after the old one applied it is not applied again", async () => {
