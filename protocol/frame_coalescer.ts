@@ -1,5 +1,5 @@
 /**
- * Sends small request frames to one volume's subject in MULTI envelopes (see frames.ts):
+ * Sends small write frames to one volume's subject in MULTI envelopes (see frames.ts):
  * frames handed over during one turn of the event loop go out together as one NATS message
  * when there are several, so a client with many requests in flight costs nats-server, itself
  * and the owner one message per turn instead of one per request. The owner answers in parts,
@@ -12,6 +12,7 @@ import {
   decodeReply,
   encodeMulti,
   maxMultiFrames,
+  Op,
   requestHeaderBytes,
 } from "./frames.ts";
 import { CairnError, ErrorCode } from "./errors.ts";
@@ -21,6 +22,18 @@ import type { RequestMux } from "./request_mux.ts";
 export const maxCoalescedFrameBytes = 64 * 1024 + requestHeaderBytes;
 /** A MULTI is sent once its members reach this many bytes (well under any max_payload). */
 export const maxMultiBytes = 512 * 1024;
+
+/**
+ * Whether a frame may join a MULTI: small writes (WRITE, TRIM, WRITE_ZEROES). Reads go alone:
+ * the reads of one MULTI complete together, so they moved as one convoy and measured slower (at
+ * 32 in flight 13.6k-21.5k IOPS against 22k-24k alone); writes gain, as a replica batch takes
+ * them together anyway.
+ */
+function coalesces(frame: Uint8Array): boolean {
+  const op = frame[1];
+  return frame.byteLength <= maxCoalescedFrameBytes &&
+    (op === Op.WRITE || op === Op.TRIM || op === Op.WRITE_ZEROES);
+}
 
 interface Queued {
   frame: Uint8Array;
@@ -43,7 +56,7 @@ export class FrameCoalescer {
 
   /** Sends one request frame; resolves with its reply frame, as RequestMux.request does. */
   request(frame: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
-    if (this.multiRefused || frame.byteLength > maxCoalescedFrameBytes) {
+    if (this.multiRefused || !coalesces(frame)) {
       return this.mux.request(this.subject, frame, timeoutMs);
     }
     return new Promise<Uint8Array>((resolve, reject) => {

@@ -8,8 +8,6 @@ import { maxReplicaBatchBytes } from "../../protocol/limits.ts";
 
 /** Batches to one node in flight at once; more pending entries wait and join the next. */
 export const maxBatchesInFlightPerNode = 2;
-/** Pending entries split over free batch slots only when each batch gets at least this many. */
-export const minEntriesToSplit = 4;
 
 interface Pending {
   entry: WriteEntry;
@@ -51,14 +49,7 @@ export class NodeWriteBatcher {
       const batch: Pending[] = [];
       let bytes = 0;
       const limitBytes = this.maxBatchBytes();
-      // With a slot free after this one, half goes now and half in the other: two batches in
-      // flight keep the node's network and disk busy at once, where one whole batch would
-      // leave each idle while the other works (and every client write in one convoy).
-      const slotsFree = maxBatchesInFlightPerNode - this.inFlight;
-      const take = slotsFree > 1 && this.pending.length >= 2 * minEntriesToSplit
-        ? Math.ceil(this.pending.length / slotsFree)
-        : this.pending.length;
-      while (this.pending.length && batch.length < take) {
+      while (this.pending.length) {
         const size = entryWireBytes(this.pending[0].entry);
         // A single entry larger than the limit (one whole frame) still goes, alone.
         if (batch.length && bytes + size > limitBytes) break;

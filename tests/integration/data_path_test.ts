@@ -52,6 +52,7 @@ Deno.test({
       const model = new Uint8Array(volumeBytes);
       await t.step("concurrent clients write random data at random aligned offsets", async () => {
         const writers = 4;
+        let multis = 0;
         await Promise.all(Array.from({ length: writers }, async (_, w) => {
           const client = await cluster.client();
           const volume = await client.openVolume("data");
@@ -71,7 +72,10 @@ Deno.test({
               }
             }
           }));
+          multis += volume.coalescing.multis;
         }));
+        // Eight writes in flight per client: some went several to a message (MULTI).
+        assert.ok(multis > 0, "no write went in a MULTI");
         // Writes that cross segment boundaries and a large multi-request write.
         const volume = await admin.openVolume("data");
         const random = mulberry32(7);
@@ -92,6 +96,17 @@ Deno.test({
           const volume = await client.openVolume("data");
           const all = await volume.read(0, volumeBytes);
           assert.equal(firstDifference(all, model), -1, "volume differs from the model");
+          // Block reads, all at once (reads go alone, not in MULTIs).
+          const random = mulberry32(11);
+          const blocks = Array.from(
+            { length: 512 },
+            () => Math.floor(random() * (volumeBytes / blockSize)),
+          );
+          await Promise.all(blocks.map(async (block) => {
+            const got = await volume.read(block * blockSize, blockSize);
+            const want = model.subarray(block * blockSize, (block + 1) * blockSize);
+            assert.equal(firstDifference(got, want), -1, `block ${block} differs from the model`);
+          }));
         },
       );
 

@@ -162,7 +162,7 @@ function stubMux(knowsMulti: boolean) {
   return { mux, sent, failWith: (err: Error | null) => (fail = err) };
 }
 
-Deno.test("frames sent in one turn go as one MULTI; each caller gets its own reply", async () => {
+Deno.test("writes sent in one turn go as one MULTI; each caller gets its own reply", async () => {
   const { mux, sent } = stubMux(true);
   const coalescer = new FrameCoalescer(mux, "s");
   const replies = await Promise.all(
@@ -177,6 +177,12 @@ Deno.test("frames sent in one turn go as one MULTI; each caller gets its own rep
   await coalescer.request(write(7, maxCoalescedFrameBytes), 1000);
   assert.equal(sent.length, 3);
   assert.ok(!isMulti(sent[1]) && !isMulti(sent[2]));
+  // Reads go alone, however many at once.
+  const read = (requestId: number) =>
+    encodeRequest({ op: Op.READ, flags: 0, requestId, offsetBytes: 0, lengthBytes: 4096 });
+  await Promise.all([8, 9, 10].map((id) => coalescer.request(read(id), 1000)));
+  assert.equal(sent.length, 6);
+  assert.ok(sent.slice(3).every((f) => !isMulti(f)));
 });
 
 Deno.test("an owner without MULTI: the frames go again one by one, and from then on alone", async () => {
