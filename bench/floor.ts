@@ -1,0 +1,289 @@
+/**
+ * `deno task bench:floor [--seconds N] [--rounds N]`: how close Cairn's 4 KiB durable write can
+ * come to issue 9's target (CPU per write at most 3x the NATS echo's) on NATS at all. In one run,
+ * interleaved round by round, at 32 in flight:
+ *
+ * - echo: NATS request/reply of 4 KiB to a responder process (the target's yardstick);
+ * - floor, no disk: the least messaging a 3-way replicated write needs (bench/floor_node.ts:
+ *   client -> primary, primary -> 2 replicas in per-turn batches, acks back), nothing written;
+ * - floor, disk: the same with every copy pwritten and fdatasynced (group commit) on 3 files;
+ * - Cairn: a 3-replica volume through the client library, durable writes.
+ *
+ * CPU per write is utime+stime of every process of the row from /proc over the measured time.
+ * If the floor with disk already costs more than 3x the echo, no Cairn on NATS meets the target
+ * on this machine (all copies share its 2 cores); the Cairn/floor ratio is what Cairn's own
+ * logic costs on top of the floor.
+ */
+import * as fs from "node:fs";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { LocalCluster as TestCluster } from "../server/local_cluster.ts";
+import { connectCluster } from "../client/client.ts";
+import { EchoRequester } from "./echo.ts";
+import { runLoad, xorshift } from "./load.ts";
+import { cpuSecondsOf, loadAverage } from "./proc.ts";
+import { eachFlag } from "./flags.ts";
+import { floorRecordBytes } from "./floor_node.ts";
+
+const KiB = 1024;
+const inFlight = 32;
+const blockBytes = 4 * KiB;
+/** Writes go to random blocks of this many bytes (each floor file and the Cairn volume). */
+const regionBytes = 256 * 1024 * KiB;
+const readyTimeoutMs = 20_000;
+const requestTimeoutMs = 10_000;
+
+interface Settings {
+  seconds: number;
+  rounds: number;
+}
+
+function usage(): string {
+  return `usage: deno task bench:floor [--seconds N] [--rounds N]
+  --seconds N   measured seconds per row (default 5; 1 s warm-up extra)
+  --rounds N    interleaved rounds of all four rows (default 2); medians are printed`;
+}
+
+function parse(args: string[]): Settings | null {
+  const settings: Settings = { seconds: 5, rounds: 2 };
+  const ok = eachFlag(args, (flag, value) => {
+    const n = Number(value());
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} must be a positive number`);
+    if (flag === "--seconds") settings.seconds = n;
+    else if (flag === "--rounds") settings.rounds = Math.round(n);
+    else throw new Error(`unknown flag ${flag}`);
+  });
+  return ok ? settings : null;
+}
+
+/** Spawns a Deno script and waits until it prints "ready". */
+async function spawnReady(script: string, args: string[]): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(script, import.meta.url).pathname, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const decoder = new TextDecoder();
+  let seen = "";
+  const deadline = Date.now() + readyTimeoutMs;
+  while (!seen.includes("ready")) {
+    if (Date.now() > deadline) throw new Error(`${script} not ready within ${readyTimeoutMs} ms`);
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`${script} exited before it was ready`);
+    seen += decoder.decode(value);
+  }
+  reader.releaseLock();
+  return child;
+}
+
+async function stop(child: Deno.ChildProcess): Promise<void> {
+  await child.stdin.close().catch(() => {});
+  await child.status;
+}
+
+interface RowResult {
+  iops: number;
+  /** CPU µs per write, by process. */
+  cpuUs: Record<string, number>;
+  totalUs: number;
+}
+
+/** Runs one row with the given processes' CPU counted (the bench process as "client"). */
+async function measure(
+  seconds: number,
+  pids: Record<string, number>,
+  op: () => Promise<void>,
+): Promise<RowResult> {
+  const all = { client: Deno.pid, ...pids };
+  const before: Record<string, number> = {};
+  const result = await runLoad(() => op(), {
+    inFlight,
+    seconds,
+    warmupSeconds: 1,
+    bytesPerOp: blockBytes,
+  }, {
+    before: () => {
+      for (const [name, pid] of Object.entries(all)) before[name] = cpuSecondsOf(pid) ?? NaN;
+    },
+    after: () => {
+      for (const [name, pid] of Object.entries(all)) {
+        before[name] = (cpuSecondsOf(pid) ?? NaN) - before[name];
+      }
+    },
+  });
+  const cpuUs: Record<string, number> = {};
+  let totalUs = 0;
+  for (const [name, seconds] of Object.entries(before)) {
+    cpuUs[name] = (seconds / result.ops) * 1e6;
+    totalUs += cpuUs[name];
+  }
+  return { iops: result.opsPerSec, cpuUs, totalUs };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** A request for the floor: a random block's offset, then the block. */
+function floorRequest(random: () => number, block: Uint8Array): Uint8Array {
+  const record = new Uint8Array(floorRecordBytes);
+  const offset = Math.floor(random() * (regionBytes / blockBytes)) * blockBytes;
+  new DataView(record.buffer).setBigUint64(0, BigInt(offset), true);
+  record.set(block, 8);
+  return record;
+}
+
+async function floorRow(
+  seconds: number,
+  url: string,
+  nc: NatsConnection,
+  root: string,
+  disk: boolean,
+  natsPid: number,
+): Promise<RowResult> {
+  const mode = disk ? "disk" : "nodisk";
+  const replicas = await Promise.all(
+    ["r1", "r2"].map((r) =>
+      spawnReady("./floor_node.ts", [
+        "replica",
+        url,
+        `${root}/floor-${r}`,
+        mode,
+        `bench.floor.${r}`,
+      ])
+    ),
+  );
+  const primary = await spawnReady("./floor_node.ts", [
+    "primary",
+    url,
+    `${root}/floor-p`,
+    mode,
+    "bench.floor.r1",
+    "bench.floor.r2",
+  ]);
+  try {
+    const requester = new EchoRequester(nc, "bench.floor", requestTimeoutMs);
+    const random = xorshift(7);
+    const block = new Uint8Array(blockBytes).fill(0x5a);
+    const result = await measure(seconds, {
+      "nats-server": natsPid,
+      primary: primary.pid,
+      replica1: replicas[0].pid,
+      replica2: replicas[1].pid,
+    }, async () => {
+      await requester.request(floorRequest(random, block));
+    });
+    requester.close();
+    return result;
+  } finally {
+    await Promise.all([primary, ...replicas].map(stop));
+    for (const f of ["p", "r1", "r2"]) fs.rmSync(`${root}/floor-${f}`, { force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  let settings: Settings | null;
+  try {
+    settings = parse(Deno.args);
+  } catch (err) {
+    console.error(`bench:floor: ${(err as Error).message}\n${usage()}`);
+    Deno.exit(2);
+  }
+  if (!settings) {
+    console.log(usage());
+    return;
+  }
+  const log = (line: string) => console.error(`bench:floor: ${line}`);
+  log(`starting nats-server and 3 nodes (load average ${loadAverage()?.toFixed(2)})`);
+  const cluster = await TestCluster.start({ nodes: 3 });
+  try {
+    const url = cluster.natsUrl;
+    const natsPid = cluster.nats.pid!;
+    const nc = await connect({ servers: url, name: "bench-floor", noAsyncTraces: true });
+    const echo = await spawnReady("./echo_responder.ts", [url, "bench.echo"]);
+    const cairn = await connectCluster({ servers: url, name: "bench-floor" });
+    await cairn.createVolume({ name: "floor", sizeBytes: regionBytes, replicas: 3 });
+    const volume = await cairn.openVolume("floor");
+    const nodePids: Record<string, number> = {};
+    cluster.nodes.forEach((node, i) => nodePids[node.id] = cluster.pidOf(i)!);
+    const rows: Record<string, RowResult[]> = {
+      echo: [],
+      "floor, no disk": [],
+      "floor, disk": [],
+      Cairn: [],
+    };
+    for (let round = 1; round <= settings.rounds; round++) {
+      log(`round ${round} of ${settings.rounds}: echo`);
+      const echoRequester = new EchoRequester(nc, "bench.echo", requestTimeoutMs);
+      const payload = new Uint8Array(blockBytes).fill(1);
+      rows.echo.push(
+        await measure(
+          settings.seconds,
+          { "nats-server": natsPid, responder: echo.pid },
+          async () => {
+            await echoRequester.request(payload);
+          },
+        ),
+      );
+      echoRequester.close();
+      log(`round ${round}: floor, no disk`);
+      rows["floor, no disk"].push(
+        await floorRow(settings.seconds, url, nc, cluster.root, false, natsPid),
+      );
+      log(`round ${round}: floor, disk`);
+      rows["floor, disk"].push(
+        await floorRow(settings.seconds, url, nc, cluster.root, true, natsPid),
+      );
+      log(`round ${round}: Cairn`);
+      const random = xorshift(11);
+      const data = new Uint8Array(blockBytes).fill(2);
+      rows.Cairn.push(
+        await measure(settings.seconds, { "nats-server": natsPid, ...nodePids }, async () => {
+          const offset = Math.floor(random() * (regionBytes / blockBytes)) * blockBytes;
+          await volume.write(offset, data);
+        }),
+      );
+    }
+    await stop(echo);
+    await nc.close();
+    await cairn.close();
+    const echoUs = median(rows.echo.map((r) => r.totalUs));
+    const floorUs = median(rows["floor, disk"].map((r) => r.totalUs));
+    console.log(
+      `\n4 KiB durable writes, 32 in flight, medians of ${settings.rounds} interleaved rounds ` +
+        `of ${settings.seconds} s (${new Date().toISOString()}, load average ${
+          loadAverage()?.toFixed(2)
+        }):\n`,
+    );
+    console.log("| Row | IOPS | CPU per write, by process | total | / echo | / floor with disk |");
+    console.log("|---|---|---|---|---|---|");
+    for (const [name, results] of Object.entries(rows)) {
+      const names = Object.keys(results[0].cpuUs);
+      const parts = names.map((n) => `${n} ${Math.round(median(results.map((r) => r.cpuUs[n])))}`)
+        .join(", ");
+      const total = median(results.map((r) => r.totalUs));
+      console.log(
+        `| ${name} | ${Math.round(median(results.map((r) => r.iops))).toLocaleString("en-US")} | ` +
+          `${parts} µs | ${Math.round(total)} µs | ${(total / echoUs).toFixed(1)}x | ${
+            (total / floorUs).toFixed(2)
+          }x |`,
+      );
+    }
+    console.log(
+      `\nTarget: Cairn at most 3x echo (${Math.round(3 * echoUs)} µs). The floor with disk is ` +
+        `${(floorUs / echoUs).toFixed(1)}x echo: ${
+          floorUs > 3 * echoUs
+            ? "above the target before any Cairn logic, so the target cannot be met on NATS here"
+            : "below the target, so the target is reachable in principle"
+        }.`,
+    );
+  } finally {
+    await cluster.stop();
+  }
+}
+
+if (import.meta.main) await main();

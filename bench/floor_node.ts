@@ -1,0 +1,148 @@
+/**
+ * One process of the replicated-write floor (bench/floor.ts): the least work a 3-way replicated
+ * durable 4 KiB write over NATS can do, with none of Cairn's logic. Run as:
+ *
+ *   deno run -A bench/floor_node.ts primary <natsUrl> <file> <disk|nodisk> <replicaSubject>...
+ *   deno run -A bench/floor_node.ts replica <natsUrl> <file> <disk|nodisk> <subject>
+ *
+ * A request is `[u64 offset][4 KiB data]`. The primary pwrites it into its file, sends the
+ * writes that arrived in the same turn to each replica as one batch message (at most two
+ * batches in flight per replica, as Cairn's batcher), and answers once its own fdatasync and
+ * every replica's ack are in. A replica pwrites a batch, fdatasyncs (group commit) and acks.
+ * With `nodisk` nothing touches a file: the transport's share alone. Prints "ready" once
+ * subscribed; exits when stdin closes.
+ */
+import * as fs from "node:fs";
+import { promisify } from "node:util";
+import { connect } from "@nats-io/transport-node";
+import type { Msg } from "@nats-io/nats-core";
+import { RequestMux } from "../protocol/request_mux.ts";
+
+const fdatasync = promisify(fs.fdatasync);
+const offsetBytes = 8;
+const blockBytes = 4096;
+/** One write on the wire: its offset, then its block. */
+export const floorRecordBytes = offsetBytes + blockBytes;
+const replicaTimeoutMs = 10_000;
+const maxBatchesInFlight = 2;
+
+/** Callers arriving while an fdatasync runs share the next one. */
+class GroupCommit {
+  private waiting: (() => void)[] = [];
+  private syncing = false;
+  constructor(private readonly fd: number | null) {}
+  sync(): Promise<void> {
+    if (this.fd === null) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.kick();
+    });
+  }
+  private kick(): void {
+    if (this.syncing || this.waiting.length === 0) return;
+    const batch = this.waiting;
+    this.waiting = [];
+    this.syncing = true;
+    fdatasync(this.fd!).then(() => batch.forEach((r) => r())).finally(() => {
+      this.syncing = false;
+      this.kick();
+    });
+  }
+}
+
+/** pwrites every `[u64 offset][block]` record of `bytes`. */
+function applyRecords(fd: number | null, bytes: Uint8Array): void {
+  if (fd === null) return;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let at = 0; at + floorRecordBytes <= bytes.byteLength; at += floorRecordBytes) {
+    const offset = Number(view.getBigUint64(at, true));
+    fs.writeSync(fd, bytes, at + offsetBytes, blockBytes, offset);
+  }
+}
+
+/** Batches records bound for one replica: those of one turn share a message. */
+class ReplicaBatcher {
+  private pending: { record: Uint8Array; done: () => void }[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+  constructor(private readonly mux: RequestMux, private readonly subject: string) {}
+  send(record: Uint8Array): Promise<void> {
+    return new Promise((done) => {
+      this.pending.push({ record, done });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        queueMicrotask(() => {
+          this.scheduled = false;
+          this.pump();
+        });
+      }
+    });
+  }
+  private pump(): void {
+    while (this.pending.length && this.inFlight < maxBatchesInFlight) {
+      const batch = this.pending;
+      this.pending = [];
+      const out = new Uint8Array(batch.reduce((n, p) => n + p.record.byteLength, 0));
+      let at = 0;
+      for (const p of batch) {
+        out.set(p.record, at);
+        at += p.record.byteLength;
+      }
+      this.inFlight++;
+      this.mux.request(this.subject, out, replicaTimeoutMs).then(
+        () => batch.forEach((p) => p.done()),
+        (err) => console.error(`floor: replica ${this.subject}: ${(err as Error).message}`),
+      ).finally(() => {
+        this.inFlight--;
+        this.pump();
+      });
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const [role, url, file, diskMode, ...subjects] = Deno.args;
+  if ((role !== "primary" && role !== "replica") || !url || !file || !subjects.length) {
+    console.error(
+      "usage: deno run -A bench/floor_node.ts primary|replica <natsUrl> <file> disk|nodisk <subject>...",
+    );
+    Deno.exit(2);
+  }
+  const fd = diskMode === "disk" ? fs.openSync(file, "w+") : null;
+  const commit = new GroupCommit(fd);
+  const nc = await connect({ servers: url, name: `floor-${role}`, noAsyncTraces: true });
+  if (role === "replica") {
+    nc.subscribe(subjects[0], {
+      callback: (_err, msg) => {
+        applyRecords(fd, msg.data);
+        commit.sync().then(() => msg.respond(new Uint8Array(0)));
+      },
+    });
+  } else {
+    const mux = new RequestMux(nc);
+    const batchers = subjects.map((s) => new ReplicaBatcher(mux, s));
+    nc.subscribe("bench.floor", {
+      callback: (_err, msg: Msg) => {
+        const record = msg.data;
+        applyRecords(fd, record);
+        Promise.all([commit.sync(), ...batchers.map((b) => b.send(record))]).then(() =>
+          msg.respond(new Uint8Array(0))
+        );
+      },
+    });
+  }
+  await nc.flush();
+  console.log("ready");
+  const stop = async () => {
+    await nc.close().catch(() => {});
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGTERM", stop);
+  const buf = new Uint8Array(64);
+  while ((await Deno.stdin.read(buf)) !== null) {
+    // only EOF matters
+  }
+  await stop();
+}
+
+if (import.meta.main) await main();
