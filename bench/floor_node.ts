@@ -2,10 +2,10 @@
  * One process of the replicated-write floor (bench/floor.ts): the least work a 3-way replicated
  * durable 4 KiB write over NATS can do, with none of Cairn's logic. Run as:
  *
- *   deno run -A bench/floor_node.ts primary <natsUrl> <file> <disk|nodisk> <replicaSubject>...
- *   deno run -A bench/floor_node.ts replica <natsUrl> <file> <disk|nodisk> <subject>
+ *   deno run -A bench/floor_node.ts primary <natsUrl> <file> <disk|nodisk> <ioBytes> <replicaSubject>...
+ *   deno run -A bench/floor_node.ts replica <natsUrl> <file> <disk|nodisk> <ioBytes> <subject>
  *
- * A request is `[u64 offset][4 KiB data]`. The primary pwrites it into its file, sends the
+ * A request is `[u64 offset][ioBytes of data]`. The primary pwrites it into its file, sends the
  * writes that arrived in the same turn to each replica as one batch message (at most two
  * batches in flight per replica, as Cairn's batcher), and answers once its own fdatasync and
  * every replica's ack are in. A replica pwrites a batch, fdatasyncs (group commit) and acks.
@@ -19,10 +19,8 @@ import type { Msg } from "@nats-io/nats-core";
 import { RequestMux } from "../protocol/request_mux.ts";
 
 const fdatasync = promisify(fs.fdatasync);
-const offsetBytes = 8;
-const blockBytes = 4096;
-/** One write on the wire: its offset, then its block. */
-export const floorRecordBytes = offsetBytes + blockBytes;
+/** A record on the wire: its u64 offset, then its data. */
+export const floorOffsetBytes = 8;
 const replicaTimeoutMs = 10_000;
 const maxBatchesInFlight = 2;
 
@@ -50,13 +48,14 @@ class GroupCommit {
   }
 }
 
-/** pwrites every `[u64 offset][block]` record of `bytes`. */
-function applyRecords(fd: number | null, bytes: Uint8Array): void {
+/** pwrites every `[u64 offset][ioBytes]` record of `bytes`. */
+function applyRecords(fd: number | null, bytes: Uint8Array, ioBytes: number): void {
   if (fd === null) return;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let at = 0; at + floorRecordBytes <= bytes.byteLength; at += floorRecordBytes) {
+  const recordBytes = floorOffsetBytes + ioBytes;
+  for (let at = 0; at + recordBytes <= bytes.byteLength; at += recordBytes) {
     const offset = Number(view.getBigUint64(at, true));
-    fs.writeSync(fd, bytes, at + offsetBytes, blockBytes, offset);
+    fs.writeSync(fd, bytes, at + floorOffsetBytes, ioBytes, offset);
   }
 }
 
@@ -101,10 +100,14 @@ class ReplicaBatcher {
 }
 
 async function main(): Promise<void> {
-  const [role, url, file, diskMode, ...subjects] = Deno.args;
-  if ((role !== "primary" && role !== "replica") || !url || !file || !subjects.length) {
+  const [role, url, file, diskMode, ioText, ...subjects] = Deno.args;
+  const ioBytes = Number(ioText);
+  if (
+    (role !== "primary" && role !== "replica") || !url || !file || !subjects.length ||
+    !(ioBytes > 0)
+  ) {
     console.error(
-      "usage: deno run -A bench/floor_node.ts primary|replica <natsUrl> <file> disk|nodisk <subject>...",
+      "usage: deno run -A bench/floor_node.ts primary|replica <natsUrl> <file> disk|nodisk <ioBytes> <subject>...",
     );
     Deno.exit(2);
   }
@@ -114,7 +117,7 @@ async function main(): Promise<void> {
   if (role === "replica") {
     nc.subscribe(subjects[0], {
       callback: (_err, msg) => {
-        applyRecords(fd, msg.data);
+        applyRecords(fd, msg.data, ioBytes);
         commit.sync().then(() => msg.respond(new Uint8Array(0)));
       },
     });
@@ -124,7 +127,7 @@ async function main(): Promise<void> {
     nc.subscribe("bench.floor", {
       callback: (_err, msg: Msg) => {
         const record = msg.data;
-        applyRecords(fd, record);
+        applyRecords(fd, record, ioBytes);
         Promise.all([commit.sync(), ...batchers.map((b) => b.send(record))]).then(() =>
           msg.respond(new Uint8Array(0))
         );
