@@ -271,10 +271,16 @@ async function main(): Promise<void> {
     const nc = await connect({ servers: url, name: "bench-floor", noAsyncTraces: true });
     const echo = await spawnReady("./echo_responder.ts", [url, "bench.echo"]);
     const cairn = await connectCluster({ servers: url, name: "bench-floor" });
-    await cairn.createVolume({ name: "floor", sizeBytes: regionBytes, replicas: 3 });
+    const { owner } = await cairn.createVolume({
+      name: "floor",
+      sizeBytes: regionBytes,
+      replicas: 3,
+    });
     const volume = await cairn.openVolume("floor");
     const nodePids: Record<string, number> = {};
-    cluster.nodes.forEach((node, i) => nodePids[node.id] = cluster.pidOf(i)!);
+    cluster.nodes.forEach((node, i) =>
+      nodePids[node.id === owner ? `${node.id} (owner)` : node.id] = cluster.pidOf(i)!
+    );
     const rows: Record<string, RowResult[]> = {
       echo: [],
       "floor, no disk": [],
