@@ -165,7 +165,7 @@ export class RequestMux {
   }
 
   /**
-   * Sends data to subject and hands each reply to onReply until it returns true (answered):
+   * Sends data to subject and hands each reply to onPart until it returns true (answered):
    * for a request answered in several messages (a MULTI). Resolves once answered; rejects as
    * request() does if it is not answered in time.
    */

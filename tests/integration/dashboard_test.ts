@@ -4,8 +4,9 @@
  * a 3-node cluster whose nodes serve the HTTP API with tokens. The page asks for the
  * token, shows 3 nodes, creates a volume through its dialog (found by `cairn volume list`),
  * charts live IO, and shows a node killed with kill -9 as down within the failure
- * detector's time. Screenshots of the main views go to docs/screenshots/.
- * Set CAIRN_DASHBOARD_PAINT=1 to print the first-paint figures (README, "Dashboard").
+ * detector's time. Screenshots of the main views go to a temp dir; CAIRN_SCREENSHOTS=1 writes
+ * them to docs/screenshots/ instead (the README shows those), so a test run does not change the
+ * checkout. Set CAIRN_DASHBOARD_PAINT=1 to print the first-paint figures (README, "Dashboard").
  */
 import assert from "node:assert/strict";
 import { chromium, type ConsoleMessage, type Page } from "playwright-core";
@@ -16,7 +17,10 @@ import { liveIntervalMs } from "../../http/live.ts";
 const adminToken = "dashboard-admin-0123456789";
 const chromiumPath = "/usr/bin/chromium";
 const repoRoot = new URL("../../", import.meta.url).pathname;
-const screenshots = `${repoRoot}docs/screenshots`;
+const keepScreenshots = Deno.env.get("CAIRN_SCREENSHOTS") === "1";
+const screenshots = keepScreenshots
+  ? `${repoRoot}docs/screenshots`
+  : await Deno.makeTempDir({ prefix: "cairn-screenshots-" });
 /**
  * A killed node is down once the detector's silence passed (nodeDownAfterMs), then seen at
  * the hub's next read (liveIntervalMs) and drawn; plus slack for a loaded 2-core machine.
@@ -264,6 +268,7 @@ Deno.test({
       await browser.close();
       await cluster.stop();
       await Deno.remove(tokenDir, { recursive: true });
+      if (!keepScreenshots) await Deno.remove(screenshots, { recursive: true });
     }
   },
 });
