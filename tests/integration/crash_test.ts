@@ -298,6 +298,8 @@ async function crashAllNodes(mode: "durable" | "cached"): Promise<void> {
       history.count("acked") > 100,
       `only ${history.count("acked")} writes before the crash`,
     );
+    // The lanes share one handle: their writes go several to a message (MULTI) into the crash.
+    assert.ok(volume.coalescing.multis > 0, "no write went in a MULTI before the crash");
     await Promise.all(cluster.nodes.map((_, i) => cluster.killNode(i)));
     stop = true;
     const ackedAtCrash = history.count("acked");
