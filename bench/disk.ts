@@ -14,7 +14,7 @@ const closeFd = promisify(fs.close);
 const chunkBytes = 1024 * 1024;
 
 /** Group commit: callers that arrive while an fdatasync runs share the next one. */
-class GroupCommit {
+export class GroupCommit {
   private waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private syncing = false;
   syncs = 0;

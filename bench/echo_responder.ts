@@ -9,6 +9,7 @@
  * bench that started it) or on SIGTERM.
  */
 import { connect } from "@nats-io/transport-node";
+import { serveUntilStdinCloses } from "./child.ts";
 
 export const defaultEchoSubject = "bench.echo";
 
@@ -24,19 +25,7 @@ async function main(): Promise<void> {
       msg.respond(msg.data);
     },
   });
-  await nc.flush();
-  console.log("ready");
-  const stop = async () => {
-    await nc.close().catch(() => {});
-    Deno.exit(0);
-  };
-  Deno.addSignalListener("SIGTERM", stop);
-  // Stdin closes when the parent exits or closes it: stop then.
-  const buf = new Uint8Array(64);
-  while ((await Deno.stdin.read(buf)) !== null) {
-    // nothing to read; only EOF matters
-  }
-  await stop();
+  await serveUntilStdinCloses(nc);
 }
 
 if (import.meta.main) await main();

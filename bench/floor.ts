@@ -25,12 +25,12 @@ import { runLoad, xorshift } from "./load.ts";
 import { cpuSecondsOf, loadAverage } from "./proc.ts";
 import { eachFlag } from "./flags.ts";
 import { floorOffsetBytes } from "./floor_node.ts";
+import { spawnReady, stopChild } from "./child.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** Writes go to random blocks of this many bytes (each floor file and the Cairn volume). */
 const regionBytes = 256 * 1024 * KiB;
-const readyTimeoutMs = 20_000;
 const requestTimeoutMs = 10_000;
 
 interface Settings {
@@ -63,33 +63,6 @@ function parse(args: string[]): Settings | null {
     } else throw new Error(`unknown flag ${flag}`);
   });
   return ok ? settings : null;
-}
-
-/** Spawns a Deno script and waits until it prints "ready". */
-async function spawnReady(script: string, args: string[]): Promise<Deno.ChildProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(script, import.meta.url).pathname, ...args],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let seen = "";
-  const deadline = Date.now() + readyTimeoutMs;
-  while (!seen.includes("ready")) {
-    if (Date.now() > deadline) throw new Error(`${script} not ready within ${readyTimeoutMs} ms`);
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${script} exited before it was ready`);
-    seen += decoder.decode(value);
-  }
-  reader.releaseLock();
-  return child;
-}
-
-async function stop(child: Deno.ChildProcess): Promise<void> {
-  await child.stdin.close().catch(() => {});
-  await child.status;
 }
 
 interface RowResult {
@@ -196,7 +169,7 @@ async function floorRow(
     requester.close();
     return result;
   } finally {
-    await Promise.all([primary, ...replicas].map(stop));
+    await Promise.all([primary, ...replicas].map(stopChild));
     for (const f of ["p", "r1", "r2"]) fs.rmSync(`${root}/floor-${f}`, { force: true });
   }
 }
@@ -318,7 +291,7 @@ async function main(): Promise<void> {
         }),
       );
     }
-    await stop(echo);
+    await stopChild(echo);
     await nc.close();
     await cairn.close();
     printResults(settings, rows);

@@ -13,40 +13,16 @@
  * subscribed; exits when stdin closes.
  */
 import * as fs from "node:fs";
-import { promisify } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import type { Msg } from "@nats-io/nats-core";
 import { RequestMux } from "../protocol/request_mux.ts";
+import { serveUntilStdinCloses } from "./child.ts";
+import { GroupCommit } from "./disk.ts";
 
-const fdatasync = promisify(fs.fdatasync);
 /** A record on the wire: its u64 offset, then its data. */
 export const floorOffsetBytes = 8;
 const replicaTimeoutMs = 10_000;
 const maxBatchesInFlight = 2;
-
-/** Callers arriving while an fdatasync runs share the next one. */
-class GroupCommit {
-  private waiting: (() => void)[] = [];
-  private syncing = false;
-  constructor(private readonly fd: number | null) {}
-  sync(): Promise<void> {
-    if (this.fd === null) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.waiting.push(resolve);
-      this.kick();
-    });
-  }
-  private kick(): void {
-    if (this.syncing || this.waiting.length === 0) return;
-    const batch = this.waiting;
-    this.waiting = [];
-    this.syncing = true;
-    fdatasync(this.fd!).then(() => batch.forEach((r) => r())).finally(() => {
-      this.syncing = false;
-      this.kick();
-    });
-  }
-}
 
 /** pwrites every `[u64 offset][ioBytes]` record of `bytes`. */
 function applyRecords(fd: number | null, bytes: Uint8Array, ioBytes: number): void {
@@ -112,7 +88,8 @@ async function main(): Promise<void> {
     Deno.exit(2);
   }
   const fd = diskMode === "disk" ? fs.openSync(file, "w+") : null;
-  const commit = new GroupCommit(fd);
+  const group = fd === null ? null : new GroupCommit(fd);
+  const commit = { sync: () => group?.sync() ?? Promise.resolve() };
   const nc = await connect({ servers: url, name: `floor-${role}`, noAsyncTraces: true });
   if (role === "replica") {
     nc.subscribe(subjects[0], {
@@ -134,18 +111,7 @@ async function main(): Promise<void> {
       },
     });
   }
-  await nc.flush();
-  console.log("ready");
-  const stop = async () => {
-    await nc.close().catch(() => {});
-    Deno.exit(0);
-  };
-  Deno.addSignalListener("SIGTERM", stop);
-  const buf = new Uint8Array(64);
-  while ((await Deno.stdin.read(buf)) !== null) {
-    // only EOF matters
-  }
-  await stop();
+  await serveUntilStdinCloses(nc);
 }
 
 if (import.meta.main) await main();

@@ -15,6 +15,7 @@
  * after them it reports each node's resident memory against the target.
  * Every process it starts is stopped by pid at the end, also on failure.
  */
+import { spawnReady, stopChild } from "./child.ts";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type KV, Kvm } from "@nats-io/kv";
@@ -77,7 +78,6 @@ const echoSubject = "bench.echo";
 const kvBucket = "bench-blocks";
 /** Per-request timeout for echo and KV operations. */
 const peerTimeoutMs = 10_000;
-const echoReadyTimeoutMs = 60_000;
 const maxSeconds = 3600;
 
 type Op = "write" | "read";
@@ -358,67 +358,8 @@ function formatCpu(seconds: number | undefined, unit: RowResult["unit"]): string
 }
 
 /** Spawns the echo responder in its own Deno process and waits until it subscribed. */
-async function startEchoResponder(natsUrl: string): Promise<Deno.ChildProcess> {
-  const script = new URL("./echo_responder.ts", import.meta.url).pathname;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, natsUrl, echoSubject],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.getReader();
-  const decoder = new TextDecoder();
-  let seen = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`echo responder not ready within ${echoReadyTimeoutMs} ms`)),
-        echoReadyTimeoutMs,
-      );
-    });
-    while (!seen.includes("ready")) {
-      const { value, done } = await Promise.race([reader.read(), timeout]);
-      if (done) throw new Error(`echo responder exited before it was ready: ${seen}`);
-      seen += decoder.decode(value);
-    }
-  } catch (err) {
-    await stopChild(child);
-    throw err;
-  } finally {
-    clearTimeout(timer);
-    reader.releaseLock();
-  }
-  // Nothing more is printed, but keep the pipe drained so the child can never block on it.
-  child.stdout.pipeTo(new WritableStream()).catch(() => {});
-  return child;
-}
-
-/** SIGTERM by pid, SIGKILL if it has not exited within 3 s. */
-async function stopChild(child: Deno.ChildProcess): Promise<void> {
-  try {
-    await child.stdin.close();
-  } catch {
-    // already closed
-  }
-  const exited = child.status.then(() => true);
-  try {
-    Deno.kill(child.pid, "SIGTERM");
-  } catch {
-    return; // already gone
-  }
-  const inTime = await Promise.race([
-    exited,
-    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 3000)),
-  ]);
-  if (!inTime) {
-    try {
-      Deno.kill(child.pid, "SIGKILL");
-    } catch {
-      // gone meanwhile
-    }
-    await child.status;
-  }
+function startEchoResponder(natsUrl: string): Promise<Deno.ChildProcess> {
+  return spawnReady("./echo_responder.ts", [natsUrl, echoSubject]);
 }
 
 /** Everything the rows need, set up once; every field is released in cleanup. */
