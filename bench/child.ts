@@ -78,9 +78,12 @@ export async function stopChild(child: Deno.ChildProcess): Promise<void> {
  * The helper's side: prints "ready" (its subscriptions are in place once nc flushed), then
  * serves until its stdin closes (the bench exited or stopped it) or SIGTERM, and exits.
  */
-export async function serveUntilStdinCloses(nc: NatsConnection): Promise<void> {
+export async function serveUntilStdinCloses(
+  nc: NatsConnection,
+  { announce = true } = {},
+): Promise<void> {
   await nc.flush();
-  console.log("ready");
+  if (announce) console.log("ready");
   const stop = async () => {
     await nc.close().catch(() => {});
     Deno.exit(0);

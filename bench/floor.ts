@@ -24,13 +24,13 @@ import { EchoRequester } from "./echo.ts";
 import { runLoad, xorshift } from "./load.ts";
 import { cpuSecondsOf, loadAverage } from "./proc.ts";
 import { eachFlag } from "./flags.ts";
-import { floorOffsetBytes } from "./floor_node.ts";
+import { floorOffsetBytes, floorRegionBytes } from "./floor_node.ts";
 import { spawnReady, stopChild } from "./child.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** Writes go to random blocks of this many bytes (each floor file and the Cairn volume). */
-const regionBytes = 256 * 1024 * KiB;
+const regionBytes = floorRegionBytes;
 const requestTimeoutMs = 10_000;
 
 interface Settings {

@@ -20,6 +20,7 @@ import { TestCluster } from "../tests/harness/cluster.ts";
 import { ensureNbdTools, mustRun } from "../tests/nbd/tools.ts";
 import { freePort } from "../server/nats_server.ts";
 import { parseArgs, parseSize, UsageError } from "../cli/args.ts";
+import { spawnReady, stopChild } from "./child.ts";
 
 const MiB = 1024 * 1024;
 
@@ -141,6 +142,64 @@ const usage = `usage: deno task bench:nbd [--runtime 8] [--size 1GiB] [--only TE
   --size BYTES       volume and nbdkit file size (default 1GiB)
   --only TEXT        run only the jobs whose name contains TEXT`;
 
+/**
+ * The floor for an NBD write job (bench/floor_node.ts, role gateway): three copies of each 4 KiB
+ * write (one in the gateway's process, two in replica processes reached over NATS, in per-turn
+ * batches), pwritten and not synced, FLUSHed on all three after every `flushEvery` writes per
+ * worker, with the load made in the gateway's own process. No NBD and none of Cairn's logic: what
+ * any NATS-replicated gateway pays at least. Returns its IOPS.
+ */
+async function floorGatewayIops(
+  natsUrl: string,
+  root: string,
+  job: Job,
+  runtimeS: number,
+): Promise<number> {
+  const files = ["g", "r1", "r2"].map((n) => `${root}/floor-${n}`);
+  const resultFile = `${root}/floor-result.json`;
+  fs.rmSync(resultFile, { force: true });
+  const children: Deno.ChildProcess[] = [];
+  try {
+    for (const r of ["r1", "r2"]) {
+      children.push(
+        await spawnReady("./floor_node.ts", [
+          "replica",
+          natsUrl,
+          `${root}/floor-${r}`,
+          "cached",
+          "4096",
+          `bench.floor.${r}`,
+        ]),
+      );
+    }
+    const load = `${job.iodepth},${runtimeS},${job.fsync ?? 0},${resultFile}`;
+    const gateway = await spawnReady("./floor_node.ts", [
+      "gateway",
+      natsUrl,
+      files[0],
+      "cached",
+      "4096",
+      load,
+      "bench.floor.r1",
+      "bench.floor.r2",
+    ]);
+    children.push(gateway);
+    const writer = gateway.stdin.getWriter();
+    await writer.write(new Uint8Array([0x67])); // go
+    writer.releaseLock();
+    const deadlineMs = performance.now() + runtimeS * 1000 + 60_000;
+    while (!fs.existsSync(resultFile)) {
+      if (performance.now() > deadlineMs) throw new Error("the floor gateway never reported");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const { ops, seconds } = JSON.parse(fs.readFileSync(resultFile, "utf8"));
+    return ops / seconds;
+  } finally {
+    await Promise.all(children.map(stopChild));
+    for (const f of [...files, resultFile]) fs.rmSync(f, { force: true });
+  }
+}
+
 async function main(): Promise<void> {
   if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
     console.log(usage);
@@ -162,6 +221,7 @@ async function main(): Promise<void> {
   const cluster = await TestCluster.start({ nodes: 3, serveArgs: ["--nbd", "127.0.0.1:0"] });
   let nbdkit: Deno.ChildProcess | null = null;
   const results: { job: Job; cairn: Result; nbdkit: Result }[] = [];
+  const floors: { job: Job; iops: number; nbdkitIops: number; cairnIops: number }[] = [];
   try {
     const client = await cluster.client();
     const info = await client.createVolume({ name: "bench", sizeBytes, replicas: 3 });
@@ -203,6 +263,11 @@ async function main(): Promise<void> {
       console.error(`${job.name}: nbdkit file`);
       const ceiling = await fio(nbdkitUri, job, runtimeS, sizeBytes);
       results.push({ job, cairn, nbdkit: ceiling });
+      if (job.rw === "randwrite") {
+        console.error(`${job.name}: floor (replication only, no NBD)`);
+        const iops = await floorGatewayIops(cluster.natsUrl, cluster.root, job, runtimeS);
+        floors.push({ job, iops, nbdkitIops: ceiling.iops, cairnIops: cairn.iops });
+      }
     }
   } finally {
     if (nbdkit) {
@@ -245,6 +310,24 @@ async function main(): Promise<void> {
       "| Job | Cairn IOPS | Cairn MB/s | Cairn p99 ms | nbdkit IOPS | nbdkit MB/s | nbdkit p99 ms | Cairn/nbdkit | Target (issue 9; reads: NBD issue) |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
       ...rows,
+      "",
+      "Floor for the 4 KiB write jobs, same run: three copies per write (one in the gateway's " +
+      "process, two in replica processes over NATS, batched per turn), pwritten and not synced, " +
+      "FLUSHed on all three as the job does, the load made inside the gateway's process: no NBD " +
+      "and none of Cairn's logic (bench/floor_node.ts). A target above floor/nbdkit cannot be met " +
+      "by any gateway that replicates over NATS on this machine.",
+      "",
+      "| Job | Floor IOPS | Floor/nbdkit | Cairn/floor | Target |",
+      "| --- | ---: | ---: | ---: | --- |",
+      ...floors.map(({ job, iops, nbdkitIops, cairnIops }) => {
+        const bound = job.target?.kind === "ratio" ? job.target.bound : 0;
+        const share = iops / nbdkitIops;
+        return `| ${job.name} (iodepth ${job.iodepth}) | ${fmt(iops)} | ${fmt(share * 100, 1)}% | ${
+          fmt(cairnIops / iops * 100, 1)
+        }% | ${Math.round(bound * 100)}% of nbdkit: ${
+          share < bound ? "cannot be met over NATS here" : "reachable in principle"
+        } |`;
+      }),
       "",
       `total ${((performance.now() - started) / 1000).toFixed(0)} s`,
     ].join("\n"),
