@@ -103,7 +103,7 @@ async function runGatewayLoad(
     return (seed >>> 0) / 0x1_0000_0000;
   };
   const data = new Uint8Array(ioBytes).fill(0x5a);
-  // Wait for the bench's go (a byte on stdin): it samples CPU right before sending it.
+  // Wait for the bench's go (a byte on stdin): every process of the floor is up by then.
   await Deno.stdin.read(new Uint8Array(1));
   const startMs = performance.now();
   const endMs = startMs + seconds * 1000;
