@@ -80,7 +80,7 @@ async function measure(
   op: () => Promise<void>,
 ): Promise<RowResult> {
   const all = { client: Deno.pid, ...pids };
-  const before: Record<string, number> = {};
+  const used: Record<string, number> = {};
   const result = await runLoad(() => op(), {
     inFlight: settings.inFlight,
     seconds: settings.seconds,
@@ -88,17 +88,17 @@ async function measure(
     bytesPerOp: settings.ioBytes,
   }, {
     before: () => {
-      for (const [name, pid] of Object.entries(all)) before[name] = cpuSecondsOf(pid) ?? NaN;
+      for (const [name, pid] of Object.entries(all)) used[name] = cpuSecondsOf(pid) ?? NaN;
     },
     after: () => {
       for (const [name, pid] of Object.entries(all)) {
-        before[name] = (cpuSecondsOf(pid) ?? NaN) - before[name];
+        used[name] = (cpuSecondsOf(pid) ?? NaN) - used[name];
       }
     },
   });
   const cpuUs: Record<string, number> = {};
   let totalUs = 0;
-  for (const [name, seconds] of Object.entries(before)) {
+  for (const [name, seconds] of Object.entries(used)) {
     cpuUs[name] = (seconds / result.ops) * 1e6;
     totalUs += cpuUs[name];
   }

@@ -26,6 +26,7 @@ import type { Msg } from "@nats-io/nats-core";
 import { RequestMux } from "../protocol/request_mux.ts";
 import { serveUntilStdinCloses } from "./child.ts";
 import { GroupCommit } from "./disk.ts";
+import { xorshift } from "./load.ts";
 
 /** Writes go to random offsets of this many bytes of the file. */
 export const floorRegionBytes = 256 * 1024 * 1024;
@@ -95,13 +96,7 @@ async function runGatewayLoad(
   const [inFlight, seconds, flushEvery] = load.split(",").slice(0, 3).map(Number);
   const resultFile = load.split(",").slice(3).join(",");
   const regionBlocks = floorRegionBytes / ioBytes;
-  let seed = 0x9e3779b9;
-  const random = () => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return (seed >>> 0) / 0x1_0000_0000;
-  };
+  const random = xorshift(0x9e3779b9);
   const data = new Uint8Array(ioBytes).fill(0x5a);
   // Wait for the bench's go (a byte on stdin): every process of the floor is up by then.
   await Deno.stdin.read(new Uint8Array(1));

@@ -46,7 +46,6 @@ import {
   encodeStat,
   type IoRequest,
   isCached,
-  isMulti,
   type MultiReplyPart,
   Op,
   validateRequest,
@@ -1043,9 +1042,6 @@ export class VolumeActor {
 
   /** Serves one client frame and returns the reply frame. Never throws. */
   async handleFrame(frame: Uint8Array, origin?: string): Promise<Uint8Array> {
-    if (isMulti(frame)) {
-      return encodeErrorReply("BAD_FRAME", "a MULTI needs handleMulti", 0, this.term);
-    }
     const decoded = decodeRequest(frame);
     if (!decoded.ok) {
       return encodeErrorReply(decoded.code, decoded.message, decoded.requestId, this.term);

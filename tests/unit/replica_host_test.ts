@@ -157,6 +157,12 @@ Deno.test("replica host: a lower epoch is refused and writes nothing; a higher o
 /** Version `seq` of term `term` (actors/volume/core.ts VersionCounter). */
 const v = (term: number, seq: number) => term * 2 ** 32 + seq;
 
+/** A repair entry: written only where the block holds no newer version. */
+const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
+  ...dataEntry(0, firstBlock, version, fill),
+  kind: EntryKind.repair,
+});
+
 Deno.test("replica host: repair entries never undo a newer version", async () => {
   const { host } = await newHost();
   await host.handle(
@@ -164,10 +170,6 @@ Deno.test("replica host: repair entries never undo a newer version", async () =>
     "write",
     encodeWriteBatch(1, [dataEntry(0, 0, v(1, 20), 0x20), dataEntry(0, 1, v(1, 5), 0x05)]),
   );
-  const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
-    ...dataEntry(0, firstBlock, version, fill),
-    kind: EntryKind.repair,
-  });
   await host.handle(
     "vol",
     "write",
@@ -192,10 +194,6 @@ Deno.test("replica host: a repair of a newer term replaces a newer version of an
     "write",
     encodeWriteBatch(2, [dataEntry(0, 0, v(2, 2), 0x66), dataEntry(0, 1, v(4, 3), 0x43)]),
   );
-  const repair = (firstBlock: number, version: number, fill: number): WriteEntry => ({
-    ...dataEntry(0, firstBlock, version, fill),
-    kind: EntryKind.repair,
-  });
   const reply = await host.handle(
     "vol",
     "write",
