@@ -51,6 +51,28 @@ export interface WallClock {
   wallMs(): number;
 }
 
+/**
+ * A message's bytes, whole or as parts sent back to back (a replica batch's headers between
+ * the client's own data blocks): a transport that can send parts without joining them saves
+ * a copy of every byte.
+ */
+export type MessageBody = Uint8Array | readonly Uint8Array[];
+
+/** The body as one buffer (itself when it is one already). */
+export function joinBody(body: MessageBody): Uint8Array {
+  if (body instanceof Uint8Array) return body;
+  if (body.length === 1) return body[0];
+  let sizeBytes = 0;
+  for (const part of body) sizeBytes += part.length;
+  const joined = new Uint8Array(sizeBytes);
+  let at = 0;
+  for (const part of body) {
+    joined.set(part, at);
+    at += part.length;
+  }
+  return joined;
+}
+
 /** One message delivered to a subscriber. */
 export interface TransportMessage {
   subject: string;
@@ -85,7 +107,7 @@ export class TransportError extends Error {
  */
 export interface Transport {
   /** Sends a request; resolves with the reply's data or rejects with a TransportError. */
-  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+  request(subject: string, data: MessageBody, timeoutMs: number): Promise<Uint8Array>;
   publish(subject: string, data: Uint8Array): void;
   subscribe(
     subject: string,

@@ -9,6 +9,7 @@
  * bench that started it) or on SIGTERM.
  */
 import { connect } from "@nats-io/transport-node";
+import { presizeReceiveBuffers } from "../protocol/nats_internals.ts";
 import { serveUntilStdinCloses } from "./child.ts";
 
 export const defaultEchoSubject = "bench.echo";
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
     console.error("usage: deno run -A bench/echo_responder.ts <natsUrl> [subject]");
     Deno.exit(2);
   }
+  presizeReceiveBuffers(); // as Cairn's own connections do
   const nc = await connect({ servers: url, name: "bench-echo", noAsyncTraces: true });
   nc.subscribe(subject, {
     callback: (_err, msg) => {

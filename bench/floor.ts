@@ -17,6 +17,7 @@
  */
 import * as fs from "node:fs";
 import { connect } from "@nats-io/transport-node";
+import { presizeReceiveBuffers } from "../protocol/nats_internals.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { LocalCluster as TestCluster } from "../server/local_cluster.ts";
 import { connectCluster } from "../client/client.ts";
@@ -241,6 +242,7 @@ async function main(): Promise<void> {
   try {
     const url = cluster.natsUrl;
     const natsPid = cluster.nats.pid!;
+    presizeReceiveBuffers(); // as Cairn's own connections do
     const nc = await connect({ servers: url, name: "bench-floor", noAsyncTraces: true });
     const echo = await spawnReady("./echo_responder.ts", [url, "bench.echo"]);
     const cairn = await connectCluster({ servers: url, name: "bench-floor" });

@@ -22,6 +22,7 @@
  */
 import * as fs from "node:fs";
 import { connect } from "@nats-io/transport-node";
+import { presizeReceiveBuffers } from "../protocol/nats_internals.ts";
 import type { Msg } from "@nats-io/nats-core";
 import { RequestMux } from "../protocol/request_mux.ts";
 import { serveUntilStdinCloses } from "./child.ts";
@@ -147,6 +148,7 @@ async function main(): Promise<void> {
   /** Durable now: every write in disk mode, at a FLUSH in cached mode. */
   const flushCopy = () => group?.sync() ?? Promise.resolve();
   const commit = { sync: () => diskMode === "disk" ? flushCopy() : Promise.resolve() };
+  presizeReceiveBuffers(); // as Cairn's own connections do
   const nc = await connect({ servers: url, name: `floor-${role}`, noAsyncTraces: true });
   if (role === "replica") {
     nc.subscribe(subjects[0], {

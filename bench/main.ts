@@ -17,6 +17,7 @@
  */
 import { spawnReady, stopChild } from "./child.ts";
 import { connect } from "@nats-io/transport-node";
+import { presizeReceiveBuffers } from "../protocol/nats_internals.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { type KV, Kvm } from "@nats-io/kv";
 import { StorageType } from "@nats-io/jetstream";
@@ -436,6 +437,7 @@ class Bench {
     const url = cluster.natsUrl;
     log(`cluster up at ${url}; starting echo responder`);
     this.rig.echo = await startEchoResponder(url);
+    presizeReceiveBuffers(); // as Cairn's own connections do
     this.rig.nc = await connect({ servers: url, name: "bench", noAsyncTraces: true });
     this.rig.echoRequester = new EchoRequester(this.rig.nc, echoSubject, peerTimeoutMs);
     this.rig.cairn = await connectCluster({ servers: url, name: "bench" });

@@ -6,6 +6,7 @@
  * an error or a log line: only file names and user names do. See docs/NATS_AUTH.md.
  */
 import { connect } from "@nats-io/transport-node";
+import { presizeReceiveBuffers } from "./nats_internals.ts";
 import {
   type ConnectionOptions,
   credsAuthenticator,
@@ -282,6 +283,7 @@ export async function connectNats(options: NatsConnectOptions): Promise<NatsConn
   const { auth = {}, servers, ...rest } = options;
   const parsed = parseNatsServers(servers);
   const authOptions = natsAuthOptions(auth, parsed);
+  presizeReceiveBuffers();
   try {
     return await connect({ ...rest, ...authOptions, servers: parsed.servers });
   } catch (err) {

@@ -1,6 +1,7 @@
 /** The Transport port over a NATS connection (production). */
 import type { NatsConnection } from "@nats-io/nats-core";
 import {
+  type MessageBody,
   type Transport,
   TransportError,
   type TransportMessage,
@@ -17,7 +18,7 @@ export class NatsTransport implements Transport {
   }
 
   /** Rejects with a TransportError (the port's contract) when nobody answered. */
-  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  request(subject: string, data: MessageBody, timeoutMs: number): Promise<Uint8Array> {
     return this.mux.request(subject, data, timeoutMs).catch((err) => {
       const kind = requestFailure(err);
       throw kind === "other" ? err : new TransportError(kind, (err as Error).message);

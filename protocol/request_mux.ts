@@ -5,6 +5,8 @@
  * was a measurable share of a node's CPU.
  */
 import { createInbox, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
+import type { MessageBody } from "../actors/ports.ts";
+import { publishBody } from "./nats_internals.ts";
 
 /** How often pending requests are checked for their deadline. */
 export const requestSweepIntervalMs = 100;
@@ -159,8 +161,8 @@ export class RequestMux {
     return this.lastRequestId;
   }
 
-  /** Sends data to subject; resolves with the reply's payload. */
-  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  /** Sends data (whole or in parts) to subject; resolves with the reply's payload. */
+  request(subject: string, data: MessageBody, timeoutMs: number): Promise<Uint8Array> {
     return this.send(subject, data, timeoutMs);
   }
 
@@ -180,7 +182,7 @@ export class RequestMux {
 
   private send(
     subject: string,
-    data: Uint8Array,
+    data: MessageBody,
     timeoutMs: number,
     onPart?: (reply: Uint8Array) => boolean,
   ): Promise<Uint8Array> {
@@ -197,7 +199,7 @@ export class RequestMux {
         sentOnConnection: this.disconnects,
       });
       try {
-        this.nc.publish(subject, data, { reply: `${this.prefix}.${token}` });
+        publishBody(this.nc, subject, data, `${this.prefix}.${token}`);
       } catch (err) {
         this.pending.delete(token);
         reject(err);

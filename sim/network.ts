@@ -16,6 +16,8 @@
  * dies still arrive; messages to it are dropped.
  */
 import {
+  joinBody,
+  type MessageBody,
   type Transport,
   TransportError,
   type TransportMessage,
@@ -104,10 +106,10 @@ class SimEndpoint implements Transport {
     this.net.send(this.node, subject, tokens, data, undefined);
   }
 
-  request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  request(subject: string, data: MessageBody, timeoutMs: number): Promise<Uint8Array> {
     const tokens = checkSubject(subject, false);
     if (this.stale) return never();
-    return this.net.request(this, subject, tokens, data, timeoutMs);
+    return this.net.request(this, subject, tokens, joinBody(data), timeoutMs);
   }
 
   subscribe(

@@ -12,7 +12,7 @@
  *   may be sitting in the socket. Such a timeout is extended by a fresh window
  *   after the stall, so a resumed owner does not mark healthy replicas stale.
  */
-import { type Clock, type Transport, TransportError } from "../ports.ts";
+import { type Clock, type MessageBody, type Transport, TransportError } from "../ports.ts";
 import { subjectPrefix } from "../../protocol/subjects.ts";
 
 /** A request to a replica waiting this long makes the owner probe its node. */
@@ -90,7 +90,12 @@ export class ReplicaCalls {
   ) {}
 
   /** One request to `node`; rejects with TransportError like Transport.request. */
-  request(node: string, subject: string, body: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  request(
+    node: string,
+    subject: string,
+    body: MessageBody,
+    timeoutMs: number,
+  ): Promise<Uint8Array> {
     return new Promise<Uint8Array>((resolve, reject) => {
       const startedMs = this.clock.nowMs();
       let cancelTimer = () => {};

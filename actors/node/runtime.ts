@@ -8,6 +8,7 @@
 import type {
   Clock,
   Disk,
+  MessageBody,
   Metrics,
   Random,
   Transport,
@@ -30,7 +31,7 @@ import {
   decodeReadReply,
   encodeError,
   encodeReadRequest,
-  encodeWriteBatch,
+  encodeWriteBatchParts,
 } from "../replica/wire.ts";
 import { StaleEpochError } from "../replica/replica.ts";
 import { ControlService } from "../control/service.ts";
@@ -300,7 +301,7 @@ export class NodeRuntime {
           }),
       };
     }
-    const call = (op: string, body: Uint8Array, timeoutMs = replicaTimeoutMs) =>
+    const call = (op: string, body: MessageBody, timeoutMs = replicaTimeoutMs) =>
       this.replicaCalls.request(
         node,
         subjects.replica(node, volumeId, op as never),
@@ -311,7 +312,7 @@ export class NodeRuntime {
       call,
       write: async (term, entries, seq, cached) => {
         const flags = cached ? BatchFlag.cached : 0;
-        checkReplicaReply(await call("write", encodeWriteBatch(term, entries, seq, flags)));
+        checkReplicaReply(await call("write", encodeWriteBatchParts(term, entries, seq, flags)));
       },
       read: async (request) =>
         decodeReadReply(checkReplicaReply(await call("read", encodeReadRequest(request)))),

@@ -19,6 +19,7 @@
  */
 import { blockSizeBytes } from "../../protocol/limits.ts";
 import { ErrorCode, type ErrorCodeName } from "../../protocol/errors.ts";
+import { joinBody } from "../ports.ts";
 
 export const replicaWireVersion = 1;
 const batchHeaderBytes = 16;
@@ -117,22 +118,31 @@ function wireEntries(entries: readonly WriteEntry[]): WriteEntry[] {
   );
 }
 
-export function encodeWriteBatch(
+/**
+ * The write batch as parts sent back to back: the headers (and request entries' origins) in
+ * one small buffer, viewed between the entries' own data blocks, which are not copied.
+ */
+export function encodeWriteBatchParts(
   epoch: number,
   entries: readonly WriteEntry[],
   seq = 0,
   flags = 0,
-): Uint8Array {
+): Uint8Array[] {
   entries = wireEntries(entries);
-  let total = batchHeaderBytes;
-  for (const e of entries) total += entryHeaderBytes + payloadBytes(e);
-  const out = new Uint8Array(total);
-  const view = new DataView(out.buffer);
+  let headerBytes = batchHeaderBytes;
+  for (const e of entries) {
+    headerBytes += entryHeaderBytes + (e.kind === EntryKind.request ? e.data!.length : 0);
+  }
+  const headers = new Uint8Array(headerBytes);
+  const view = new DataView(headers.buffer);
   view.setUint8(0, replicaWireVersion);
   view.setUint8(1, flags);
   view.setUint16(2, entries.length, true);
   view.setUint32(4, seq, true);
   view.setBigUint64(8, BigInt(epoch), true);
+  const parts: Uint8Array[] = [];
+  /** Where the headers not yet in parts begin. */
+  let pendingFrom = 0;
   let at = batchHeaderBytes;
   for (const e of entries) {
     view.setUint32(at, e.segment, true);
@@ -141,12 +151,31 @@ export function encodeWriteBatch(
     view.setUint32(at + 12, e.kind, true);
     view.setBigUint64(at + 16, BigInt(e.version), true);
     at += entryHeaderBytes;
-    if (carriesData(e.kind) || e.kind === EntryKind.request) {
-      out.set(e.data!, at);
+    if (e.kind === EntryKind.request) {
+      headers.set(e.data!, at);
       at += e.data!.length;
+    } else if (carriesData(e.kind)) {
+      if (e.data!.length !== e.blockCount * blockSizeBytes) {
+        throw new WireError(
+          `write entry of ${e.blockCount} blocks carries ${e.data!.length} bytes`,
+        );
+      }
+      parts.push(headers.subarray(pendingFrom, at), e.data!);
+      pendingFrom = at;
     }
   }
-  return out;
+  if (pendingFrom < at) parts.push(headers.subarray(pendingFrom, at));
+  return parts;
+}
+
+/** The write batch in one buffer (the journal's record, tools and tests). */
+export function encodeWriteBatch(
+  epoch: number,
+  entries: readonly WriteEntry[],
+  seq = 0,
+  flags = 0,
+): Uint8Array {
+  return joinBody(encodeWriteBatchParts(epoch, entries, seq, flags));
 }
 
 export class WireError extends Error {}
