@@ -31,10 +31,16 @@ import type { Disk, DiskFile } from "./ports.ts";
 const pageBytes = 4096;
 const sectorBytes = 512;
 
-/** A growable byte array stored as 4 KiB pages, so sparse files cost only what is written. */
+/**
+ * A growable byte array stored as 4 KiB pages, so sparse files cost only what is written.
+ * A clone shares the pages until either side writes one (copy on write): crash() and
+ * durableCopy() clone whole files, and most of their pages are never written again.
+ */
 class SparseBytes {
   readonly pages = new Map<number, Uint8Array>();
   length = 0;
+  /** Pages this image may change in place; any other may be shared with a clone. */
+  #owned = new Set<number>();
 
   read(buf: Uint8Array, position: number): number {
     if (position >= this.length) return 0;
@@ -53,6 +59,16 @@ class SparseBytes {
     return n;
   }
 
+  /** Page `index`, made if missing and copied first if shared: safe to change in place. */
+  #writablePage(index: number): Uint8Array {
+    let page = this.pages.get(index);
+    if (page && this.#owned.has(index)) return page;
+    page = page ? page.slice() : new Uint8Array(pageBytes);
+    this.pages.set(index, page);
+    this.#owned.add(index);
+    return page;
+  }
+
   write(buf: Uint8Array, position: number): void {
     let done = 0;
     while (done < buf.length) {
@@ -60,9 +76,7 @@ class SparseBytes {
       const index = Math.floor(at / pageBytes);
       const offset = at - index * pageBytes;
       const take = Math.min(pageBytes - offset, buf.length - done);
-      let page = this.pages.get(index);
-      if (!page) this.pages.set(index, page = new Uint8Array(pageBytes));
-      page.set(buf.subarray(done, done + take), offset);
+      this.#writablePage(index).set(buf.subarray(done, done + take), offset);
       done += take;
     }
     this.length = Math.max(this.length, position + buf.length);
@@ -73,9 +87,15 @@ class SparseBytes {
       // Drop whole pages past the end and zero the tail of the last one, so a
       // later extension reads zeros as a real file does.
       const keepPages = Math.ceil(length / pageBytes);
-      for (const index of [...this.pages.keys()]) if (index >= keepPages) this.pages.delete(index);
+      for (const index of [...this.pages.keys()]) {
+        if (index < keepPages) continue;
+        this.pages.delete(index);
+        this.#owned.delete(index);
+      }
       const tail = length % pageBytes;
-      if (tail !== 0) this.pages.get(keepPages - 1)?.fill(0, tail);
+      if (tail !== 0 && this.pages.has(keepPages - 1)) {
+        this.#writablePage(keepPages - 1).fill(0, tail);
+      }
     }
     this.length = length;
   }
@@ -83,7 +103,9 @@ class SparseBytes {
   clone(): SparseBytes {
     const copy = new SparseBytes();
     copy.length = this.length;
-    for (const [index, page] of this.pages) copy.pages.set(index, page.slice());
+    for (const [index, page] of this.pages) copy.pages.set(index, page);
+    // Shared now: whichever side writes a page next copies it first.
+    this.#owned.clear();
     return copy;
   }
 }
@@ -400,6 +422,30 @@ export class MemoryDisk implements Disk {
       file.durable = image.clone();
       file.nameDurable = true;
     }
+  }
+
+  /**
+   * A new disk holding what crash() with the default options (nothing pending kept) would
+   * leave now: each file with a durable name as of its last fdatasync, files removed since
+   * their directory's last sync back. This disk is untouched. For observers that must judge
+   * what is synced, not what the code using the disk says is (the simulator's FLUSH oracle).
+   */
+  durableCopy(): MemoryDisk {
+    const copy = new MemoryDisk();
+    for (const dir of this.#dirs) copy.#dirs.add(dir);
+    const keep = (path: string, file: MemFile) => {
+      const kept = new MemFile();
+      kept.current = file.durable.clone();
+      kept.durable = file.durable.clone();
+      kept.nameDurable = true;
+      copy.#files.set(path, kept);
+    };
+    // In crash()'s order: unsynced names go, then unsynced removals come back where free.
+    for (const [path, file] of this.#files) if (file.nameDurable) keep(path, file);
+    for (const [path, file] of this.#pendingRemovals) {
+      if (!copy.#files.has(path)) keep(path, file);
+    }
+    return copy;
   }
 
   /** Bit rot: inverts byteCount bytes at position, in the durable image too. */

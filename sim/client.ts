@@ -15,6 +15,7 @@ import {
   replyError,
 } from "../protocol/frames.ts";
 import type { ClientFlush } from "./flush_check.ts";
+import type { AckedWrite, AckLog } from "./flush_durability.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { requestFailure } from "../protocol/control.ts";
 import { blockSizeBytes } from "../protocol/limits.ts";
@@ -58,6 +59,33 @@ export function decodeBlock(bytes: Uint8Array, block: number): number {
     if (view.getUint32(at, true) !== writeId || view.getUint32(at + 4, true) !== block) return -1;
   }
   return writeId;
+}
+
+/** A FLUSH answered OK, for the FLUSH oracle (flush_durability.ts). */
+export interface FlushAnswered {
+  client: string;
+  startMs: number;
+  endMs: number;
+  /** Per block, the newest write the volume had acknowledged when this FLUSH was sent. */
+  acked: ReadonlyMap<number, AckedWrite>;
+}
+
+/** What the FLUSH oracle needs from clients: every acknowledged write, every FLUSH answered OK. */
+export interface FlushObserver {
+  /** Shared by the volume's clients: the promise covers every client's writes. */
+  acks: AckLog;
+  /** Called the moment the client has the OK. */
+  answered(flush: FlushAnswered): void;
+}
+
+/**
+ * The write id of a block that passed its checksum (a replica's "written" state): its bytes
+ * are a whole blockImage, so the first id and block number tell which (-1 if they do not
+ * match the block). A cheap stand-in for decodeBlock where the oracle reads every block.
+ */
+export function writeIdOfWhole(bytes: Uint8Array, block: number): number {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return view.getUint32(4, true) === block ? view.getUint32(0, true) : -1;
 }
 
 export interface ClientStats {
@@ -106,6 +134,8 @@ export class SimClient {
     private readonly flushes: FlushOp[] = [],
     /** Every FLUSH of this client and how it was answered (flush_check.ts). */
     private readonly clientFlushes: ClientFlush[] = [],
+    /** Told of acknowledged writes and FLUSHes answered OK (flush_durability.ts). */
+    private readonly flushObserver?: FlushObserver,
   ) {}
 
   /** The owner term of the oldest cached write acknowledged since the last FLUSH answered. */
@@ -177,6 +207,12 @@ export class SimClient {
     const flags = cached ? Flag.CACHED : 0;
     const result = await this.call(Op.WRITE, first * blockSizeBytes, data.length, data, flags);
     const endMs = this.scheduler.nowMs;
+    if (result.ok) {
+      // Now, not with the history below: the FLUSH that may follow at once must count it.
+      for (let i = 0; i < count; i++) {
+        this.flushObserver?.acks.acknowledged(first + i, { writeId, startMs });
+      }
+    }
     if (cached && result.ok) {
       // As the client library does: the oldest unflushed cached write's term goes with FLUSH.
       this.oldestUnflushedTerm = Math.min(this.oldestUnflushedTerm ?? result.term, result.term);
@@ -185,6 +221,7 @@ export class SimClient {
       this.cachedSinceFlush = 0;
       const flushStartMs = this.scheduler.nowMs;
       const term = this.oldestUnflushedTerm;
+      const acked = this.flushObserver?.acks.snapshot();
       const flushed = await this.call(
         Op.FLUSH,
         0,
@@ -203,6 +240,14 @@ export class SimClient {
       if (flushed.ok) {
         this.stats.flushes++;
         this.flushes.push({ startMs: flushStartMs, endMs: flushEndMs });
+        if (acked) {
+          this.flushObserver!.answered({
+            client: this.id,
+            startMs: flushStartMs,
+            endMs: flushEndMs,
+            acked,
+          });
+        }
       } else this.count(`FLUSH ${flushed.why}`);
     }
     if (result.ok) this.stats.ok++;

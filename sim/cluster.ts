@@ -9,10 +9,13 @@ import { SimNetwork } from "./network.ts";
 import { MemoryDisk } from "../actors/memory_disk.ts";
 import { MemoryKv, MemoryMetadata } from "../actors/metadata_memory.ts";
 import { NodeRuntime } from "../actors/node/runtime.ts";
-import type { Logger } from "../actors/replica/host.ts";
+import { type Logger, segmentFileName } from "../actors/replica/host.ts";
+import { SegmentFile } from "../actors/replica/segment_file.ts";
+import { NodeJournal } from "../actors/replica/journal.ts";
+import { blockSizeBytes } from "../protocol/limits.ts";
 import { type Disk, TransportError } from "../actors/ports.ts";
 import { slowDisk } from "./slow_disk.ts";
-import { EntryKind } from "../actors/replica/wire.ts";
+import { EntryKind, type WireBlockState } from "../actors/replica/wire.ts";
 
 /** The pseudo-node that stands for the NATS servers holding the KV bucket. */
 export const kvNode = "kv";
@@ -55,6 +58,14 @@ export interface SimClusterOptions {
   traceLogs?: boolean;
 }
 
+/** One block of a node's synced state (SimCluster.durableBlocks). */
+export interface SyncedCopy {
+  version: number;
+  state: WireBlockState;
+  /** The block's bytes (zeros unless written). */
+  data: Uint8Array;
+}
+
 /** One replica's acknowledged block versions: block -> version. */
 interface AckedSegment {
   volume: string;
@@ -70,6 +81,8 @@ export class SimCluster {
   readonly acknowledged = new Map<string, Map<string, AckedSegment>>();
   /** Nodes armed to lose power at their next segment-file fdatasync. */
   readonly powerLossAtSync = new Set<string>();
+  /** Per node, the virtual times it lost power (the FLUSH oracle excuses what they took). */
+  readonly powerLossesMs = new Map<string, number[]>();
   /** Set by the run: where durability violations go. */
   onViolation: (message: string) => void = () => {};
   readonly scheduler: SimScheduler;
@@ -270,11 +283,86 @@ export class SimCluster {
     this.kill(id);
     const node = this.nodes.get(id)!;
     node.boot++;
+    this.powerLossesMs.set(id, [...this.powerLossesMs.get(id) ?? [], this.scheduler.nowMs]);
     node.disk.crash({
       keepPendingProbability: this.scheduler.random(),
       tearWrites: true,
       random: () => this.scheduler.random(),
     });
+  }
+
+  /**
+   * Blocks of a volume as node `id` would hold them after a power loss now that kept nothing
+   * unsynced, read from a copy of the disk's synced state (MemoryDisk.durableCopy): each
+   * segment file as synced, then the synced journal's records over it as a restart replays
+   * them (host.ts replayJournal: an entry lands where the block's version is not newer). The
+   * copy is taken at once; the reads run on it alone (promise jobs only, no events, no
+   * randomness), so neither the node nor the seed's replay is touched. A block whose segment
+   * file is missing or cannot be opened there (a restart would not serve it) reads null.
+   */
+  durableBlocks(
+    id: string,
+    volumeId: string,
+    /** Volume block numbers, ascending. */
+    blocks: readonly number[],
+    blocksPerSegment: number,
+  ): Promise<Map<number, SyncedCopy | null>> {
+    const disk = this.nodes.get(id)!.disk.durableCopy();
+    return (async () => {
+      const bySegment = new Map<number, number[]>();
+      for (const block of blocks) {
+        const segment = Math.floor(block / blocksPerSegment);
+        if (!bySegment.has(segment)) bySegment.set(segment, []);
+        bySegment.get(segment)!.push(block);
+      }
+      const out = new Map<number, SyncedCopy | null>();
+      for (const [segment, wanted] of bySegment) {
+        const path = `/${id}/segments/${volumeId}/${segmentFileName(segment)}`;
+        const file = await SegmentFile.open(disk, path).catch(() => null);
+        // One read per run of consecutive blocks.
+        for (let i = 0; i < wanted.length;) {
+          let end = i + 1;
+          while (end < wanted.length && wanted[end] === wanted[end - 1] + 1) end++;
+          const first = wanted[i] - segment * blocksPerSegment;
+          const read = file && await file.readBlocks(first, end - i);
+          for (let k = 0; k < end - i; k++) {
+            out.set(
+              wanted[i + k],
+              read && {
+                version: read.versions[k],
+                state: read.states[k],
+                data: read.data.subarray(k * blockSizeBytes, (k + 1) * blockSizeBytes),
+              },
+            );
+          }
+          i = end;
+        }
+      }
+      const { records } = await NodeJournal.open(disk, `/${id}/journal`);
+      for (const record of records) {
+        if (record.volume !== volumeId) continue;
+        for (const entry of record.entries) {
+          if (entry.kind === EntryKind.request || !bySegment.has(entry.segment)) continue;
+          const first = entry.segment * blocksPerSegment + entry.firstBlock;
+          for (let b = first; b < first + entry.blockCount; b++) {
+            const held = out.get(b);
+            if (!held || held.version > entry.version) continue;
+            const at = (b - first) * blockSizeBytes;
+            out.set(
+              b,
+              entry.kind === EntryKind.zero
+                ? { version: entry.version, state: "zero", data: new Uint8Array(blockSizeBytes) }
+                : {
+                  version: entry.version,
+                  state: "written",
+                  data: entry.data!.subarray(at, at + blockSizeBytes),
+                },
+            );
+          }
+        }
+      }
+      return out;
+    })();
   }
 
   pause(id: string): void {

@@ -6,9 +6,19 @@
  * The same seed replays the same run exactly.
  */
 import { SimCluster } from "./cluster.ts";
-import { SimClient, type SimVolume } from "./client.ts";
+import { type FlushAnswered, SimClient, type SimVolume, writeIdOfWhole } from "./client.ts";
 import { checkLinearizable, describe, type FlushOp, type HistoryOp } from "./linearizability.ts";
 import { checkFlushesAfterLosses, type ClientFlush } from "./flush_check.ts";
+import {
+  AckLog,
+  checkFlushDurable,
+  inSyncThroughout,
+  LayoutTimeline,
+  lostPower,
+  stayedInSync,
+  type SyncedBlock,
+  SyncedMemo,
+} from "./flush_durability.ts";
 import { subjects } from "../protocol/subjects.ts";
 import { encodeJson } from "../protocol/control.ts";
 import { segmentFileSizeBytes } from "../actors/replica/segment_file.ts";
@@ -45,6 +55,9 @@ export interface SimResult extends SimTotals {
 
 const segmentBytes = 256 * 1024;
 const segments = 4;
+const blocksPerSegment = segmentBytes / blockSizeBytes;
+/** The KV key of the simulated volume's layout. */
+const volumeLayoutKey = "vol.sim.layout";
 /** Virtual time after the faults stop for the cluster to settle before the final checks. */
 const settleMs = 45_000;
 /** Gap between two fault attempts (a disruptive one is skipped while another is active). */
@@ -99,10 +112,13 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   });
   const { scheduler, network } = cluster;
   cluster.onViolation = (message) => fail(message);
+  /** Every layout of the simulated volume and when it was written (the FLUSH oracle's). */
+  const layouts = new LayoutTimeline();
   // Terms move only with ownership: a layout write changes owner and term (a takeover or
   // a handoff) or replica states (an owner's edit), never both, and never the term alone
   // downward. Checked on every write to the KV.
   cluster.kv.onWrite = (key, before, after) => {
+    if (key === volumeLayoutKey) layouts.record(scheduler.nowMs, JSON.parse(after) as VolumeLayout);
     if (!key.endsWith(".layout") || before === undefined) return;
     const a = JSON.parse(before) as VolumeLayout;
     const b = JSON.parse(after) as VolumeLayout;
@@ -163,6 +179,79 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
     blocks: (segmentBytes * segments) / blockSizeBytes,
   };
 
+  // ---- the FLUSH oracle (flush_durability.ts) ----
+  const acks = new AckLog();
+  const syncedMemo = new SyncedMemo();
+  /** Checks begun at FLUSH replies: they read copies taken then, and finish in promise jobs. */
+  const flushChecks: Promise<void>[] = [];
+  /** Replicas found lacking at FLUSHes: the first few are reported, the rest counted. */
+  let flushProblems = 0;
+  const flushProblemsShown = 5;
+  const flushAnswered = (flush: FlushAnswered) => {
+    const { endMs } = flush;
+    const { powerLossesMs } = cluster;
+    const inSync = inSyncThroughout(layouts.during(flush.startMs, endMs));
+    // A copy found synced earlier counts only while its node kept power and it stayed in sync.
+    syncedMemo.forgetUnless((node, segment, sinceMs) =>
+      !lostPower(powerLossesMs, node, sinceMs, endMs) &&
+      stayedInSync(layouts.during(sinceMs, endMs), node, segment)
+    );
+    const reads = new Map<string, Map<number, SyncedBlock>>();
+    const input = {
+      ...flush,
+      inSync,
+      powerLossesMs,
+      blocksPerSegment,
+      synced: (node: string, block: number, atLeast: number) => {
+        const known = syncedMemo.get(node, Math.floor(block / blocksPerSegment), block);
+        return known !== undefined && known >= atLeast ? known : reads.get(node)?.get(block);
+      },
+    };
+    // What the memo cannot vouch for is read from copies of the nodes' synced state, taken
+    // now, at the OK.
+    const copies = [...checkFlushDurable(input).unread].map(([node, blocks]) =>
+      cluster.durableBlocks(node, volumeInfo.id, blocks, blocksPerSegment).then((read) =>
+        [node, read] as const
+      )
+    );
+    flushChecks.push(
+      (async () => {
+        for (const [node, read] of await Promise.all(copies)) {
+          const here = new Map<number, SyncedBlock>();
+          for (const [block, copy] of read) {
+            const held: SyncedBlock = !copy
+              ? "missing"
+              : copy.state === "corrupt"
+              ? "corrupt"
+              : copy.state === "written"
+              ? writeIdOfWhole(copy.data, block)
+              : 0;
+            here.set(block, held);
+            if (typeof held === "number") {
+              syncedMemo.record(node, Math.floor(block / blocksPerSegment), block, held, endMs);
+            }
+          }
+          reads.set(node, here);
+        }
+        const checked = checkFlushDurable(input);
+        if (checked.unread.size) throw new Error("blocks left unread after reading them");
+        countCheck("FLUSHes answered OK, synced on every in-sync replica");
+        countCheck("block copies synced as a FLUSH promised", checked.blocksChecked);
+        countCheck(
+          "(observed, not a check) block copies not judged at a FLUSH: power lost since the write",
+          checked.exemptPowerLoss,
+        );
+        countCheck(
+          "(observed, not a check) block copies not judged at a FLUSH: rotten",
+          checked.unjudgedCorrupt,
+        );
+        for (const problem of checked.problems) {
+          if (flushProblems++ < flushProblemsShown) fail(`flush-durability: ${problem}`);
+        }
+      })().catch((err) => fail(`flush-durability: the check failed: ${(err as Error).stack}`)),
+    );
+  };
+
   // ---- clients ----
   let writeIds = 0;
   const clientCount = options.clients ?? 3;
@@ -178,6 +267,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
       () => ++writeIds,
       flushes,
       clientFlushes,
+      { acks, answered: flushAnswered },
     ));
   const runs = clients.map((c) => c.run(0.6));
 
@@ -470,6 +560,10 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
   } else await finalReads;
 
   // ---- checks ----
+  await Promise.all(flushChecks);
+  if (flushProblems > flushProblemsShown) {
+    fail(`flush-durability: ${flushProblems - flushProblemsShown} more replicas lacking writes`);
+  }
   const result = checkLinearizable(history, { losses, flushes });
   countCheck("linearizable blocks", result.blocksChecked);
   for (const v of result.violations.slice(0, 5)) {
@@ -584,7 +678,7 @@ export async function runSeed(options: SimOptions): Promise<SimResult> {
 
   /** The simulated volume's layout as the KV holds it now, with its revision. */
   function currentLayout(): { value: VolumeLayout; revision: number } | null {
-    const entry = cluster.kv.get("vol.sim.layout");
+    const entry = cluster.kv.get(volumeLayoutKey);
     return entry
       ? { value: JSON.parse(entry.json) as VolumeLayout, revision: entry.revision }
       : null;

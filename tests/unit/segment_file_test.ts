@@ -654,3 +654,59 @@ Deno.test("MemoryDisk: corrupt flips bytes that survive a crash; truncate zeros 
   await disk.remove("/d/f");
   assert.equal(disk.exists("/d/f"), false);
 });
+
+Deno.test("MemoryDisk: durableCopy holds what a crash would keep and leaves the disk as it is", async () => {
+  const disk = new MemoryDisk();
+  await disk.mkdirp("/d");
+  const f = await disk.open("/d/f", { create: true });
+  await f.write(new Uint8Array([1, 2, 3]), 0);
+  await f.datasync();
+  const g = await disk.open("/d/g", { create: true });
+  await g.write(new Uint8Array([4]), 0);
+  await g.datasync();
+  await disk.syncDir("/d");
+  // Unsynced: a write over f, a new name, a removal.
+  await f.write(new Uint8Array([9]), 1);
+  const h = await disk.open("/d/h", { create: true });
+  await h.datasync();
+  await disk.remove("/d/g");
+
+  const copy = disk.durableCopy();
+  assert.deepEqual(await copy.list("/d"), ["f", "g"]);
+  assert.deepEqual([...copy.fileBytes("/d/f")], [1, 2, 3]);
+  assert.deepEqual([...copy.fileBytes("/d/g")], [4]);
+  // Writes to the copy stay there; the disk still reads its page cache.
+  const c = await copy.open("/d/f", { create: false });
+  await c.write(new Uint8Array([7]), 0);
+  assert.deepEqual([...disk.fileBytes("/d/f")], [1, 9, 3]);
+  assert.deepEqual(await disk.list("/d"), ["f", "h"]);
+  await f.read(new Uint8Array(1), 0); // handles of the disk stay valid
+
+  disk.crash();
+  assert.deepEqual(await disk.list("/d"), await copy.list("/d"));
+  assert.deepEqual([...disk.fileBytes("/d/f")], [1, 2, 3]);
+});
+
+Deno.test("MemoryDisk: a durable copy and its disk share no writes either way (copy on write)", async () => {
+  const disk = new MemoryDisk();
+  await disk.mkdirp("/d");
+  const f = await disk.open("/d/f", { create: true });
+  await f.write(new Uint8Array(8192).fill(1), 0);
+  await f.datasync();
+  await disk.syncDir("/d");
+  const copy = disk.durableCopy();
+  const c = await copy.open("/d/f", { create: false });
+  // The disk syncs a write over the shared pages; the copy writes its own; then each crashes.
+  await f.write(new Uint8Array([2]), 0);
+  await f.datasync();
+  await c.write(new Uint8Array([3]), 4096);
+  await c.truncate(4097);
+  await c.datasync();
+  disk.crash();
+  copy.crash();
+  const mine = disk.fileBytes("/d/f");
+  assert.equal(mine.length, 8192);
+  assert.deepEqual([mine[0], mine[1], mine[4096], mine[8191]], [2, 1, 1, 1]);
+  assert.deepEqual([...copy.fileBytes("/d/f").subarray(4095)], [1, 3]);
+  assert.equal(copy.fileBytes("/d/f")[0], 1);
+});
