@@ -26,6 +26,10 @@ const kvTimeoutMs = 2000;
 
 /** The simulated nodes' journal checkpoint size: small, so rotations race with writes often. */
 export const simJournalCheckpointBytes = 64 * 1024;
+/** The simulated hosts write data entries of two blocks and more in place (production: 64 KiB). */
+export const simDirectWriteMinBytes = 2 * blockSizeBytes;
+/** A simulated segment file syncs in the background after this much cached in-place data. */
+export const simCachedWritebackBytes = 32 * 1024;
 
 export type SimNodeState = "up" | "crashed" | "paused";
 
@@ -194,6 +198,9 @@ export class SimCluster {
       pid: 0,
       // Checkpoints (journal rotation, segment syncs) every few hundred writes, not every 64 MiB.
       journalCheckpointBytes: simJournalCheckpointBytes,
+      // The clients write 1-4 blocks: 2 and more go in place, 1 is journaled, and batches mix.
+      directWriteMinBytes: simDirectWriteMinBytes,
+      cachedWritebackBytes: simCachedWritebackBytes,
       // Short enough that a long kill has its replicas rebuilt elsewhere within a run, and
       // that every owner scrubs a few times (the defaults are 5 min and 24 h).
       replicaGraceMs: simReplicaGraceMs,

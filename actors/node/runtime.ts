@@ -86,6 +86,9 @@ export interface NodeRuntimeDeps {
   onFailStop?: (reason: string) => void;
   /** Journal size that starts a checkpoint (the simulator checkpoints often); default 64 MiB. */
   journalCheckpointBytes?: number;
+  /** The replica host's in-place and writeback sizes (ReplicaHostOptions); the simulator's are small. */
+  directWriteMinBytes?: number;
+  cachedWritebackBytes?: number;
   /** How long a down node's replicas wait before being rebuilt elsewhere (default 5 min). */
   replicaGraceMs?: number;
   /** Rate limit of catch-up and rebuild copies per volume (default 256 MiB/s). */
@@ -139,6 +142,8 @@ export class NodeRuntime {
     const disk = deps.metrics ? timedDisk(deps.disk, deps.clock, deps.metrics) : deps.disk;
     this.host = new ReplicaHost(deps.dataDir, disk, deps.log, {
       journalCheckpointBytes: deps.journalCheckpointBytes,
+      directWriteMinBytes: deps.directWriteMinBytes,
+      cachedWritebackBytes: deps.cachedWritebackBytes,
       clock: deps.clock,
       onDurable: deps.onReplicaDurable,
       bootId: deps.bootId,

@@ -61,18 +61,29 @@ export class HostError extends Error {
  */
 export const directWriteMinBytes = 64 * 1024;
 /**
+ * A segment file that has taken this many bytes of cached writes in place since its last
+ * sync starts one in the background. The disk then writes them back while writes go on, so
+ * a FLUSH waits for little (it used to find up to a whole FLUSH interval's writes dirty and
+ * stall every writer while they went to disk), and a power loss takes at most about this
+ * much per file. Writes so synced are still reported durable only by the FLUSH.
+ */
+export const cachedWritebackBytes = 8 * 1024 * 1024;
+/**
  * Client requests remembered per volume (origin/requestId of writes held here), for a new
  * owner to recognize resends: the writes of a few seconds at thousands a second.
  */
 export const rememberedRequestsPerVolume = 16_384;
 
-function isDirect(entry: WriteEntry): boolean {
-  return entry.kind === EntryKind.data && entry.blockCount * blockSizeBytes >= directWriteMinBytes;
-}
-
 export interface ReplicaHostOptions {
   /** Journal size at which a write starts a checkpoint; default journalCheckpointBytes. */
   journalCheckpointBytes?: number;
+  /**
+   * Smallest data entry written in place; default directWriteMinBytes. The simulator, whose
+   * writes are a few blocks, lowers it so both paths (and batches mixing them) run.
+   */
+  directWriteMinBytes?: number;
+  /** Cached bytes that start a segment file's background sync; default cachedWritebackBytes. */
+  cachedWritebackBytes?: number;
   /**
    * Called once when the host fails-stop after a failed fdatasync (or a failed
    * checkpoint): the node should stop itself. The reason names what failed.
@@ -226,6 +237,10 @@ export class ReplicaHost {
    * place, and (only for the onDurable oracle) the entries, told durable at the flush.
    */
   private readonly unsyncedWrites = new Map<string, UnsyncedWrites>();
+  /** Bytes of cached writes each segment file took in place since its last writeback began. */
+  private readonly cachedBytesSinceWriteback = new Map<Replica, number>();
+  /** Background syncs under way (see cachedWritebackBytes): a file is closed only after its own. */
+  private readonly writebacks = new Map<Replica, Promise<void>>();
   private readonly bootId: string;
   /** The cached-writes marker names this boot (set once written or found so). */
   private markerWritten: Promise<void> | null = null;
@@ -247,6 +262,8 @@ export class ReplicaHost {
   /** Every disk call goes through the fail-stop gate (see fail_stop.ts). */
   private readonly disk: Disk;
   private readonly checkpointBytes: number;
+  private readonly directMinBytes: number;
+  private readonly writebackBytes: number;
   private readonly onDurable: ReplicaHostOptions["onDurable"];
   /** Read leases, kept only with a clock (unit tests without one never make fences wait). */
   private readonly leases: { table: LeaseTable; clock: Clock } | null;
@@ -267,6 +284,8 @@ export class ReplicaHost {
     options: ReplicaHostOptions = {},
   ) {
     this.checkpointBytes = options.journalCheckpointBytes ?? journalCheckpointBytes;
+    this.directMinBytes = options.directWriteMinBytes ?? directWriteMinBytes;
+    this.writebackBytes = options.cachedWritebackBytes ?? cachedWritebackBytes;
     this.onDurable = options.onDurable;
     this.bootId = options.bootId ?? "this-boot";
     this.leases = options.clock
@@ -597,6 +616,7 @@ export class ReplicaHost {
     await this.writeChains.get(volume)?.catch(() => {});
     await this.checkpoint();
     for (const dirty of this.dirty.values()) if (replica) dirty.delete(replica);
+    if (replica) await this.forgetWriteback(replica);
     await replica?.close().catch(() => {});
     const dir = this.volumeDir(volume);
     await this.disk.remove(`${dir}/${segmentFileName(segment)}`);
@@ -621,7 +641,10 @@ export class ReplicaHost {
       for (const r of replicas?.values() ?? []) dirty.delete(r);
     }
     this.writeChains.delete(volume);
-    for (const replica of replicas?.values() ?? []) await replica.close().catch(() => {});
+    for (const replica of replicas?.values() ?? []) {
+      await this.forgetWriteback(replica);
+      await replica.close().catch(() => {});
+    }
     const dir = this.volumeDir(volume);
     for (const name of await this.disk.list(dir)) await this.disk.remove(`${dir}/${name}`);
     await this.disk.removeDir(dir);
@@ -820,6 +843,8 @@ export class ReplicaHost {
     // (kill -9 of every node in the crash test: replicas differed at equal highest versions).
     // A mixed batch is journaled whole.
     const versioned = effective.filter((e) => e.kind !== EntryKind.request);
+    const isDirect = (e: WriteEntry) =>
+      e.kind === EntryKind.data && e.blockCount * blockSizeBytes >= this.directMinBytes;
     const inPlace = versioned.length > 0 && versioned.every(isDirect);
     const direct = (e: WriteEntry) => inPlace && isDirect(e);
     const journaled = inPlace ? effective.filter((e) => !isDirect(e)) : effective;
@@ -847,17 +872,46 @@ export class ReplicaHost {
         continue;
       }
       const replica = this.replica(volume, entry.segment);
-      if (direct(entry)) inPlaceReplicas.add(replica);
+      if (direct(entry)) {
+        inPlaceReplicas.add(replica);
+        if (cached) this.countCachedBytes(replica, entry.data!.length);
+      }
       await this.applyEntry(replica, entry);
       if (entry.request) {
         this.rememberRequest(volume, clientRequestKey(entry.request));
       }
     }
     if (cached) {
-      for (const replica of inPlaceReplicas) this.unsynced(volume).replicas.add(replica);
+      for (const replica of inPlaceReplicas) {
+        this.unsynced(volume).replicas.add(replica);
+        this.writeBackEarly(replica);
+      }
     } else for (const replica of inPlaceReplicas) syncs.push(replica.sync());
     const durable = Promise.all(syncs).then(() => {});
     return { advanced, durable, effective };
+  }
+
+  private countCachedBytes(replica: Replica, bytes: number): void {
+    this.cachedBytesSinceWriteback.set(
+      replica,
+      (this.cachedBytesSinceWriteback.get(replica) ?? 0) + bytes,
+    );
+  }
+
+  /** Starts a background sync of a segment file holding cachedWritebackBytes of cached writes. */
+  private writeBackEarly(replica: Replica): void {
+    if ((this.cachedBytesSinceWriteback.get(replica) ?? 0) < this.writebackBytes) return;
+    if (this.writebacks.has(replica)) return; // the next cached write after it ends starts one
+    this.cachedBytesSinceWriteback.delete(replica);
+    // A failed fdatasync fails the host through the disk gate (fail_stop.ts); nothing waits here.
+    const writeback = replica.sync().catch(() => {}).finally(() => this.writebacks.delete(replica));
+    this.writebacks.set(replica, writeback);
+  }
+
+  /** Before a segment file is closed: its background sync ends, and its count goes. */
+  private async forgetWriteback(replica: Replica): Promise<void> {
+    this.cachedBytesSinceWriteback.delete(replica);
+    await this.writebacks.get(replica);
   }
 
   private async applyEntry(replica: Replica, entry: WriteEntry): Promise<void> {
@@ -1182,7 +1236,10 @@ export class ReplicaHost {
     // After a failure its sync is refused untried; the file is closed all the same.
     await this.journal?.close().catch(() => {});
     for (const replicas of this.volumes.values()) {
-      for (const replica of replicas.values()) await replica.close().catch(() => {});
+      for (const replica of replicas.values()) {
+        await this.forgetWriteback(replica);
+        await replica.close().catch(() => {});
+      }
     }
     this.volumes.clear();
   }

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { MemoryDisk } from "../../actors/memory_disk.ts";
 import type { Disk } from "../../actors/ports.ts";
-import { directWriteMinBytes, ReplicaHost } from "../../actors/replica/host.ts";
+import {
+  cachedWritebackBytes,
+  directWriteMinBytes,
+  ReplicaHost,
+} from "../../actors/replica/host.ts";
 import { decideEpoch, GroupSync } from "../../actors/replica/core.ts";
 import {
   BatchFlag,
@@ -596,6 +600,56 @@ Deno.test("replica host: a cached batch is acknowledged unsynced, and durable on
     assert.deepEqual([...(await read(after, 0, 3, 1, 2)).versions], [31]);
     assert.deepEqual([...(await read(after, 1, 0, 1, 2)).versions], [32]);
   }
+});
+
+Deno.test("replica host: a segment file with cachedWritebackBytes of cached writes syncs in the background", async () => {
+  const disk = new MemoryDisk({ seed: 9 });
+  const durable: number[] = [];
+  const host = new ReplicaHost("/data", disk, silent, {
+    onDurable: (_v, entries) => durable.push(...entries.map((e) => e.version)),
+  });
+  await host.loadAll();
+  const fileBytes = 2 * cachedWritebackBytes;
+  await host.createSegments("vol", fileBytes, [0], 1);
+  const chunkBytes = 1024 * 1024; // written in place, not journaled
+  const cachedWrite = (index: number) =>
+    encodeWriteBatch(
+      1,
+      [{
+        segment: 0,
+        firstBlock: index * (chunkBytes / 4096),
+        blockCount: chunkBytes / 4096,
+        kind: EntryKind.data,
+        version: index + 1,
+        data: new Uint8Array(chunkBytes).fill(index + 1),
+      }],
+      0,
+      BatchFlag.cached,
+    );
+  const written = cachedWritebackBytes / chunkBytes;
+  // The first cached batch of a boot writes the cached-writes marker (one fdatasync).
+  assert.equal((await host.handle("vol", "write", cachedWrite(0)))[0], ErrorCode.OK);
+  const syncsBefore = disk.stats.datasyncs;
+  for (let i = 1; i < written - 1; i++) {
+    assert.equal((await host.handle("vol", "write", cachedWrite(i)))[0], ErrorCode.OK);
+  }
+  assert.equal(disk.stats.datasyncs, syncsBefore, "under cachedWritebackBytes: no sync");
+  assert.equal((await host.handle("vol", "write", cachedWrite(written - 1)))[0], ErrorCode.OK);
+  // Acknowledged before the writeback ends; the writeback then runs on its own.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(disk.stats.datasyncs, syncsBefore + 1, "the file holding 8 MiB cached syncs once");
+  assert.deepEqual(durable, [], "still reported durable only by a FLUSH");
+  // Power loss without a FLUSH: what the writeback synced is there.
+  disk.crash({ keepPendingProbability: 0 });
+  const after = new ReplicaHost("/data", disk, silent);
+  await after.loadAll();
+  const reply = await after.handle(
+    "vol",
+    "read",
+    encodeReadRequest({ segment: 0, epoch: 1, firstBlock: 0, blockCount: 1 }),
+  );
+  assert.equal(reply[0], ErrorCode.OK);
+  assert.deepEqual([...decodeReadReply(reply).versions], [1]);
 });
 
 Deno.test("replica host: after a power loss with cached writes, its replicas are suspect until an owner writes after fencing", async () => {
