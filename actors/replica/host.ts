@@ -366,6 +366,13 @@ export class ReplicaHost {
     if (boot === null) return;
     if (boot === this.bootId) {
       this.markerWritten = Promise.resolve();
+      // An earlier process of this boot applied cached writes (it was killed, or stopped
+      // before its last flush): they may sit in the page cache unsynced, in files this process
+      // has not written. The next FLUSH of each volume syncs all its segment files, else it
+      // would answer OK for writes a power loss could still take (simulator seed 3083).
+      for (const [volume, replicas] of this.volumes) {
+        for (const replica of replicas.values()) this.unsynced(volume).replicas.add(replica);
+      }
       return;
     }
     for (const [volume, replicas] of this.volumes) {

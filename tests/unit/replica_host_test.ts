@@ -841,3 +841,31 @@ Deno.test("replica host: inspectBlocks reads a suspect replica, which serves no 
   const seen = await rebooted.inspectBlocks("vol", 0, 2, 2);
   assert.deepEqual([...seen.versions], [60, 0], "the durable write is there, the cached one lost");
 });
+
+Deno.test("replica host: a FLUSH after a restart syncs cached writes the killed process left unsynced", async () => {
+  const disk = new MemoryDisk({ seed: 10 });
+  const host = new ReplicaHost("/data", disk, silent);
+  await host.loadAll();
+  await host.createSegments("vol", segmentBytes, [0, 1], 1);
+  const inPlace: WriteEntry = {
+    segment: 1,
+    firstBlock: 0,
+    blockCount: directBlocks,
+    kind: EntryKind.data,
+    version: 5,
+    data: new Uint8Array(directWriteMinBytes).fill(5),
+  };
+  const batch = encodeWriteBatch(1, [inPlace], 0, BatchFlag.cached);
+  assert.equal((await host.handle("vol", "write", batch))[0], ErrorCode.OK);
+  // kill -9: the process is gone, the page cache keeps the write unsynced (the disk is left as
+  // it is), and a new process of the same boot starts.
+  const restarted = new ReplicaHost("/data", disk, silent);
+  await restarted.loadAll();
+  const flushed = await restarted.handle("vol", "flush", encoder.encode('{"epoch":1}'));
+  assert.equal(flushed[0], ErrorCode.OK);
+  // The FLUSH answered OK: a power loss now must not take the write.
+  disk.crash({ keepPendingProbability: 0 });
+  const after = new ReplicaHost("/data", disk, silent);
+  await after.loadAll();
+  assert.deepEqual([...(await read(after, 1, 0, 1)).versions], [5]);
+});
