@@ -963,6 +963,7 @@ export class VolumeActor {
       if (sourceVersions.size === 0) return;
       const targetVersions = await fetchVersions(link, this.term, segment, blockCount);
       live.blocksLeft += blocksToCopy(blockCount, sourceVersions, targetVersions);
+      const spares = this.layout.segments[segment].replicas.map((r) => r.node);
       await catchUp(
         copyInput,
         this.term,
@@ -973,6 +974,7 @@ export class VolumeActor {
         targetVersions,
         true,
         hooks,
+        spares,
       );
       // Highest version wins both ways: where the returning replica holds a newer version
       // (a write that failed on the in-sync copies but reached it, never acknowledged), the

@@ -183,6 +183,11 @@ export async function catchUp(
    */
   online = false,
   hooks: CopyHooks = {},
+  /**
+   * Other copies of the segment (stale ones, neither a source nor the target): one that holds
+   * a block at exactly the version a source has rotten gives it, as versions are unique.
+   */
+  spares: readonly string[] = [],
 ): Promise<number> {
   const runs = copyRuns(blockCount, sources, targetVersions);
   let copied = 0;
@@ -211,6 +216,7 @@ export async function catchUp(
         const good = await readGoodCopy(input, epoch, segment, block + i, source[block + i], {
           sources,
           except: bestNode,
+          spares: spares.filter((n) => n !== target && !sources.has(n)),
         });
         state = good.state;
         data = good.data;
@@ -268,8 +274,11 @@ export async function catchUp(
 }
 
 /**
- * One block at exactly `version` from a source other than `except` whose copy passes its
- * checksum; CORRUPT if none has one (the copy fails, and the target stays out of sync).
+ * One block at exactly `version` from a source other than `except`, or else from a spare,
+ * whose copy passes its checksum; CORRUPT if none has one (the copy fails, and the target
+ * stays out of sync). Without the spares, a block rotten on a segment's last in-sync copy kept
+ * every other copy out of sync for good, though a stale one held that version whole
+ * (simulator seeds 3011 and 3063: rot while all three were in sync, then two went stale).
  */
 async function readGoodCopy(
   input: Pick<ReconcileInput, "name" | "link">,
@@ -277,10 +286,15 @@ async function readGoodCopy(
   segment: number,
   block: number,
   version: number,
-  where: { sources: Map<string, Float64Array>; except: string },
+  where: { sources: Map<string, Float64Array>; except: string; spares?: readonly string[] },
 ): Promise<{ state: ReadResult["states"][number]; data: Uint8Array }> {
-  for (const [node, versions] of where.sources) {
-    if (node === where.except || versions[block] !== version) continue;
+  const candidates = [
+    ...[...where.sources].filter(([node, versions]) =>
+      node !== where.except && versions[block] === version
+    ).map(([node]) => node),
+    ...where.spares ?? [],
+  ];
+  for (const node of candidates) {
     try {
       const read = await input.link(node).read({
         segment,
@@ -473,6 +487,9 @@ export async function reconcileVolume(input: ReconcileInput): Promise<{
           sourceVersions,
           r.node,
           targetVersions,
+          false,
+          {},
+          reachable.map((spare) => spare.node),
         );
       } catch (err) {
         if (!(err instanceof CairnError && err.code === "CORRUPT")) throw err;
