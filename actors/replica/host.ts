@@ -623,7 +623,7 @@ export class ReplicaHost {
     await this.writeChains.get(volume)?.catch(() => {});
     await this.checkpoint();
     for (const dirty of this.dirty.values()) if (replica) dirty.delete(replica);
-    if (replica) await this.forgetWriteback(replica);
+    if (replica) await this.forgetUnsynced(volume, replica);
     await replica?.close().catch(() => {});
     const dir = this.volumeDir(volume);
     await this.disk.remove(`${dir}/${segmentFileName(segment)}`);
@@ -649,7 +649,7 @@ export class ReplicaHost {
     }
     this.writeChains.delete(volume);
     for (const replica of replicas?.values() ?? []) {
-      await this.forgetWriteback(replica);
+      await this.forgetUnsynced(volume, replica);
       await replica.close().catch(() => {});
     }
     const dir = this.volumeDir(volume);
@@ -915,8 +915,12 @@ export class ReplicaHost {
     this.writebacks.set(replica, writeback);
   }
 
-  /** Before a segment file is closed: its background sync ends, and its count goes. */
-  private async forgetWriteback(replica: Replica): Promise<void> {
+  /**
+   * Before a segment file is closed: no FLUSH will sync it (a closed file's sync fails the
+   * FLUSH), its count goes, and its background sync ends.
+   */
+  private async forgetUnsynced(volume: string, replica: Replica): Promise<void> {
+    this.unsyncedWrites.get(volume)?.replicas.delete(replica);
     this.cachedBytesSinceWriteback.delete(replica);
     await this.writebacks.get(replica);
   }
@@ -1242,9 +1246,9 @@ export class ReplicaHost {
     }
     // After a failure its sync is refused untried; the file is closed all the same.
     await this.journal?.close().catch(() => {});
-    for (const replicas of this.volumes.values()) {
+    for (const [volume, replicas] of this.volumes) {
       for (const replica of replicas.values()) {
-        await this.forgetWriteback(replica);
+        await this.forgetUnsynced(volume, replica);
         await replica.close().catch(() => {});
       }
     }
