@@ -1,7 +1,14 @@
 /** Production ports: the monotonic clock, Math.random, and node:fs. */
 import * as fs from "node:fs";
 import { promisify } from "node:util";
-import type { Clock, Disk, DiskFile, Random, WallClock } from "./ports.ts";
+import {
+  type Clock,
+  type Disk,
+  type DiskFile,
+  joinBody,
+  type Random,
+  type WallClock,
+} from "./ports.ts";
 
 export const systemClock: Clock & WallClock = {
   nowMs: () => performance.now(),
@@ -61,13 +68,7 @@ class NodeFsFile implements DiskFile {
       const done = fs.writevSync(this.fd, buffers, position);
       if (done < total) {
         // A short pwritev is legal; finish the rest with plain writes.
-        const joined = new Uint8Array(total);
-        let at = 0;
-        for (const b of buffers) {
-          joined.set(b, at);
-          at += b.length;
-        }
-        return this.write(joined.subarray(done), position + done);
+        return this.write(joinBody(buffers).subarray(done), position + done);
       }
       return Promise.resolve();
     } catch (err) {

@@ -9,6 +9,7 @@
  * Two separate gateways doing RMW on the same block at the same time are not protected.
  */
 import type { NbdBackend } from "./backend.ts";
+import { joinBody } from "../actors/ports.ts";
 import type { WriteOptions } from "../client/volume.ts";
 
 interface Hold {
@@ -102,7 +103,7 @@ export class SubBlockIo {
     const bs = this.blockBytes;
     const start = Math.floor(offsetBytes / bs) * bs;
     const end = Math.ceil((offsetBytes + lengthBytes) / bs) * bs;
-    const data = joined(await this.backend.read(start, end - start));
+    const data = joinBody(await this.backend.read(start, end - start));
     return [data.subarray(offsetBytes - start, offsetBytes - start + lengthBytes)];
   }
 
@@ -219,18 +220,4 @@ export class SubBlockIo {
     if (wholeEnd > wholeStart) parts.push(ops.whole(wholeStart, wholeEnd - wholeStart));
     await Promise.all(parts);
   }
-}
-
-/** One buffer holding the pieces in order (the piece itself when there is only one). */
-export function joined(pieces: Uint8Array[]): Uint8Array {
-  if (pieces.length === 1) return pieces[0];
-  let total = 0;
-  for (const piece of pieces) total += piece.byteLength;
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const piece of pieces) {
-    out.set(piece, at);
-    at += piece.byteLength;
-  }
-  return out;
 }

@@ -16,7 +16,7 @@ import {
   encodeJsonOk,
   encodeOk,
   encodeReadReply,
-  encodeWriteBatch,
+  encodeWriteBatchParts,
   EntryKind,
   type ReadRequest,
   type ReadResult,
@@ -858,7 +858,7 @@ export class ReplicaHost {
     if (journaled !== effective) encoded = undefined;
     const syncs: Promise<void>[] = [];
     if (journaled.length) {
-      const batch = encoded ?? encodeWriteBatch(epoch, journaled);
+      const batch = encoded ?? encodeWriteBatchParts(epoch, journaled);
       const file = await this.journal.append(encodeRecord(volume, batch));
       // The segment files this record writes, under the generation of the file it is
       // in: a checkpoint syncs them before it removes that file.

@@ -12,7 +12,7 @@
  *   body: u8 volumeNameBytes, volume name, write batch (see wire.ts).
  * Replay stops at the first record that is short or fails its crc (a torn tail).
  */
-import type { Disk, DiskFile } from "../ports.ts";
+import type { Disk, DiskFile, MessageBody } from "../ports.ts";
 import { crc32c } from "../../protocol/crc32c.ts";
 import { GroupSync } from "./core.ts";
 import { decodeWriteBatch, type WriteEntry } from "./wire.ts";
@@ -33,19 +33,26 @@ export interface JournalRecord {
 }
 
 /**
- * A record as two buffers, header and the write batch as it is (no copy of
- * the data): written with one pwritev.
+ * A record as buffers: its header, then the write batch as it is, whole or in parts (no copy
+ * of the data): written with one pwritev.
  */
-export function encodeRecord(volume: string, batch: Uint8Array): Uint8Array[] {
+export function encodeRecord(volume: string, batch: MessageBody): Uint8Array[] {
+  const parts = batch instanceof Uint8Array ? [batch] : batch;
   const name = encoder.encode(volume);
   const head = new Uint8Array(recordHeaderBytes + 1 + name.length);
   head[recordHeaderBytes] = name.length;
   head.set(name, recordHeaderBytes + 1);
+  let crc = crc32c(head.subarray(recordHeaderBytes));
+  let batchBytes = 0;
+  for (const part of parts) {
+    crc = crc32c(part, crc);
+    batchBytes += part.length;
+  }
   const view = new DataView(head.buffer);
   view.setUint32(0, recordMagic, true);
-  view.setUint32(4, 1 + name.length + batch.length, true);
-  view.setUint32(8, crc32c(batch, crc32c(head.subarray(recordHeaderBytes))), true);
-  return [head, batch];
+  view.setUint32(4, 1 + name.length + batchBytes, true);
+  view.setUint32(8, crc, true);
+  return [head, ...parts];
 }
 
 /** Decodes records from the start of a journal file; stops at the first bad one. */

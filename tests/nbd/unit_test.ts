@@ -16,7 +16,8 @@ import {
   truncatedUtf8,
 } from "../../nbd/protocol.ts";
 import { formatListenAddress, nbdUri, parseListenAddress } from "../../nbd/server.ts";
-import { joined, RangeLocks, SubBlockIo } from "../../nbd/rmw.ts";
+import { RangeLocks, SubBlockIo } from "../../nbd/rmw.ts";
+import { joinBody } from "../../actors/ports.ts";
 import { MemoryBackend } from "./memory_source.ts";
 import { mulberry32 } from "../harness/random.ts";
 import { RawNbdClient } from "./raw_client.ts";
@@ -171,7 +172,7 @@ Deno.test("sub-block IO matches a byte model under random concurrent IO", async 
     await Promise.all(ops);
     const offset = Math.floor(random() * (size / 512 - 64)) * 512;
     assert.deepEqual(
-      joined(await io.read(offset, 64 * 512)),
+      joinBody(await io.read(offset, 64 * 512)),
       model.subarray(offset, offset + 32768),
     );
   }
